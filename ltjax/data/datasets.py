@@ -1,0 +1,157 @@
+"""Data sets as in-memory arrays, and their long-tailed training subsets.
+
+Sources implemented here:
+
+  fashion_mnist  the IDX files of Debian's ``dataset-fashion-mnist`` package
+                 (/usr/share/datasets/fashion-mnist) or any directory holding
+                 the four ``*-idx?-ubyte[.gz]`` files (``config.data.data_dir``).
+  synthetic      class-dependent random images, for tests and benchmarks.
+
+``load_datasets`` returns the long-tailed train split (profile from
+``config.data``), the balanced test split and the per-class training counts.
+"""
+
+import dataclasses
+import os
+
+import ml_collections
+import numpy as np
+
+from ltjax.data import idx
+from ltjax.data import longtail
+
+FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',)
+FASHION_MNIST_CLASSES = ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat',
+                         'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot')
+_FASHION_MNIST_FILES = {
+    'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+    'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
+}
+_MISSING_FASHION_MNIST = (
+    'Fashion-MNIST not found: looked for {files} in {dirs}. Install it with '
+    '`sudo apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or download the four '
+    'IDX files from https://github.com/zalandoresearch/fashion-mnist and pass their '
+    'directory as --config.data.data_dir=/path/to/dir.')
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayDataset:
+  """Images and labels held in host memory.
+
+  Attributes:
+    images: (N, H, W, C) uint8.
+    labels: (N,) int32 in [0, num_classes).
+    num_classes: C.
+    mean, std: per-channel normalisation in [0, 1] pixel units.
+    class_names: C names.
+  """
+  images: np.ndarray
+  labels: np.ndarray
+  num_classes: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  class_names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def subset(self, indices: np.ndarray) -> 'ArrayDataset':
+    return dataclasses.replace(self, images=self.images[indices],
+                               labels=self.labels[indices])
+
+
+def check_labels(labels: np.ndarray, num_classes: int, name: str) -> None:
+  """Fails before training if any label is outside [0, num_classes)."""
+  bad = (labels < 0) | (labels >= num_classes)
+  if bad.any():
+    raise ValueError(
+        f'{name}: {int(bad.sum())} labels outside [0, {num_classes}) '
+        f'(e.g. {np.unique(labels[bad])[:5].tolist()}). Fix the label files or set '
+        f'config.data.num_classes to the number of classes in the data.')
+
+
+def _find_idx_file(dirs: list[str], stem: str) -> str | None:
+  for d in dirs:
+    for name in (stem + '.gz', stem):
+      path = os.path.join(d, name)
+      if os.path.exists(path):
+        return path
+  return None
+
+
+def load_fashion_mnist(split: str, data_dir: str = '') -> ArrayDataset:
+  """Loads a Fashion-MNIST split ('train' or 'test') from IDX files."""
+  dirs = [data_dir] if data_dir else list(FASHION_MNIST_DIRS)
+  image_stem, label_stem = _FASHION_MNIST_FILES[split]
+  paths = [_find_idx_file(dirs, s) for s in (image_stem, label_stem)]
+  if None in paths:
+    raise FileNotFoundError(_MISSING_FASHION_MNIST.format(
+        files=[image_stem + '[.gz]', label_stem + '[.gz]'], dirs=dirs))
+  images = idx.read_idx(paths[0])
+  labels = idx.read_idx(paths[1]).astype(np.int32)
+  if images.ndim != 3 or len(images) != len(labels):
+    raise ValueError(f'{paths[0]} and {paths[1]} disagree: images {images.shape}, '
+                     f'labels {labels.shape}.')
+  check_labels(labels, 10, paths[1])
+  return ArrayDataset(images=images[..., None], labels=labels, num_classes=10,
+                      mean=(0.2860,), std=(0.3530,),
+                      class_names=FASHION_MNIST_CLASSES)
+
+
+def make_synthetic(split: str, *, num_classes: int, per_class: int,
+                   image_shape: tuple[int, int, int], seed: int) -> ArrayDataset:
+  """Learnable random data: class c is a grating of its own orientation and frequency.
+
+  Each image is a sinusoidal grating (angle pi * c / C, one of two spatial
+  frequencies) with a random phase, plus Gaussian pixel noise, so a
+  convolutional network with global pooling can tell the classes apart.
+  """
+  h, w, channels = image_shape
+  rng = np.random.default_rng([seed, 0 if split == 'train' else 1])
+  labels = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
+  angle = np.pi * labels / num_classes
+  frequency = np.where(labels % 2 == 0, 0.15, 0.3)
+  phase = rng.uniform(0, 2 * np.pi, len(labels))
+  yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
+  project = (np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy)
+  grating = np.sin(2 * np.pi * frequency[:, None, None] * project + phase[:, None, None])
+  images = 128 + 80 * grating[..., None] + rng.normal(0, 40, (len(labels), h, w, channels))
+  images = np.clip(images, 0, 255).astype(np.uint8)
+  return ArrayDataset(images=images, labels=labels, num_classes=num_classes,
+                      mean=(0.5,) * channels, std=(0.25,) * channels,
+                      class_names=tuple(f'class_{c}' for c in range(num_classes)))
+
+
+def load_split(data_config: ml_collections.ConfigDict, split: str) -> ArrayDataset:
+  """The full (balanced) split of the source named by ``data_config.name``."""
+  if data_config.name == 'fashion_mnist':
+    return load_fashion_mnist(split, data_config.data_dir)
+  if data_config.name == 'synthetic':
+    s = data_config.synthetic
+    return make_synthetic(split, num_classes=s.num_classes, per_class=s.per_class,
+                          image_shape=tuple(s.image_shape), seed=s.seed)
+  raise ValueError(f'Unknown data.name {data_config.name!r}; valid: '
+                   "['fashion_mnist', 'synthetic'].")
+
+
+def load_datasets(data_config: ml_collections.ConfigDict
+                  ) -> tuple[ArrayDataset, ArrayDataset, np.ndarray]:
+  """Returns (long-tailed train split, balanced test split, train class counts)."""
+  train = load_split(data_config, 'train')
+  test = load_split(data_config, 'test')
+  check_labels(train.labels, train.num_classes, f'{data_config.name} train')
+  check_labels(test.labels, train.num_classes, f'{data_config.name} test')
+  if data_config.imbalance_ratio is not None:
+    n_max = data_config.n_max or int(np.bincount(train.labels).max())
+    counts = longtail.long_tail_counts(train.num_classes, n_max,
+                                       data_config.imbalance_ratio,
+                                       data_config.profile)
+    keep = longtail.long_tail_indices(train.labels, counts,
+                                      selection=data_config.selection,
+                                      seed=data_config.subsample_seed)
+    train = train.subset(keep)
+  counts = np.bincount(train.labels, minlength=train.num_classes)
+  if (counts == 0).any():
+    raise ValueError(f'Classes {np.flatnonzero(counts == 0).tolist()} have no training '
+                     'samples; every class needs at least one.')
+  return train, test, counts
