@@ -1,0 +1,70 @@
+"""Every configuration key of ltjax, with its default and meaning.
+
+Recipe configs import this base and override values; they never add keys, so
+with ``lock_config`` a misspelt override (``--config.optim.lrr=0.1``) fails
+with the nearest valid key. This base alone is not a recipe.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0                    # Initialisation, data order and augmentation.
+  config.dtype = 'float32'           # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
+  config.batch_size = 128            # Global batch size (all devices, all hosts).
+  config.eval_batch_size = 1000      # Global evaluation batch size.
+  config.num_epochs = 30             # Training length in epochs (epoch = N // batch_size steps).
+  config.num_train_steps = -1        # If > 0, overrides num_epochs for the step count.
+  config.log_every_steps = 50        # Train rows of metrics.jsonl (mean over the interval).
+  config.eval_every_epochs = 5       # Test evaluation (and checkpoint) interval; also at the end.
+  config.checkpoint_every_steps = 0  # Extra checkpoints between evaluations (0: none).
+  config.keep_checkpoints = 2        # Latest checkpoints kept (the best is kept separately).
+  config.progress_bar = True
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'fashion_mnist'  # 'fashion_mnist' or 'synthetic'.
+  config.data.data_dir = ''           # Directory of the source files ('' = the default places).
+  config.data.imbalance_ratio = 100.0 # n_max / n_min of the long-tailed train split.
+  config.data.n_max = 0               # Head-class count (0: the source's per-class count).
+  config.data.profile = 'exp'         # 'exp' or 'step'.
+  config.data.selection = 'shuffle'   # Kept samples: 'shuffle' (seeded) or 'first' (file order).
+  config.data.subsample_seed = 0      # Seed of the per-class shuffle.
+  config.data.augment = 'none'        # 'none', 'flip' or 'crop_flip'.
+  config.data.crop_padding = 4        # Zero padding of the random crop.
+  config.data.synthetic = ml_collections.ConfigDict()
+  config.data.synthetic.num_classes = 10
+  config.data.synthetic.per_class = 100
+  config.data.synthetic.image_shape = (28, 28, 1)
+  config.data.synthetic.seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'small_cnn'     # A key of ltjax.models.BACKBONES.
+  config.model.head = 'linear'        # A key of ltjax.models.HEADS.
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'cross_entropy'  # A key of ltjax.losses.LOSSES.
+  config.loss.label_smoothing = 0.0
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = 'sgd'           # PyTorch-equivalent SGD (ltjax.optim.torch_sgd).
+  config.optim.lr = 0.1
+  config.optim.momentum = 0.9
+  config.optim.nesterov = False
+  config.optim.weight_decay = 5e-4    # Coupled L2, as torch.optim.SGD.
+  config.optim.weight_decay_mask = '.*'  # Regex over parameter paths that decay ('.*': all, as PyTorch).
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = 'cosine'     # 'constant', 'warmup_multistep' or 'cosine'.
+  config.schedule.granularity = 'step'  # 'step' or 'epoch' (PyTorch epoch-stepped schedulers).
+  config.schedule.epoch_offset = 0    # 1 reproduces scheduler.step() at the start of each epoch.
+  config.schedule.warmup_epochs = 0.0
+  config.schedule.warmup_start_factor = 0.0
+  config.schedule.milestones = ()     # Epochs of the multistep decays.
+  config.schedule.gamma = 0.1         # Multistep decay factor.
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.flip_tta = False        # Average logits of x and hflip(x).
+  config.eval.many_threshold = 100    # many: n_c > this (training counts).
+  config.eval.few_threshold = 20      # few: n_c < this.
+  return config

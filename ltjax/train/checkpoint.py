@@ -1,0 +1,81 @@
+"""Checkpoints with orbax: the last N states for resuming, and the best one.
+
+Two ``orbax.checkpoint.CheckpointManager``s under the workdir:
+
+  checkpoints/<step>  the latest ``keep`` states (resume from the newest)
+  best/<step>         the state with the highest evaluation metric so far
+
+orbax writes each checkpoint to a temporary directory and renames it when it
+is complete, and deletes old ones only after a newer one is finished, so a
+crash (or a NaN stop) never destroys a finished checkpoint.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+from ltjax.train.state import TrainState
+
+_SAVED_FIELDS = ('step', 'params', 'batch_stats', 'opt_state', 'rng')
+
+
+def _pytree(state: TrainState) -> dict:
+  return {name: getattr(state, name) for name in _SAVED_FIELDS}
+
+
+class Checkpoints:
+  """Saves and restores :class:`TrainState` under ``workdir``."""
+
+  def __init__(self, workdir: str, *, keep: int = 2, best_metric: str = 'balanced_accuracy'):
+    self.best_metric = best_metric
+    self.latest = ocp.CheckpointManager(
+        os.path.join(workdir, 'checkpoints'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.best = ocp.CheckpointManager(
+        os.path.join(workdir, 'best'),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, best_mode='max',
+            best_fn=lambda metrics: metrics[best_metric]))
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def save(self, state: TrainState, *, eval_metrics: dict | None = None) -> None:
+    """Saves ``state`` as the latest, and as the best if ``eval_metrics`` beat it."""
+    step = int(jax.device_get(state.step))
+    if self.latest.latest_step() != step:
+      self.latest.save(step, args=ocp.args.StandardSave(_pytree(state)))
+    if eval_metrics is not None and self.best.latest_step() != step:
+      self.best.save(step, args=ocp.args.StandardSave(_pytree(state)),
+                     metrics={self.best_metric: float(eval_metrics[self.best_metric])})
+
+  def restore(self, abstract_state: TrainState, *, which: str = 'latest',
+              step: int | None = None) -> TrainState | None:
+    """Restores into the structure and shardings of ``abstract_state``.
+
+    Args:
+      abstract_state: a state (or its ``jax.eval_shape``) giving tree structure,
+        shapes, dtypes and shardings.
+      which: 'latest' or 'best'.
+      step: a specific step; default the newest (latest) or best (best).
+
+    Returns:
+      The restored state, or None when there is no checkpoint.
+    """
+    manager = {'latest': self.latest, 'best': self.best}[which]
+    if step is None:
+      step = manager.latest_step() if which == 'latest' else manager.best_step()
+    if step is None:
+      return None
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _pytree(abstract_state))
+    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    return abstract_state.replace(**restored)
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()

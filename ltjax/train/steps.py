@@ -1,0 +1,77 @@
+"""The train and eval steps: pure functions, jitted once with explicit shardings.
+
+``train_step(state, batch) -> (state, metrics)`` runs the forward pass in train
+mode (BatchNorm uses batch statistics and updates its running averages), the
+loss, one backward pass and the optax update. ``make_train_step`` binds the
+static dependencies (the loss) and jits it with the state donated, so the old
+parameters' buffers are reused for the new ones.
+"""
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from ltjax.train import sharding
+from ltjax.train.state import TrainState
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *,
+               loss_fn: Callable) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}."""
+
+  def compute_loss(params):
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    (logits, _), new_vars = state.apply_fn(variables, batch['image'], train=True,
+                                           mutable=['batch_stats'])
+    loss = loss_fn(logits, batch['label'])
+    return loss, (new_vars['batch_stats'], logits)
+
+  (loss, (batch_stats, logits)), grads = jax.value_and_grad(
+      compute_loss, has_aux=True)(state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+      'loss': loss,
+      'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+      'grad_norm': optax.global_norm(grads),
+      'param_norm': optax.global_norm(params),
+  }
+  new_state = state.replace(step=state.step + 1, params=params,
+                            batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
+              flip_tta: bool = False) -> dict[str, jax.Array]:
+  """Logits and features in inference mode (BatchNorm running statistics).
+
+  With ``flip_tta`` the logits are the mean of logits(x) and logits(hflip(x)),
+  as the weight-balancing and LORT evaluations report (features of x only).
+  """
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  logits, features = state.apply_fn(variables, batch['image'], train=False)
+  if flip_tta:
+    flipped, _ = state.apply_fn(variables, batch['image'][:, :, ::-1], train=False)
+    logits = (logits + flipped) / 2
+  return {'logits': logits, 'features': features}
+
+
+def make_train_step(state: TrainState, mesh: Mesh, *, loss_fn: Callable):
+  """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded."""
+  state_sharding = sharding.replicated_like(state, mesh)
+  return jax.jit(functools.partial(train_step, loss_fn=loss_fn),
+                 in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)),
+                 donate_argnums=(0,))
+
+
+def make_eval_step(state: TrainState, mesh: Mesh, *, flip_tta: bool = False):
+  """Jits ``eval_step`` for ``mesh``; outputs stay sharded on the batch axis."""
+  return jax.jit(functools.partial(eval_step, flip_tta=flip_tta),
+                 in_shardings=(sharding.replicated_like(state, mesh),
+                               sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.batch_sharded(mesh))
