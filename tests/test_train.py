@@ -1,0 +1,193 @@
+"""The training loop end to end: outputs, sharding, resumption, bad input."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import base
+from configs import smoke
+from conftest import REPO
+from conftest import requires_fashion_mnist
+from ltjax import data
+from ltjax import losses
+from ltjax import models
+from ltjax import optim
+from ltjax import train
+from ltjax.train import sharding
+
+
+def tiny_config(**overrides):
+  """Synthetic 10-class data (counts 40 ... 10), a small CNN, a few steps."""
+  config = base.get_config()
+  config.data.name = 'synthetic'
+  config.data.synthetic.per_class = 40
+  config.data.imbalance_ratio = 4.0
+  config.data.augment = 'crop_flip'
+  config.data.crop_padding = 2
+  config.batch_size = 16
+  config.eval_batch_size = 200
+  config.num_epochs = 1
+  config.num_train_steps = 12
+  config.log_every_steps = 4
+  config.eval_every_epochs = 100
+  config.optim.lr = 0.05
+  config.progress_bar = False
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def read_rows(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@requires_fashion_mnist
+def test_smoke_config_end_to_end(tmp_path):
+  workdir = str(tmp_path / 'smoke')
+  config = smoke.get_config()
+  state, results = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == config.num_train_steps
+  rows = read_rows(workdir)
+  train_rows = [r for r in rows if r['split'] == 'train']
+  test_rows = [r for r in rows if r['split'] == 'test']
+  assert train_rows and test_rows
+  for row in train_rows:
+    assert {'step', 'epoch', 'split', 'loss', 'learning_rate'} <= set(row)
+    assert np.isfinite(row['loss'])
+  for key in ('accuracy', 'balanced_accuracy', 'many', 'medium', 'few'):
+    assert 0.0 <= test_rows[-1][key] <= 1.0
+    assert test_rows[-1][key] == pytest.approx(results[key])
+  assert len(results['per_class_accuracy']) == 10
+  assert os.path.getsize(os.path.join(workdir, 'per_class_accuracy.png')) > 1000
+  assert any(f.startswith('events.out.tfevents')
+             for f in os.listdir(os.path.join(workdir, 'tensorboard')))
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(config.num_train_steps)]
+  assert os.listdir(os.path.join(workdir, 'best')) == [str(config.num_train_steps)]
+
+
+class Interrupt(Exception):
+  pass
+
+
+def interrupt_at(stop_step):
+  def hook(step, state):
+    del state
+    if step == stop_step:
+      raise Interrupt(step)
+  return hook
+
+
+def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path):
+  config = tiny_config(checkpoint_every_steps=4)
+  full_state, full_results = train.train_and_evaluate(config, str(tmp_path / 'full'))
+
+  workdir = str(tmp_path / 'resumed')
+  with pytest.raises(Interrupt):
+    train.train_and_evaluate(config, workdir, hooks=[interrupt_at(6)])
+  # Step 6 was not checkpointed: the resume starts from step 4 and redoes 5-6.
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4']
+  resumed_state, resumed_results = train.train_and_evaluate(config, workdir)
+
+  assert int(resumed_state.step) == int(full_state.step) == 12
+  for full, resumed in zip(jax.tree.leaves(jax.device_get(full_state)),
+                           jax.tree.leaves(jax.device_get(resumed_state))):
+    np.testing.assert_array_equal(full, resumed)
+  np.testing.assert_equal(resumed_results, full_results)  # NaN == NaN here.
+  # Running a finished workdir again trains nothing and reports the same numbers.
+  again_state, again_results = train.train_and_evaluate(config, workdir)
+  assert int(again_state.step) == 12
+  np.testing.assert_equal(again_results, full_results)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  # The learning rate jumps by 1e30 at step 5: the loss blows up right after.
+  config = tiny_config(checkpoint_every_steps=4, log_every_steps=1)
+  steps_per_epoch = data.long_tail_counts(10, 40, 4.0).sum() // config.batch_size
+  config.schedule.name = 'warmup_multistep'
+  config.schedule.milestones = (5 / steps_per_epoch,)
+  config.schedule.gamma = 1e30
+  workdir = str(tmp_path / 'nan')
+  with pytest.raises(FloatingPointError, match='Non-finite training metrics'):
+    train.train_and_evaluate(config, workdir)
+  checkpoints = train.Checkpoints(workdir)
+  assert checkpoints.latest_step() == 4
+  mesh = sharding.make_mesh()
+  model = models.build_model(config.model, 10)
+  tx = optim.build_optimizer(config.optim, lambda count: 0.1)  # The run's state structure.
+  state = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=0, mesh=mesh)
+  restored = checkpoints.restore(state)
+  checkpoints.close()
+  assert int(restored.step) == 4
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored.params))
+
+
+def run_steps(mesh, batches, dtype=jnp.float32):
+  config = tiny_config()
+  model = models.build_model(config.model, 10, dtype=dtype)
+  tx = optim.torch_sgd(0.05, momentum=0.9, weight_decay=5e-4)
+  state = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=0, mesh=mesh)
+  loss_fn = losses.build_loss(config.loss, np.ones(10))
+  step = train.make_train_step(state, mesh, loss_fn=loss_fn)
+  for batch in batches:
+    state, metrics = step(state, sharding.to_global(batch, mesh))
+  assert step._cache_size() == 1  # Traced and compiled once.
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+def random_batches(n, size=32):
+  rng = np.random.default_rng(0)
+  return [{'image': rng.normal(size=(size, 28, 28, 1)).astype(np.float32),
+           'label': rng.integers(0, 10, size).astype(np.int32)} for _ in range(n)]
+
+
+def test_eight_device_step_equals_one_device_step():
+  assert jax.device_count() == 8
+  batches = random_batches(3)
+  one, one_metrics = run_steps(sharding.make_mesh(jax.devices()[:1]), batches)
+  eight, eight_metrics = run_steps(sharding.make_mesh(), batches)
+  # Global BatchNorm statistics: the sharded step is the same computation.
+  for a, b in zip(jax.tree.leaves((one.params, one.batch_stats)),
+                  jax.tree.leaves((eight.params, eight.batch_stats))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(one_metrics['loss'], eight_metrics['loss'], rtol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  state, metrics = run_steps(sharding.make_mesh(), random_batches(2), dtype=jnp.bfloat16)
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(state.params))
+  assert np.isfinite(metrics['loss'])
+
+
+def run_launcher(*args):
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, os.path.join(REPO, 'launch', 'train.py'), *args],
+                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def test_config_typo_names_the_nearest_key(tmp_path):
+  result = run_launcher('--config=configs/smoke.py', '--config.optim.lrr=0.1',
+                        f'--workdir={tmp_path}')
+  assert result.returncode != 0
+  assert 'Did you mean "lr" instead of "lrr"?' in result.stderr
+  assert not os.listdir(tmp_path)  # Failed before creating anything.
+
+
+def test_unknown_model_lists_valid_names():
+  config = tiny_config()
+  config.model.name = 'resnet33'
+  with pytest.raises(ValueError, match="Unknown model.name 'resnet33'.*'resnet32'"):
+    models.build_model(config.model, 10)
+
+
+def test_training_learns_the_synthetic_task(tmp_path):
+  # Chance is 10%; a broken gradient, loss or BN update stays there.
+  _, results = train.train_and_evaluate(tiny_config(num_train_steps=40), str(tmp_path))
+  assert results['accuracy'] > 0.4
+  assert results['medium'] > results['few']
