@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import time
 
 import ml_collections
 import numpy as np
@@ -172,3 +173,30 @@ def test_eval_batches_pad_and_mask():
   assert all(b['image'].shape[0] == 64 for b in batches)
   labels = np.concatenate([b['label'][b['mask']] for b in batches])
   np.testing.assert_array_equal(labels, train.labels)
+
+
+def test_prefetch_preserves_order_reraises_and_stops():
+  assert list(pipeline.prefetch(iter(range(10)))) == list(range(10))
+
+  def failing():
+    yield 1
+    raise OSError('disk gone')
+  it = pipeline.prefetch(failing())
+  assert next(it) == 1
+  with pytest.raises(OSError, match='disk gone'):
+    next(it)
+
+  produced = []
+  def endless():
+    i = 0
+    while True:
+      produced.append(i)
+      yield i
+      i += 1
+  it = pipeline.prefetch(endless(), size=2)
+  assert next(it) == 0
+  it.close()
+  time.sleep(0.5)
+  count = len(produced)
+  time.sleep(0.3)
+  assert len(produced) == count <= 5  # The worker stopped.

@@ -119,25 +119,42 @@ def eval_batches(dataset: ArrayDataset, *, global_batch_size: int,
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-  """Runs ``iterator`` in a background thread, ``size`` items ahead."""
+  """Runs ``iterator`` in a background thread, ``size`` items ahead.
+
+  Errors in the thread are re-raised in the consumer; closing the returned
+  generator (or dropping it) stops the thread.
+  """
   q: queue.Queue = queue.Queue(maxsize=size)
   sentinel = object()
+  stop = threading.Event()
   error: list[BaseException] = []
+
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def worker():
     try:
       for item in iterator:
-        q.put(item)
+        if not put(item):
+          return
     except BaseException as e:  # Re-raised in the consumer.
       error.append(e)
-    finally:
-      q.put(sentinel)
+    put(sentinel)
 
   threading.Thread(target=worker, daemon=True).start()
-  while True:
-    item = q.get()
-    if item is sentinel:
-      if error:
-        raise error[0]
-      return
-    yield item
+  try:
+    while True:
+      item = q.get()
+      if item is sentinel:
+        if error:
+          raise error[0]
+        return
+      yield item
+  finally:
+    stop.set()

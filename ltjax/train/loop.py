@@ -109,6 +109,10 @@ class _TrainLog:
     self.pending, self.images, self.last_time = [], 0, now
     return mean
 
+  def restart_clock(self) -> None:
+    """Excludes evaluation and checkpoint time from the next throughput."""
+    self.last_time = time.perf_counter()
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        hooks: Iterable[Hook] = ()) -> tuple[TrainState, dict]:
@@ -167,9 +171,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        disable=not config.progress_bar or jax.process_index() != 0,
                        dynamic_ncols=True, file=sys.stdout)
   results = None
+  local_batches = data.pipeline.prefetch(
+      batches.iterate(start_step, total_steps - start_step))
   try:
-    local_batches = data.pipeline.prefetch(
-        batches.iterate(start_step, total_steps - start_step))
     for step, local_batch in zip(range(start_step, total_steps), local_batches):
       state, metrics = train_step(state, sharding.to_global(local_batch, mesh))
       train_log.add(step, metrics, config.batch_size)
@@ -194,9 +198,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        f'few {100 * results["few"]:.2f}')
       if do_checkpoint:
         checkpoints.save(state, eval_metrics=results if do_eval else None)
+        train_log.restart_clock()
       for hook in hooks:
         hook(done, state)
   finally:
+    local_batches.close()
     progress.close()
     checkpoints.wait()
     checkpoints.close()
