@@ -55,6 +55,10 @@ class ArrayDataset:
   def __len__(self) -> int:
     return len(self.labels)
 
+  def __getitem__(self, index: int) -> dict:
+    """One record {'image': (H, W, C) uint8, 'label': int} (the source protocol)."""
+    return {'image': self.images[index], 'label': int(self.labels[index])}
+
   def subset(self, indices: np.ndarray) -> 'ArrayDataset':
     return dataclasses.replace(self, images=self.images[indices],
                                labels=self.labels[indices])
