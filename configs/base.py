@@ -30,6 +30,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.profile = 'exp'         # 'exp' or 'step'.
   config.data.selection = 'shuffle'   # Kept samples: 'shuffle' (seeded) or 'first' (file order).
   config.data.subsample_seed = 0      # Seed of the per-class shuffle.
+  config.data.sampler = 'instance'    # 'instance', 'class_aware' or 'square_root'.
+  config.data.read_threads = 1        # grain read threads (1 on small CPUs; 0: in the main thread).
+  config.data.num_workers = 0         # grain worker processes (for JPEG decoding).
   config.data.augment = 'none'        # 'none', 'flip' or 'crop_flip'.
   config.data.crop_padding = 4        # Zero padding of the random crop.
   config.data.synthetic = ml_collections.ConfigDict()

@@ -2,8 +2,8 @@
 
 import gzip
 import os
-import time
 
+from absl import flags
 import ml_collections
 import numpy as np
 import pytest
@@ -13,6 +13,7 @@ from conftest import requires_fashion_mnist
 from ltjax import data
 from ltjax.data import idx
 from ltjax.data import pipeline
+from ltjax.data import samplers
 
 
 def write_idx(path, array, type_code=0x08):
@@ -175,28 +176,56 @@ def test_eval_batches_pad_and_mask():
   np.testing.assert_array_equal(labels, train.labels)
 
 
-def test_prefetch_preserves_order_reraises_and_stops():
-  assert list(pipeline.prefetch(iter(range(10)))) == list(range(10))
+LT_LABELS = np.repeat(np.arange(5), [100, 50, 20, 5, 1])
 
-  def failing():
-    yield 1
-    raise OSError('disk gone')
-  it = pipeline.prefetch(failing())
-  assert next(it) == 1
-  with pytest.raises(OSError, match='disk gone'):
-    next(it)
 
-  produced = []
-  def endless():
-    i = 0
-    while True:
-      produced.append(i)
-      yield i
-      i += 1
-  it = pipeline.prefetch(endless(), size=2)
-  assert next(it) == 0
-  it.close()
-  time.sleep(0.5)
-  count = len(produced)
-  time.sleep(0.3)
-  assert len(produced) == count <= 5  # The worker stopped.
+def test_class_aware_sampler_draws_every_class_equally_often():
+  sampler = samplers.ClassAwareSampler(LT_LABELS, seed=0)
+  for epoch in range(3):
+    indices = sampler.epoch_indices(epoch)
+    assert len(indices) == len(LT_LABELS)
+    per_class = np.bincount(LT_LABELS[indices], minlength=5)
+    assert per_class.max() - per_class.min() <= 1  # 176 visits over 5 classes.
+    # Within a class, its cycle visits every member before repeating one.
+    head = indices[LT_LABELS[indices] == 0]
+    assert len(np.unique(head)) == len(head)
+    tail = indices[LT_LABELS[indices] == 4]
+    assert set(tail) == {175}
+  np.testing.assert_array_equal(sampler.epoch_indices(1),
+                                samplers.ClassAwareSampler(LT_LABELS, seed=0).epoch_indices(1))
+  assert not np.array_equal(sampler.epoch_indices(1), sampler.epoch_indices(2))
+
+
+def test_square_root_sampler_frequencies():
+  sampler = samplers.PowerSampler(LT_LABELS, seed=0, power=0.5)
+  draws = np.concatenate([sampler.epoch_indices(e) for e in range(200)])
+  freq = np.bincount(LT_LABELS[draws], minlength=5) / len(draws)
+  expected = np.sqrt([100, 50, 20, 5, 1]) / np.sqrt([100, 50, 20, 5, 1]).sum()
+  np.testing.assert_allclose(freq, expected, atol=0.01)
+  instance = samplers.InstanceSampler(LT_LABELS, seed=0).epoch_indices(0)
+  np.testing.assert_array_equal(np.sort(instance), np.arange(len(LT_LABELS)))
+  with pytest.raises(ValueError, match="valid: \\('instance'"):
+    samplers.build_sampler('balanced', LT_LABELS, seed=0)
+
+
+@pytest.mark.parametrize('sampler', ['instance', 'class_aware', 'square_root'])
+def test_grain_pipeline_yields_the_batches_of_the_steps(sampler):
+  train, _, _ = data.load_datasets(synthetic_config())
+  batches = data.TrainBatches(train, global_batch_size=16, seed=1, sampler=sampler,
+                              augment='crop_flip')
+  expected = [batches.batch(step) for step in range(5, 25)]
+  for num_threads in (0, 1):
+    got = list(batches.iterate(5, 20, num_threads=num_threads))
+    assert len(got) == 20
+    for a, b in zip(got, expected):
+      np.testing.assert_array_equal(a['image'], b['image'])
+      np.testing.assert_array_equal(a['label'], b['label'])
+
+
+def test_grain_worker_processes_give_the_same_batches():
+  flags.FLAGS.mark_as_parsed()  # As launch/train.py's absl app does.
+  train, _, _ = data.load_datasets(synthetic_config())
+  batches = data.TrainBatches(train, global_batch_size=16, seed=1, augment='crop_flip')
+  got = list(batches.iterate(3, 4, num_workers=1))
+  for step, batch in zip(range(3, 7), got):
+    np.testing.assert_array_equal(batch['image'], batches.batch(step)['image'])

@@ -1,12 +1,19 @@
-"""Deterministic, resumable batching of in-memory data sets.
+"""Deterministic, resumable batching with grain.
 
 The batch of training step s is a pure function of (seed, s): epoch
-e = s // steps_per_epoch uses the permutation ``default_rng([seed, e])`` of the
-training set, the batch is slice s % steps_per_epoch of it (the last partial
-batch is dropped, as ``drop_last=True`` in the official loaders), and the
-augmentation randomness is drawn from ``default_rng([seed, 1, s, process])``.
-A resumed run therefore sees exactly the batches of an uninterrupted one,
-with no iterator state to save.
+e = s // steps_per_epoch draws its sample indices from the sampler
+(``ltjax.data.samplers``, deterministic in (seed, e)), the batch is slice
+s % steps_per_epoch of them (the last partial batch is dropped, as
+``drop_last=True`` in the official loaders), and the augmentation randomness is
+drawn from ``default_rng([seed, 1, s, process])``.
+
+The input pipeline is a grain ``MapDataset`` over step numbers whose elements
+are whole host-local batches: ``MapDataset.range(start, stop).map(batch)``.
+Random access by step means the pipeline state *is* the step, which the
+checkpointed TrainState already holds, so a resumed run sees exactly the
+batches of an uninterrupted one. grain runs it with ``num_threads`` background
+threads (1 is right on small CPUs; grain's default 16 slows 2 cores down 4-8x)
+or ``num_workers`` processes for JPEG decoding.
 
 Multi-host: every process computes the same global permutation and keeps its
 own contiguous slice of each global batch; ``ltjax.train.sharding`` joins the
@@ -16,12 +23,13 @@ Augmentation is batch-vectorised numpy (random crop with zero padding, then
 horizontal flip, then normalisation), which measured fastest on small CPUs.
 """
 
-import queue
-import threading
 from typing import Iterator
 
+from absl import flags
+import grain
 import numpy as np
 
+from ltjax.data import samplers
 from ltjax.data.datasets import ArrayDataset
 
 AUGMENTATIONS = ('none', 'crop_flip', 'flip')
@@ -53,7 +61,7 @@ class TrainBatches:
   """Host-local training batches indexed by the global step."""
 
   def __init__(self, dataset: ArrayDataset, *, global_batch_size: int, seed: int,
-               augment: str = 'none', crop_padding: int = 4,
+               sampler: str = 'instance', augment: str = 'none', crop_padding: int = 4,
                process_index: int = 0, process_count: int = 1):
     if augment not in AUGMENTATIONS:
       raise ValueError(f'Unknown data.augment {augment!r}; valid: {AUGMENTATIONS}.')
@@ -70,20 +78,21 @@ class TrainBatches:
     self.augment = augment
     self.crop_padding = crop_padding
     self.process_index = process_index
-    self.steps_per_epoch = len(dataset) // global_batch_size
+    self.sampler = samplers.build_sampler(sampler, dataset.labels, seed=seed,
+                                          num_classes=dataset.num_classes)
+    self.steps_per_epoch = len(self.sampler) // global_batch_size
     self._cached_epoch = (None, None)
 
-  def epoch_permutation(self, epoch: int) -> np.ndarray:
+  def epoch_indices(self, epoch: int) -> np.ndarray:
     if self._cached_epoch[0] != epoch:
-      perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
-      self._cached_epoch = (epoch, perm)
+      self._cached_epoch = (epoch, self.sampler.epoch_indices(epoch))
     return self._cached_epoch[1]
 
   def indices(self, step: int) -> np.ndarray:
     """Dataset indices of this process's part of the batch of ``step``."""
     epoch, i = divmod(step, self.steps_per_epoch)
     start = i * self.global_batch_size + self.process_index * self.local_batch_size
-    return self.epoch_permutation(epoch)[start:start + self.local_batch_size]
+    return self.epoch_indices(epoch)[start:start + self.local_batch_size]
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     idx = self.indices(step)
@@ -95,9 +104,27 @@ class TrainBatches:
     return {'image': normalize(images, self.dataset.mean, self.dataset.std),
             'label': self.dataset.labels[idx]}
 
-  def iterate(self, start_step: int, num_steps: int) -> Iterator[dict[str, np.ndarray]]:
-    for step in range(start_step, start_step + num_steps):
-      yield self.batch(step)
+  def iterate(self, start_step: int, num_steps: int, *, num_threads: int = 1,
+              num_workers: int = 0, buffer_size: int = 2) -> Iterator[dict[str, np.ndarray]]:
+    """The batches of steps [start_step, start_step + num_steps), computed ahead.
+
+    Args:
+      num_threads: grain read threads (0: batches are made in the caller).
+      num_workers: grain worker processes (0: none); each makes whole batches.
+      buffer_size: batches computed ahead per thread or worker.
+    """
+    dataset = grain.MapDataset.range(start_step, start_step + num_steps).map(self.batch)
+    iter_dataset = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer_size))
+    if num_workers > 0:
+      if not flags.FLAGS.is_parsed():
+        raise RuntimeError(
+            'grain worker processes (config.data.num_workers > 0) need absl flags parsed: '
+            'run through launch/train.py, or call absl.flags.FLAGS.mark_as_parsed() first '
+            '(e.g. in a notebook).')
+      iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=num_workers, per_worker_buffer_size=buffer_size))
+    return iter(iter_dataset)
 
 
 def eval_batches(dataset: ArrayDataset, *, global_batch_size: int,
@@ -116,45 +143,3 @@ def eval_batches(dataset: ArrayDataset, *, global_batch_size: int,
     idx = np.where(mask, idx, 0)
     yield {'image': normalize(dataset.images[idx], dataset.mean, dataset.std),
            'label': dataset.labels[idx], 'mask': mask}
-
-
-def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-  """Runs ``iterator`` in a background thread, ``size`` items ahead.
-
-  Errors in the thread are re-raised in the consumer; closing the returned
-  generator (or dropping it) stops the thread.
-  """
-  q: queue.Queue = queue.Queue(maxsize=size)
-  sentinel = object()
-  stop = threading.Event()
-  error: list[BaseException] = []
-
-  def put(item) -> bool:
-    while not stop.is_set():
-      try:
-        q.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  def worker():
-    try:
-      for item in iterator:
-        if not put(item):
-          return
-    except BaseException as e:  # Re-raised in the consumer.
-      error.append(e)
-    put(sentinel)
-
-  threading.Thread(target=worker, daemon=True).start()
-  try:
-    while True:
-      item = q.get()
-      if item is sentinel:
-        if error:
-          raise error[0]
-        return
-      yield item
-  finally:
-    stop.set()

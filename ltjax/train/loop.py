@@ -133,7 +133,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_set, test_set, train_counts = data.load_datasets(config.data)
   batches = data.TrainBatches(
       train_set, global_batch_size=config.batch_size, seed=config.seed,
-      augment=config.data.augment, crop_padding=config.data.crop_padding,
+      sampler=config.data.sampler, augment=config.data.augment, crop_padding=config.data.crop_padding,
       process_index=jax.process_index(), process_count=jax.process_count())
   steps_per_epoch = batches.steps_per_epoch
   total_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -171,8 +171,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        disable=not config.progress_bar or jax.process_index() != 0,
                        dynamic_ncols=True, file=sys.stdout)
   results = None
-  local_batches = data.pipeline.prefetch(
-      batches.iterate(start_step, total_steps - start_step))
+  local_batches = batches.iterate(start_step, total_steps - start_step,
+                                  num_threads=config.data.read_threads,
+                                  num_workers=config.data.num_workers)
   try:
     for step, local_batch in zip(range(start_step, total_steps), local_batches):
       state, metrics = train_step(state, sharding.to_global(local_batch, mesh))
@@ -202,7 +203,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       for hook in hooks:
         hook(done, state)
   finally:
-    local_batches.close()
     progress.close()
     checkpoints.wait()
     checkpoints.close()
