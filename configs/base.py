@@ -25,11 +25,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.name = 'fashion_mnist'  # 'fashion_mnist' or 'synthetic'.
   config.data.data_dir = ''           # Directory of the source files ('' = the default places).
-  config.data.imbalance_ratio = 100.0 # n_max / n_min of the long-tailed train split.
+  config.data.imbalance_ratio = 100.0 # n_max / n_min (> 1) of the long-tailed train split; 0 keeps the source.
   config.data.n_max = 0               # Head-class count (0: the source's per-class count).
   config.data.profile = 'exp'         # 'exp' or 'step'.
   config.data.selection = 'shuffle'   # Kept samples: 'shuffle' (seeded) or 'first' (file order).
   config.data.subsample_seed = 0      # Seed of the per-class shuffle.
+  config.data.val_per_class = 0       # Held out of training per class as a validation split.
   config.data.sampler = 'instance'    # 'instance', 'class_aware' or 'square_root'.
   config.data.read_threads = 1        # grain read threads (1 on small CPUs; 0: in the main thread).
   config.data.num_workers = 0         # grain worker processes (for JPEG decoding).

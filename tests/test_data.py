@@ -89,8 +89,9 @@ def test_long_tail_counts_match_the_reference_table(num_classes, ratio, profile,
 
 
 def test_long_tail_counts_reject_bad_profiles():
-  with pytest.raises(ValueError, match='imbalance_ratio must be >= 1'):
-    data.long_tail_counts(10, 100, 0.5)
+  for ratio in (0.5, 1.0):
+    with pytest.raises(ValueError, match='imbalance_ratio must be > 1'):
+      data.long_tail_counts(10, 100, ratio)
   with pytest.raises(ValueError, match='no samples'):
     data.long_tail_counts(10, 5, 100)
   with pytest.raises(ValueError, match='Unknown long-tail profile'):
@@ -121,7 +122,8 @@ def synthetic_config(**overrides):
 
 
 def test_load_datasets_long_tail_and_label_check():
-  train, test, counts = data.load_datasets(synthetic_config())
+  train, val, test, counts = data.load_datasets(synthetic_config())
+  assert val is None
   np.testing.assert_array_equal(counts, data.long_tail_counts(10, 40, 4.0))
   assert len(train) == counts.sum() and len(test) == 400
   with pytest.raises(ValueError, match=r'labels outside \[0, 3\)'):
@@ -129,7 +131,7 @@ def test_load_datasets_long_tail_and_label_check():
 
 
 def test_train_batches_are_a_function_of_the_step():
-  train, _, _ = data.load_datasets(synthetic_config(augment='crop_flip'))
+  train, _, _, _ = data.load_datasets(synthetic_config(augment='crop_flip'))
   make = lambda: data.TrainBatches(train, global_batch_size=16, seed=3, augment='crop_flip')
   a, b = make(), make()
   for step in (0, 5, a.steps_per_epoch + 2):
@@ -142,7 +144,7 @@ def test_train_batches_are_a_function_of_the_step():
 
 
 def test_per_host_shards_are_disjoint_and_cover_the_global_batch():
-  train, _, _ = data.load_datasets(synthetic_config())
+  train, _, _, _ = data.load_datasets(synthetic_config())
   single = data.TrainBatches(train, global_batch_size=16, seed=0)
   hosts = [data.TrainBatches(train, global_batch_size=16, seed=0, process_index=i,
                              process_count=4) for i in range(4)]
@@ -169,7 +171,7 @@ def test_random_crop_flip_matches_explicit_slicing():
 
 
 def test_eval_batches_pad_and_mask():
-  train, _, _ = data.load_datasets(synthetic_config())
+  train, _, _, _ = data.load_datasets(synthetic_config())
   batches = list(data.eval_batches(train, global_batch_size=64))
   assert all(b['image'].shape[0] == 64 for b in batches)
   labels = np.concatenate([b['label'][b['mask']] for b in batches])
@@ -210,7 +212,7 @@ def test_square_root_sampler_frequencies():
 
 @pytest.mark.parametrize('sampler', ['instance', 'class_aware', 'square_root'])
 def test_grain_pipeline_yields_the_batches_of_the_steps(sampler):
-  train, _, _ = data.load_datasets(synthetic_config())
+  train, _, _, _ = data.load_datasets(synthetic_config())
   batches = data.TrainBatches(train, global_batch_size=16, seed=1, sampler=sampler,
                               augment='crop_flip')
   expected = [batches.batch(step) for step in range(5, 25)]
@@ -224,8 +226,30 @@ def test_grain_pipeline_yields_the_batches_of_the_steps(sampler):
 
 def test_grain_worker_processes_give_the_same_batches():
   flags.FLAGS.mark_as_parsed()  # As launch/train.py's absl app does.
-  train, _, _ = data.load_datasets(synthetic_config())
+  train, _, _, _ = data.load_datasets(synthetic_config())
   batches = data.TrainBatches(train, global_batch_size=16, seed=1, augment='crop_flip')
   got = list(batches.iterate(3, 4, num_workers=1))
   for step, batch in zip(range(3, 7), got):
     np.testing.assert_array_equal(batch['image'], batches.batch(step)['image'])
+
+
+def test_validation_split_is_held_out_before_the_long_tail():
+  splits = data.load_datasets(synthetic_config(val_per_class=5))
+  np.testing.assert_array_equal(np.bincount(splits.val.labels), [5] * 10)
+  # n_max is the largest class after the hold-out: 40 - 5 = 35.
+  np.testing.assert_array_equal(splits.train_counts, data.long_tail_counts(10, 35, 4.0))
+  source = data.load_split(synthetic_config(), 'train')
+  val_images = {x.tobytes() for x in splits.val.images}
+  assert not any(x.tobytes() in val_images for x in splits.train.images)
+  assert len(val_images) == 50 and len(source) == 400
+  no_lt = data.load_datasets(synthetic_config(imbalance_ratio=0.0))
+  np.testing.assert_array_equal(no_lt.train_counts, [40] * 10)
+
+
+def test_hold_out_first_selection_takes_the_last_samples():
+  labels = np.tile(np.arange(2), 6)  # Class 0 at even, class 1 at odd indices.
+  keep, held = data.hold_out_indices(labels, 2, selection='first')
+  np.testing.assert_array_equal(held, [8, 9, 10, 11])
+  np.testing.assert_array_equal(keep, np.arange(8))
+  with pytest.raises(ValueError, match='would leave none'):
+    data.hold_out_indices(labels, 6)

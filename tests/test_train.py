@@ -191,3 +191,14 @@ def test_training_learns_the_synthetic_task(tmp_path):
   _, results = train.train_and_evaluate(tiny_config(num_train_steps=40), str(tmp_path))
   assert results['accuracy'] > 0.4
   assert results['medium'] > results['few']
+
+
+def test_validation_split_is_evaluated_and_selects_the_best(tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(tiny_config(num_train_steps=4, **{'data.val_per_class': 5}),
+                           workdir)
+  splits = {row['split'] for row in read_rows(workdir)}
+  assert splits == {'train', 'val', 'test'}
+  best = train.Checkpoints(workdir)
+  assert best.best.best_step() == 4
+  best.close()

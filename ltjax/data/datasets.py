@@ -13,6 +13,7 @@ Sources implemented here:
 
 import dataclasses
 import os
+from typing import NamedTuple
 
 import ml_collections
 import numpy as np
@@ -138,14 +139,33 @@ def load_split(data_config: ml_collections.ConfigDict, split: str) -> ArrayDatas
                    "['fashion_mnist', 'synthetic'].")
 
 
-def load_datasets(data_config: ml_collections.ConfigDict
-                  ) -> tuple[ArrayDataset, ArrayDataset, np.ndarray]:
-  """Returns (long-tailed train split, balanced test split, train class counts)."""
+class Splits(NamedTuple):
+  """The splits of a run: long-tailed train, optional validation, balanced test."""
+  train: ArrayDataset
+  val: ArrayDataset | None
+  test: ArrayDataset
+  train_counts: np.ndarray  # (C,) training samples per class.
+
+
+def load_datasets(data_config: ml_collections.ConfigDict) -> Splits:
+  """Loads the source and builds the long-tailed training split.
+
+  Order of operations: ``val_per_class`` samples of every class are held out
+  of the balanced training source (validation split), then the rest is
+  subsampled to the long-tail profile (``imbalance_ratio`` > 1; 0 keeps the
+  source as it is), with n_max defaulting to the largest remaining class.
+  """
   train = load_split(data_config, 'train')
   test = load_split(data_config, 'test')
   check_labels(train.labels, train.num_classes, f'{data_config.name} train')
   check_labels(test.labels, train.num_classes, f'{data_config.name} test')
-  if data_config.imbalance_ratio is not None:
+  val = None
+  if data_config.val_per_class > 0:
+    keep, held = longtail.hold_out_indices(train.labels, data_config.val_per_class,
+                                           selection=data_config.selection,
+                                           seed=data_config.subsample_seed + 1)
+    train, val = train.subset(keep), train.subset(held)
+  if data_config.imbalance_ratio:
     n_max = data_config.n_max or int(np.bincount(train.labels).max())
     counts = longtail.long_tail_counts(train.num_classes, n_max,
                                        data_config.imbalance_ratio,
@@ -158,4 +178,4 @@ def load_datasets(data_config: ml_collections.ConfigDict
   if (counts == 0).any():
     raise ValueError(f'Classes {np.flatnonzero(counts == 0).tolist()} have no training '
                      'samples; every class needs at least one.')
-  return train, test, counts
+  return Splits(train=train, val=val, test=test, train_counts=counts)

@@ -18,8 +18,9 @@ SELECTIONS = ('shuffle', 'first')
 def long_tail_counts(num_classes: int, n_max: int, imbalance_ratio: float,
                      profile: str = 'exp') -> np.ndarray:
   """Per-class training counts of a long-tailed profile, head class first."""
-  if imbalance_ratio < 1:
-    raise ValueError(f'imbalance_ratio must be >= 1 (n_max / n_min), got {imbalance_ratio}.')
+  if imbalance_ratio <= 1:
+    raise ValueError(f'imbalance_ratio must be > 1 (n_max / n_min), got {imbalance_ratio}. '
+                     'To train on the source as it is, set config.data.imbalance_ratio=0.')
   if num_classes < 2:
     raise ValueError(f'num_classes must be >= 2, got {num_classes}.')
   factor = 1.0 / imbalance_ratio
@@ -63,6 +64,32 @@ def long_tail_indices(labels: np.ndarray, counts: np.ndarray, *,
       rng.shuffle(idx)
     kept.append(idx[:n_c])
   return np.sort(np.concatenate(kept))
+
+
+def hold_out_indices(labels: np.ndarray, per_class: int, *, selection: str = 'shuffle',
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Splits indices into (kept, held out) with ``per_class`` held out of every class.
+
+  The held-out samples form a balanced validation split for post-hoc tuning
+  (weight balancing holds out 20 per class, leaving n_max = 480 on CIFAR-100).
+  With selection 'first' they are the *last* ``per_class`` samples of each class
+  in file order, so the first-n convention still picks from the file's start;
+  with 'shuffle' they are a seeded random choice.
+  """
+  if selection not in SELECTIONS:
+    raise ValueError(f'Unknown selection {selection!r}; valid: {SELECTIONS}.')
+  rng = np.random.RandomState(seed)
+  held = []
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)
+    if len(idx) <= per_class:
+      raise ValueError(f'Class {c} has {len(idx)} samples; holding out {per_class} for '
+                       'validation would leave none for training.')
+    if selection == 'shuffle':
+      rng.shuffle(idx)
+    held.append(idx[-per_class:])
+  held = np.sort(np.concatenate(held))
+  return np.setdiff1d(np.arange(len(labels)), held), held
 
 
 def class_groups(train_counts: np.ndarray, *, many_threshold: int = 100,

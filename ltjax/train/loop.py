@@ -130,7 +130,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   _check_batch_size(config.eval_batch_size, 'eval_batch_size')
 
   # Data.
-  train_set, test_set, train_counts = data.load_datasets(config.data)
+  splits = data.load_datasets(config.data)
+  train_set, train_counts = splits.train, splits.train_counts
   batches = data.TrainBatches(
       train_set, global_batch_size=config.batch_size, seed=config.seed,
       sampler=config.data.sampler, augment=config.data.augment, crop_padding=config.data.crop_padding,
@@ -138,8 +139,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   steps_per_epoch = batches.steps_per_epoch
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * steps_per_epoch)
-  logging.info('Train set: %d images, class counts %s; test set: %d images.',
-               len(train_set), train_counts.tolist(), len(test_set))
+  logging.info('Train set: %d images, class counts %s; validation: %s; test: %d images.',
+               len(train_set), train_counts.tolist(),
+               len(splits.val) if splits.val is not None else 'none', len(splits.test))
 
   # Model, optimiser, state.
   mesh = sharding.make_mesh()
@@ -152,7 +154,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                              dtype=DTYPES[config.dtype])
   state = create_train_state(model, tx, input_shape=train_set.images.shape[1:],
                              seed=config.seed, mesh=mesh)
-  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
+  # The best checkpoint is chosen on the validation split when there is one;
+  # without one, on the test split, as the official code of every paper does.
+  select_split = 'val' if splits.val is not None else 'test'
+  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints,
+                            best_metric=f'{select_split}_balanced_accuracy')
   restored = checkpoints.restore(state)
   if restored is not None:
     state = restored
@@ -160,12 +166,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   start_step = int(state.step)
 
   train_step = make_train_step(state, mesh, loss_fn=loss_fn)
-  run_eval = functools.partial(
-      evaluate, eval_step=make_eval_step(state, mesh, flip_tta=config.eval.flip_tta),
-      dataset=test_set, mesh=mesh, batch_size=config.eval_batch_size,
-      train_counts=train_counts, eval_config=config.eval)
-
   writer = MetricWriter(workdir)
+  eval_on = functools.partial(
+      evaluate, eval_step=make_eval_step(state, mesh, flip_tta=config.eval.flip_tta),
+      mesh=mesh, batch_size=config.eval_batch_size, train_counts=train_counts,
+      eval_config=config.eval)
+  eval_splits = {'test': splits.test}
+  if splits.val is not None:
+    eval_splits['val'] = splits.val
+
+  def run_eval(state, step):
+    """Evaluates every split, writes its rows; returns {split: metrics}."""
+    out = {}
+    for name, dataset in eval_splits.items():
+      out[name] = eval_on(state, dataset=dataset)
+      writer.write(step=step, epoch=step / steps_per_epoch, split=name, **out[name])
+    return out
+
   train_log = _TrainLog(writer, schedule, steps_per_epoch, workdir, checkpoints)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
                        disable=not config.progress_bar or jax.process_index() != 0,
@@ -190,15 +207,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         progress.set_postfix(loss=f'{row["loss"]:.4f}',
                              img_per_s=f'{row["images_per_second"]:.0f}')
       if do_eval:
-        results = run_eval(state)
-        writer.write(step=done, epoch=done / steps_per_epoch, split='test', **results)
-        progress.write(f'step {done} epoch {done / steps_per_epoch:.1f}: '
+        all_results = run_eval(state, done)
+        results = all_results['test']
+        progress.write(f'step {done} epoch {done / steps_per_epoch:.1f}: test '
                        f'accuracy {100 * results["accuracy"]:.2f} balanced '
                        f'{100 * results["balanced_accuracy"]:.2f} many '
                        f'{100 * results["many"]:.2f} medium {100 * results["medium"]:.2f} '
                        f'few {100 * results["few"]:.2f}')
       if do_checkpoint:
-        checkpoints.save(state, eval_metrics=results if do_eval else None)
+        selection = ({f'{select_split}_balanced_accuracy':
+                      all_results[select_split]['balanced_accuracy']} if do_eval else None)
+        checkpoints.save(state, eval_metrics=selection)
         train_log.restart_clock()
       for hook in hooks:
         hook(done, state)
@@ -209,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer.close()
 
   if results is None:  # Nothing left to train: the run was already complete.
-    results = run_eval(state)
+    results = eval_on(state, dataset=splits.test)
   if jax.process_index() == 0:
     plots.plot_per_class_accuracy(
         results['per_class_accuracy'], train_counts,
