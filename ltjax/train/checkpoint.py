@@ -3,7 +3,9 @@
 Two ``orbax.checkpoint.CheckpointManager``s under the workdir:
 
   checkpoints/<step>  the latest ``keep`` states (resume from the newest)
-  best/<step>         the state with the highest evaluation metric so far
+  best/<step>         the state with the highest selection score so far (the loop
+                      passes validation balanced accuracy, or test balanced
+                      accuracy when there is no validation split)
 
 orbax writes each checkpoint to a temporary directory and renames it when it
 is complete, and deletes old ones only after a newer one is finished, so a
@@ -18,6 +20,7 @@ import orbax.checkpoint as ocp
 from ltjax.train.state import TrainState
 
 _SAVED_FIELDS = ('step', 'params', 'batch_stats', 'opt_state', 'rng')
+_SCORE = 'selection_score'
 
 
 def _pytree(state: TrainState) -> dict:
@@ -27,8 +30,7 @@ def _pytree(state: TrainState) -> dict:
 class Checkpoints:
   """Saves and restores :class:`TrainState` under ``workdir``."""
 
-  def __init__(self, workdir: str, *, keep: int = 2, best_metric: str = 'balanced_accuracy'):
-    self.best_metric = best_metric
+  def __init__(self, workdir: str, *, keep: int = 2):
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, 'checkpoints'),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
@@ -36,19 +38,19 @@ class Checkpoints:
         os.path.join(workdir, 'best'),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_mode='max',
-            best_fn=lambda metrics: metrics[best_metric]))
+            best_fn=lambda metrics: metrics[_SCORE]))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
-  def save(self, state: TrainState, *, eval_metrics: dict | None = None) -> None:
-    """Saves ``state`` as the latest, and as the best if ``eval_metrics`` beat it."""
+  def save(self, state: TrainState, *, selection_score: float | None = None) -> None:
+    """Saves ``state`` as the latest, and as the best if ``selection_score`` is the highest."""
     step = int(jax.device_get(state.step))
     if self.latest.latest_step() != step:
       self.latest.save(step, args=ocp.args.StandardSave(_pytree(state)))
-    if eval_metrics is not None and self.best.latest_step() != step:
+    if selection_score is not None and self.best.latest_step() != step:
       self.best.save(step, args=ocp.args.StandardSave(_pytree(state)),
-                     metrics={self.best_metric: float(eval_metrics[self.best_metric])})
+                     metrics={_SCORE: float(selection_score)})
 
   def restore(self, abstract_state: TrainState, *, which: str = 'latest',
               step: int | None = None) -> TrainState | None:

@@ -157,8 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # The best checkpoint is chosen on the validation split when there is one;
   # without one, on the test split, as the official code of every paper does.
   select_split = 'val' if splits.val is not None else 'test'
-  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints,
-                            best_metric=f'{select_split}_balanced_accuracy')
+  checkpoints = Checkpoints(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore(state)
   if restored is not None:
     state = restored
@@ -215,9 +214,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        f'{100 * results["many"]:.2f} medium {100 * results["medium"]:.2f} '
                        f'few {100 * results["few"]:.2f}')
       if do_checkpoint:
-        selection = ({f'{select_split}_balanced_accuracy':
-                      all_results[select_split]['balanced_accuracy']} if do_eval else None)
-        checkpoints.save(state, eval_metrics=selection)
+        score = all_results[select_split]['balanced_accuracy'] if do_eval else None
+        checkpoints.save(state, selection_score=score)
         train_log.restart_clock()
       for hook in hooks:
         hook(done, state)
