@@ -23,8 +23,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.progress_bar = True
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = 'fashion_mnist'  # 'fashion_mnist' or 'synthetic'.
-  config.data.data_dir = ''           # Directory of the source files ('' = the default places).
+  config.data.name = 'fashion_mnist'  # A key of ltjax.data.datasets.SOURCES.
+  config.data.data_dir = ''           # IDX dir, TFDS data_dir or image root ('' = default places).
+  config.data.tfds_name = ''          # With name='tfds': e.g. 'cifar100' or 'cifar10:3.0.2'.
+  config.data.list_dir = ''           # List-file sources: split-file directory ('' = data_dir).
+  config.data.skip_corrupt = False    # Replace unreadable images (logged) instead of failing.
   config.data.imbalance_ratio = 100.0 # n_max / n_min (> 1) of the long-tailed train split; 0 keeps the source.
   config.data.n_max = 0               # Head-class count (0: the source's per-class count).
   config.data.profile = 'exp'         # 'exp' or 'step'.
@@ -34,8 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.sampler = 'instance'    # 'instance', 'class_aware' or 'square_root'.
   config.data.read_threads = 1        # grain read threads (1 on small CPUs; 0: in the main thread).
   config.data.num_workers = 0         # grain worker processes (for JPEG decoding).
-  config.data.augment = 'none'        # 'none', 'flip' or 'crop_flip'.
+  config.data.augment = 'none'        # A key of ltjax.data.pipeline.AUGMENTATIONS.
   config.data.crop_padding = 4        # Zero padding of the random crop.
+  config.data.image_size = 224        # 'imagenet'/'inat': crop size (test: resize 256/224 of it).
+  config.data.mixup_alpha = 0.0       # > 0: mixup with lambda ~ Beta(alpha, alpha) per batch.
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.num_classes = 10
   config.data.synthetic.per_class = 100
@@ -69,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.flip_tta = False        # Average logits of x and hflip(x).
+  config.eval.image_size = 0          # > 0: Resize(size * 256 / 224) + CenterCrop(size) at test.
   config.eval.many_threshold = 100    # many: n_c > this (training counts).
   config.eval.few_threshold = 20      # few: n_c < this.
   return config

@@ -1,25 +1,38 @@
-"""Data sets as in-memory arrays, and their long-tailed training subsets.
+"""Data sources and the long-tailed splits of a run.
 
-Sources implemented here:
+Every source is random access with one protocol (``Source``): ``len``,
+``source[i] -> {'image': (H, W, C) uint8, 'label': int}``, the label array
+``labels`` (read without decoding images), ``num_classes``, ``mean``/``std``,
+``class_names`` and ``subset(indices)``. ``config.data.name`` selects one:
 
-  fashion_mnist  the IDX files of Debian's ``dataset-fashion-mnist`` package
-                 (/usr/share/datasets/fashion-mnist) or any directory holding
-                 the four ``*-idx?-ubyte[.gz]`` files (``config.data.data_dir``).
-  synthetic      class-dependent random images, for tests and benchmarks.
+  fashion_mnist  IDX files of Debian's ``dataset-fashion-mnist`` package
+                 (/usr/share/datasets/fashion-mnist) or of ``data.data_dir``;
+                 in memory (``ArrayDataset``).
+  synthetic      class-dependent gratings, for tests and benchmarks (in memory).
+  tfds           a prepared TFDS data set ``data.tfds_name`` (cifar10,
+                 cifar100, mnist, ...) under ``data.data_dir``, read from
+                 ArrayRecord without TensorFlow (``ltjax.data.tfds_source``).
+  imagenet_lt, places_lt, inat2018
+                 list-file image folders: images under ``data.data_dir``, the
+                 OLTR/Decoupling split files in ``data.list_dir`` (default: the
+                 same directory); JPEGs are decoded in the input workers
+                 (``ltjax.data.listfile``).
 
-``load_datasets`` returns the long-tailed train split (profile from
-``config.data``), the balanced test split and the per-class training counts.
+``load_datasets`` returns the train split (long-tailed by ``data.imbalance_ratio``
+unless the source already is), an optional validation split and the test split.
 """
 
 import dataclasses
 import os
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import ml_collections
 import numpy as np
 
 from ltjax.data import idx
+from ltjax.data import listfile
 from ltjax.data import longtail
+from ltjax.data import tfds_source
 
 FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',)
 FASHION_MNIST_CLASSES = ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat',
@@ -127,23 +140,51 @@ def make_synthetic(split: str, *, num_classes: int, per_class: int,
                       class_names=tuple(f'class_{c}' for c in range(num_classes)))
 
 
-def load_split(data_config: ml_collections.ConfigDict, split: str) -> ArrayDataset:
-  """The full (balanced) split of the source named by ``data_config.name``."""
+class Source(Protocol):
+  """A random-access data source (see the module docstring)."""
+  labels: np.ndarray
+  num_classes: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  class_names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    ...
+
+  def __getitem__(self, index: int) -> dict:
+    ...
+
+  def subset(self, indices: np.ndarray) -> 'Source':
+    ...
+
+
+ARRAY_SOURCES = ('fashion_mnist', 'synthetic')
+SOURCES = ARRAY_SOURCES + ('tfds',) + tuple(listfile.SPLITS)
+
+
+def load_split(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  """Split 'train', 'val' or 'test' of the source named by ``data_config.name``."""
+  if data_config.name in listfile.SPLITS:
+    return listfile.load_list_split(
+        data_config.name, split, root=data_config.data_dir,
+        list_dir=data_config.list_dir or None, skip_corrupt=data_config.skip_corrupt)
+  if data_config.name == 'tfds':
+    return tfds_source.load_tfds_split(data_config.tfds_name, split,
+                                       data_dir=data_config.data_dir)
   if data_config.name == 'fashion_mnist':
     return load_fashion_mnist(split, data_config.data_dir)
   if data_config.name == 'synthetic':
     s = data_config.synthetic
     return make_synthetic(split, num_classes=s.num_classes, per_class=s.per_class,
                           image_shape=tuple(s.image_shape), seed=s.seed)
-  raise ValueError(f'Unknown data.name {data_config.name!r}; valid: '
-                   "['fashion_mnist', 'synthetic'].")
+  raise ValueError(f'Unknown data.name {data_config.name!r}; valid: {SOURCES}.')
 
 
 class Splits(NamedTuple):
   """The splits of a run: long-tailed train, optional validation, balanced test."""
-  train: ArrayDataset
-  val: ArrayDataset | None
-  test: ArrayDataset
+  train: Source
+  val: Source | None
+  test: Source
   train_counts: np.ndarray  # (C,) training samples per class.
 
 
@@ -160,6 +201,10 @@ def load_datasets(data_config: ml_collections.ConfigDict) -> Splits:
   check_labels(train.labels, train.num_classes, f'{data_config.name} train')
   check_labels(test.labels, train.num_classes, f'{data_config.name} test')
   val = None
+  layout = listfile.SPLITS.get(data_config.name)
+  if layout is not None and layout.files['val'] != layout.files['test']:
+    val = load_split(data_config, 'val')  # ImageNet-LT / Places-LT ship a validation list.
+    check_labels(val.labels, train.num_classes, f'{data_config.name} val')
   if data_config.val_per_class > 0:
     keep, held = longtail.hold_out_indices(train.labels, data_config.val_per_class,
                                            selection=data_config.selection,

@@ -19,20 +19,34 @@ Multi-host: every process computes the same global permutation and keeps its
 own contiguous slice of each global batch; ``ltjax.train.sharding`` joins the
 slices into one global ``jax.Array``.
 
-Augmentation is batch-vectorised numpy (random crop with zero padding, then
-horizontal flip, then normalisation), which measured fastest on small CPUs.
+Augmentation (``AUGMENTATIONS``; the ops are in ``ltjax.data.augment``) is
+batch-vectorised numpy where the images share a size, which measured fastest
+on small CPUs; variable-size sources (list-file JPEGs) are decoded and
+random-resized-cropped image by image first. Mixup, when on, is the last op.
 """
 
+import functools
 from typing import Iterator
 
 from absl import flags
 import grain
 import numpy as np
 
+from ltjax.data import augment
 from ltjax.data import samplers
 from ltjax.data.datasets import ArrayDataset
 
-AUGMENTATIONS = ('none', 'crop_flip', 'flip')
+# data.augment -> what a training batch goes through (after the per-sample
+# decode; every pipeline ends with normalisation):
+AUGMENTATIONS = (
+    'none',         # nothing
+    'flip',         # horizontal flip
+    'crop_flip',    # RandomCrop(H, crop_padding) + flip (CIFAR standard)
+    'autoaugment',  # crop_flip + AutoAugment CIFAR-10 policy + Cutout(16) (DDC's "RandAug")
+    'imagenet',     # RandomResizedCrop(image_size) + flip + ColorJitter(0.4, 0.4, 0.4)
+    'inat',         # RandomResizedCrop(image_size) + flip
+)
+_RESIZED_CROP = ('imagenet', 'inat')
 
 
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
@@ -53,15 +67,37 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, *,
     images = windows[np.arange(b), dy, dx].transpose(0, 2, 3, 1)  # (B, C, H, W) -> NHWC
   if flip:
     flips = rng.random(b) < 0.5
-    images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
+    images = np.array(images)  # Copy only the flipped images' pixels below.
+    images[flips] = images[flips, :, ::-1]
   return images
+
+
+def load_images(dataset, indices: np.ndarray, transform=None
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """(images (B, H, W, C) uint8, labels (B,)) of ``indices``.
+
+  In-memory sources are sliced at once; others are read record by record
+  (decoding JPEGs here, i.e. in the input workers), each image passed through
+  ``transform`` (e.g. a random resized crop), which must give a common size.
+  """
+  if isinstance(dataset, ArrayDataset) and transform is None:
+    return dataset.images[indices], dataset.labels[indices]
+  records = [dataset[int(i)] for i in indices]
+  images = [r['image'] if transform is None else transform(r['image']) for r in records]
+  shapes = {x.shape for x in images}
+  if len(shapes) > 1:
+    raise ValueError(f'Images of different sizes {sorted(shapes)[:3]} in one batch; use '
+                     "data.augment='imagenet' or 'inat' (random resized crop) for "
+                     'variable-size sources.')
+  return np.stack(images), np.asarray([r['label'] for r in records], np.int32)
 
 
 class TrainBatches:
   """Host-local training batches indexed by the global step."""
 
-  def __init__(self, dataset: ArrayDataset, *, global_batch_size: int, seed: int,
+  def __init__(self, dataset, *, global_batch_size: int, seed: int,
                sampler: str = 'instance', augment: str = 'none', crop_padding: int = 4,
+               image_size: int = 224, mixup_alpha: float = 0.0,
                process_index: int = 0, process_count: int = 1):
     if augment not in AUGMENTATIONS:
       raise ValueError(f'Unknown data.augment {augment!r}; valid: {AUGMENTATIONS}.')
@@ -77,11 +113,19 @@ class TrainBatches:
     self.seed = seed
     self.augment = augment
     self.crop_padding = crop_padding
+    self.image_size = image_size
+    self.mixup_alpha = mixup_alpha
     self.process_index = process_index
     self.sampler = samplers.build_sampler(sampler, dataset.labels, seed=seed,
                                           num_classes=dataset.num_classes)
     self.steps_per_epoch = len(self.sampler) // global_batch_size
     self._cached_epoch = (None, None)
+
+  def image_shape(self) -> tuple[int, int, int]:
+    """(H, W, C) of the images in a batch."""
+    if self.augment in _RESIZED_CROP:
+      return (self.image_size, self.image_size, len(self.dataset.mean))
+    return self.dataset[0]['image'].shape
 
   def epoch_indices(self, epoch: int) -> np.ndarray:
     if self._cached_epoch[0] != epoch:
@@ -95,14 +139,31 @@ class TrainBatches:
     return self.epoch_indices(epoch)[start:start + self.local_batch_size]
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
+    """The augmented, normalised local batch of ``step`` (a pure function of it)."""
     idx = self.indices(step)
-    images = self.dataset.images[idx]
-    if self.augment != 'none':
-      rng = np.random.default_rng([self.seed, 1, step, self.process_index])
-      padding = self.crop_padding if self.augment == 'crop_flip' else 0
-      images = random_crop_flip(images, rng, padding=padding, flip=True)
-    return {'image': normalize(images, self.dataset.mean, self.dataset.std),
-            'label': self.dataset.labels[idx]}
+    rng = np.random.default_rng([self.seed, 1, step, self.process_index])
+    mean, std = self.dataset.mean, self.dataset.std
+    if self.augment in _RESIZED_CROP:
+      crop = functools.partial(augment.random_resized_crop, rng=rng, size=self.image_size)
+      images, labels = load_images(self.dataset, idx, crop)
+      images = augment.large_scale_train_batch(images, rng, mean=mean, std=std,
+                                               jitter=self.augment == 'imagenet')
+    else:
+      images, labels = load_images(self.dataset, idx)
+      if self.augment == 'autoaugment':
+        images = augment.cifar_autoaugment_cutout(images, rng, mean=mean, std=std,
+                                                  padding=self.crop_padding)
+      else:
+        if self.augment != 'none':
+          padding = self.crop_padding if self.augment == 'crop_flip' else 0
+          images = random_crop_flip(images, rng, padding=padding, flip=True)
+        images = normalize(images, mean, std)
+    batch = {'image': images, 'label': labels}
+    if self.mixup_alpha > 0:
+      batch['image'], _, partner, lam = augment.mixup(images, labels, rng, self.mixup_alpha)
+      batch['mixup_label'] = partner
+      batch['mixup_lambda'] = np.full(len(labels), lam, np.float32)
+    return batch
 
   def iterate(self, start_step: int, num_steps: int, *, num_threads: int = 1,
               num_workers: int = 0, buffer_size: int = 2) -> Iterator[dict[str, np.ndarray]]:
@@ -127,19 +188,25 @@ class TrainBatches:
     return iter(iter_dataset)
 
 
-def eval_batches(dataset: ArrayDataset, *, global_batch_size: int,
+def eval_batches(dataset, *, global_batch_size: int, image_size: int | None = None,
                  process_index: int = 0, process_count: int = 1
                  ) -> Iterator[dict[str, np.ndarray]]:
   """Host-local evaluation batches in file order, padded to a fixed shape.
 
   Every global batch has ``global_batch_size`` rows so the eval step compiles
-  once; padded rows carry ``mask == False``.
+  once; padded rows carry ``mask == False``. With ``image_size`` each image is
+  resized (shorter side image_size * 256 / 224) and center-cropped, the
+  ImageNet test transform.
   """
+  transform = None
+  if image_size is not None:
+    transform = functools.partial(augment.resize_center_crop,
+                                  resize=round(image_size * 256 / 224), crop=image_size)
   local = global_batch_size // process_count
   n = len(dataset)
   for start in range(0, n, global_batch_size):
     idx = np.arange(start + process_index * local, start + (process_index + 1) * local)
     mask = idx < n
-    idx = np.where(mask, idx, 0)
-    yield {'image': normalize(dataset.images[idx], dataset.mean, dataset.std),
-           'label': dataset.labels[idx], 'mask': mask}
+    images, labels = load_images(dataset, np.where(mask, idx, 0), transform)
+    yield {'image': normalize(images, dataset.mean, dataset.std), 'label': labels,
+           'mask': mask}

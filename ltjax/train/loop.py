@@ -46,7 +46,9 @@ def evaluate(state: TrainState, eval_step, dataset: data.ArrayDataset, *,
              eval_config: ml_collections.ConfigDict) -> dict:
   """Accuracy metrics of ``state`` on ``dataset`` (see ltjax.eval.metrics)."""
   predictions, labels = [], []
+  resize_crop = eval_config.image_size if eval_config.image_size > 0 else None
   for local in data.eval_batches(dataset, global_batch_size=batch_size,
+                                 image_size=resize_crop,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count()):
     batch = sharding.to_global(local, mesh)
@@ -134,7 +136,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   train_set, train_counts = splits.train, splits.train_counts
   batches = data.TrainBatches(
       train_set, global_batch_size=config.batch_size, seed=config.seed,
-      sampler=config.data.sampler, augment=config.data.augment, crop_padding=config.data.crop_padding,
+      sampler=config.data.sampler, augment=config.data.augment,
+      crop_padding=config.data.crop_padding, image_size=config.data.image_size,
+      mixup_alpha=config.data.mixup_alpha,
       process_index=jax.process_index(), process_count=jax.process_count())
   steps_per_epoch = batches.steps_per_epoch
   total_steps = (config.num_train_steps if config.num_train_steps > 0
@@ -152,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   loss_fn = losses.build_loss(config.loss, train_counts)
   model = models.build_model(config.model, train_set.num_classes,
                              dtype=DTYPES[config.dtype])
-  state = create_train_state(model, tx, input_shape=train_set.images.shape[1:],
+  state = create_train_state(model, tx, input_shape=batches.image_shape(),
                              seed=config.seed, mesh=mesh)
   # The best checkpoint is chosen on the validation split when there is one;
   # without one, on the test split, as the official code of every paper does.

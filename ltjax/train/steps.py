@@ -21,13 +21,21 @@ from ltjax.train.state import TrainState
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                loss_fn: Callable) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}."""
+  """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}.
+
+  A mixup batch (``ltjax.data.augment.mixup``) also carries 'mixup_label' (the
+  partner's label) and 'mixup_lambda' (lambda, repeated per example); its loss
+  is lambda * loss(y) + (1 - lambda) * loss(y_partner), as in CC-SAM's code.
+  """
 
   def compute_loss(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
     (logits, _), new_vars = state.apply_fn(variables, batch['image'], train=True,
                                            mutable=['batch_stats'])
     loss = loss_fn(logits, batch['label'])
+    if 'mixup_label' in batch:
+      lam = jnp.mean(batch['mixup_lambda'])
+      loss = lam * loss + (1 - lam) * loss_fn(logits, batch['mixup_label'])
     return loss, (new_vars['batch_stats'], logits)
 
   (loss, (batch_stats, logits)), grads = jax.value_and_grad(

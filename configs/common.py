@@ -1,0 +1,56 @@
+"""Helpers shared by recipe configs: argument parsing and the benchmark data sets.
+
+Config files take an optional argument string after a colon, parsed by
+``parse_arg``:
+
+    --config=configs/ce_cifar_lt.py:dataset=cifar100,ir=50,profile=step
+"""
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'a=1,b=x' -> ConfigDict(a=1, b='x'), typed like ``defaults``; unknown keys fail."""
+  result = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, _, value = item.partition('=')
+    if key not in defaults:
+      raise ValueError(f'Unknown config argument {key!r}; valid: {sorted(defaults)}.')
+    kind = type(defaults[key])
+    result[key] = value.lower() in ('1', 'true', 'yes') if kind is bool else kind(value)
+  return result
+
+
+def cifar_lt(config: ml_collections.ConfigDict, *, dataset: str, imbalance_ratio: float,
+             profile: str = 'exp', data_dir: str = '') -> None:
+  """CIFAR-10/100-LT from TFDS (Cao et al.'s construction, reference §0).
+
+  n_max = 5000 (CIFAR-10) or 500 (CIFAR-100); the balanced 10k test split;
+  RandomCrop(32, 4) + flip and the LDAM-lineage normalisation.
+  """
+  config.data.name = 'tfds'
+  config.data.tfds_name = dataset
+  config.data.data_dir = data_dir
+  config.data.imbalance_ratio = float(imbalance_ratio)
+  config.data.profile = profile
+  config.data.n_max = 0  # The source's per-class count.
+  config.data.augment = 'crop_flip'
+  config.data.crop_padding = 4
+
+
+def large_scale_lt(config: ml_collections.ConfigDict, *, dataset: str, data_dir: str = '',
+                   list_dir: str = '') -> None:
+  """ImageNet-LT, Places-LT or iNaturalist 2018 from their list files (reference §0).
+
+  Already long-tailed (no subsampling). Train: RandomResizedCrop(224) + flip
+  (+ ColorJitter(0.4, 0.4, 0.4) except on iNaturalist); test: Resize(256) +
+  CenterCrop(224).
+  """
+  config.data.name = dataset
+  config.data.data_dir = data_dir
+  config.data.list_dir = list_dir
+  config.data.imbalance_ratio = 0.0
+  config.data.augment = 'inat' if dataset == 'inat2018' else 'imagenet'
+  config.data.image_size = 224
+  config.eval.image_size = 224
+  config.data.num_workers = 8
