@@ -173,3 +173,23 @@ def test_mixup_loss_is_the_lambda_mixture():
   step = train.make_train_step(state, mesh, loss_fn=loss_fn)
   _, metrics = step(state, sharding.to_global(batch, mesh))
   np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
+
+
+def test_corrupt_image_fails_naming_it_or_is_skipped_and_reported(tmp_path):
+  from configs import ce_places_lt  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / 'places')
+  write_list_folder(root, 365, {'train': 1, 'val': 1, 'test': 1}, np.random.default_rng(0))
+  with open(os.path.join(root, 'images/img_3.jpg'), 'r+b') as f:
+    f.truncate(40)
+  config = ce_places_lt.get_config()
+  config.data.data_dir = root
+  config.data.image_size = config.eval.image_size = 16
+  config.model.name, config.dtype, config.progress_bar = 'small_cnn', 'float32', False
+  config.data.num_workers = 0
+  config.batch_size, config.eval_batch_size, config.num_train_steps = 16, 128, 1
+  with pytest.raises(OSError, match='img_3.jpg.*skip_corrupt'):
+    train.train_and_evaluate(config, str(tmp_path / 'strict'))
+  config.data.skip_corrupt = True
+  train.train_and_evaluate(config, str(tmp_path / 'lenient'))
+  logs = glob.glob(str(tmp_path / 'lenient' / 'skipped_images' / 'skipped-*.txt'))
+  assert logs and 'img_3.jpg' in open(logs[0]).read()

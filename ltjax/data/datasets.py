@@ -162,12 +162,18 @@ ARRAY_SOURCES = ('fashion_mnist', 'synthetic')
 SOURCES = ARRAY_SOURCES + ('tfds',) + tuple(listfile.SPLITS)
 
 
-def load_split(data_config: ml_collections.ConfigDict, split: str) -> Source:
-  """Split 'train', 'val' or 'test' of the source named by ``data_config.name``."""
+def load_split(data_config: ml_collections.ConfigDict, split: str, *,
+               skip_log_dir: str | None = None) -> Source:
+  """Split 'train', 'val' or 'test' of the source named by ``data_config.name``.
+
+  ``skip_log_dir``: where list-file sources record images skipped as corrupt
+  (with ``data.skip_corrupt``), so skips in worker processes are counted too.
+  """
   if data_config.name in listfile.SPLITS:
     return listfile.load_list_split(
         data_config.name, split, root=data_config.data_dir,
-        list_dir=data_config.list_dir or None, skip_corrupt=data_config.skip_corrupt)
+        list_dir=data_config.list_dir or None, skip_corrupt=data_config.skip_corrupt,
+        skip_log_dir=skip_log_dir)
   if data_config.name == 'tfds':
     return tfds_source.load_tfds_split(data_config.tfds_name, split,
                                        data_dir=data_config.data_dir)
@@ -188,7 +194,8 @@ class Splits(NamedTuple):
   train_counts: np.ndarray  # (C,) training samples per class.
 
 
-def load_datasets(data_config: ml_collections.ConfigDict) -> Splits:
+def load_datasets(data_config: ml_collections.ConfigDict, *,
+                  skip_log_dir: str | None = None) -> Splits:
   """Loads the source and builds the long-tailed training split.
 
   Order of operations: ``val_per_class`` samples of every class are held out
@@ -196,14 +203,14 @@ def load_datasets(data_config: ml_collections.ConfigDict) -> Splits:
   subsampled to the long-tail profile (``imbalance_ratio`` > 1; 0 keeps the
   source as it is), with n_max defaulting to the largest remaining class.
   """
-  train = load_split(data_config, 'train')
-  test = load_split(data_config, 'test')
+  train = load_split(data_config, 'train', skip_log_dir=skip_log_dir)
+  test = load_split(data_config, 'test', skip_log_dir=skip_log_dir)
   check_labels(train.labels, train.num_classes, f'{data_config.name} train')
   check_labels(test.labels, train.num_classes, f'{data_config.name} test')
   val = None
   layout = listfile.SPLITS.get(data_config.name)
   if layout is not None and layout.files['val'] != layout.files['test']:
-    val = load_split(data_config, 'val')  # ImageNet-LT / Places-LT ship a validation list.
+    val = load_split(data_config, 'val', skip_log_dir=skip_log_dir)  # ImageNet-LT / Places-LT ship a validation list.
     check_labels(val.labels, train.num_classes, f'{data_config.name} val')
   if data_config.val_per_class > 0:
     keep, held = longtail.hold_out_indices(train.labels, data_config.val_per_class,

@@ -132,7 +132,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   _check_batch_size(config.eval_batch_size, 'eval_batch_size')
 
   # Data.
-  splits = data.load_datasets(config.data)
+  skip_log_dir = os.path.join(workdir, 'skipped_images')
+  splits = data.load_datasets(config.data, skip_log_dir=skip_log_dir)
   train_set, train_counts = splits.train, splits.train_counts
   batches = data.TrainBatches(
       train_set, global_batch_size=config.batch_size, seed=config.seed,
@@ -195,8 +196,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   num_threads=config.data.read_threads,
                                   num_workers=config.data.num_workers)
   try:
-    for step, local_batch in zip(range(start_step, total_steps), local_batches):
-      state, metrics = train_step(state, sharding.to_global(local_batch, mesh))
+    device_batches = sharding.prefetch_to_device(local_batches, mesh)
+    for step, batch in zip(range(start_step, total_steps), device_batches):
+      state, metrics = train_step(state, batch)
       train_log.add(step, metrics, config.batch_size)
       done = step + 1
       progress.update(1)
@@ -229,6 +231,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     checkpoints.close()
     writer.close()
 
+  skipped = set()
+  for split in (splits.train, splits.val, splits.test):
+    if hasattr(split, 'skipped'):
+      skipped |= split.skipped()
+  if skipped:
+    logging.warning('%d unreadable images were skipped (data.skip_corrupt); they are '
+                    'listed in %s.', len(skipped), skip_log_dir)
   if results is None:  # Nothing left to train: the run was already complete.
     results = eval_on(state, dataset=splits.test)
   if jax.process_index() == 0:

@@ -7,6 +7,9 @@ with DataParallel/DDP uses per-GPU statistics instead, so multi-device numbers
 can differ slightly from theirs; one device is identical.
 """
 
+import collections
+from typing import Iterator
+
 import jax
 import numpy as np
 from jax.sharding import Mesh
@@ -41,6 +44,18 @@ def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
   sharding = batch_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in local_batch.items()}
+
+
+def prefetch_to_device(local_batches: Iterator[dict[str, np.ndarray]], mesh: Mesh,
+                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Global device batches, ``size`` ahead, so host-to-device copies overlap compute."""
+  queue = collections.deque()
+  for local in local_batches:
+    queue.append(to_global(local, mesh))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
 
 
 def to_host(x: jax.Array) -> np.ndarray:
