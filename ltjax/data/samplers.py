@@ -43,8 +43,8 @@ def _rng(seed: int, epoch: int) -> np.random.Generator:
   return np.random.default_rng([seed, epoch])
 
 
-class InstanceSampler:
-  """Each sample once per epoch, in a random order."""
+class _EpochSampler:
+  """N = len(labels) indices per epoch, seeded by (seed, epoch)."""
 
   def __init__(self, labels: np.ndarray, *, seed: int):
     self.num_samples = len(labels)
@@ -52,6 +52,10 @@ class InstanceSampler:
 
   def __len__(self) -> int:
     return self.num_samples
+
+
+class InstanceSampler(_EpochSampler):
+  """Each sample once per epoch, in a random order."""
 
   def epoch_indices(self, epoch: int) -> np.ndarray:
     return _rng(self.seed, epoch).permutation(self.num_samples)
@@ -69,20 +73,14 @@ def _cycle(rng: np.random.Generator, items: np.ndarray, length: int) -> np.ndarr
   return np.concatenate([rng.permutation(items) for _ in range(passes)])[:length]
 
 
-class ClassAwareSampler:
+class ClassAwareSampler(_EpochSampler):
   """Decoupling's class-aware sampler: one sample per class visit."""
 
   def __init__(self, labels: np.ndarray, *, seed: int, num_classes: int | None = None):
+    super().__init__(labels, seed=seed)
     labels = np.asarray(labels)
-    num_classes = num_classes or int(labels.max()) + 1
-    members = _class_members(labels, num_classes)
-    self.classes = np.array([c for c in range(num_classes) if len(members[c])])
-    self.members = members
-    self.num_samples = len(labels)
-    self.seed = seed
-
-  def __len__(self) -> int:
-    return self.num_samples
+    self.members = _class_members(labels, num_classes or int(labels.max()) + 1)
+    self.classes = np.array([c for c, m in enumerate(self.members) if len(m)])
 
   def epoch_indices(self, epoch: int) -> np.ndarray:
     rng = _rng(self.seed, epoch)
@@ -94,22 +92,17 @@ class ClassAwareSampler:
     return indices
 
 
-class PowerSampler:
+class PowerSampler(_EpochSampler):
   """Class c with probability ~ n_c ** power, then a uniform member (with replacement)."""
 
   def __init__(self, labels: np.ndarray, *, seed: int, power: float = 0.5,
                num_classes: int | None = None):
+    super().__init__(labels, seed=seed)
     labels = np.asarray(labels)
-    num_classes = num_classes or int(labels.max()) + 1
-    self.members = _class_members(labels, num_classes)
+    self.members = _class_members(labels, num_classes or int(labels.max()) + 1)
     counts = np.array([len(m) for m in self.members], np.float64)
     weights = np.where(counts > 0, counts ** power, 0.0)
     self.class_probs = weights / weights.sum()
-    self.num_samples = len(labels)
-    self.seed = seed
-
-  def __len__(self) -> int:
-    return self.num_samples
 
   def epoch_indices(self, epoch: int) -> np.ndarray:
     rng = _rng(self.seed, epoch)
