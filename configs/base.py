@@ -50,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = 'small_cnn'     # A key of ltjax.models.BACKBONES.
   config.model.head = 'linear'        # A key of ltjax.models.HEADS.
+  config.model.head_scale = 1.0       # 'cosine': logits = scale * cos.
+  config.model.head_tau = 1.0         # 'tau_norm': w_c / ||w_c||^tau.
+  config.model.head_seed = 0          # 'etf': seed of the random orthonormal basis.
+  config.model.lwr_projection_dim = 0 # 'lwr': output width of the projection MLP (0: d).
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'cross_entropy'  # A key of ltjax.losses.LOSSES.

@@ -30,9 +30,22 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **resnet.BACKBONES,
 }
 
-# name -> constructor(num_classes=...) of a head module.
-HEADS: dict[str, Callable[..., nn.Module]] = {
-    'linear': heads.LinearHead,
+# name -> builder(model_config) -> constructor(num_classes=...) of a head module.
+HEADS: dict[str, Callable[[ml_collections.ConfigDict], Callable[..., nn.Module]]] = {
+    'linear': lambda c: heads.LinearHead,
+    # Logits are cosines times head_scale (LDAM keeps scale 1 here and s = 30 in its loss).
+    'cosine': lambda c: functools.partial(heads.CosineHead, scale=c.head_scale),
+    # Learnable weight scaling: stage 2 trains only ^head/scale$.
+    'lws': lambda c: heads.LWSHead,
+    # Inference-time tau-normalisation of a linear head (same parameters as 'linear').
+    'tau_norm': lambda c: functools.partial(heads.TauNormHead, tau=c.head_tau),
+    # Fixed simplex ETF (a function of head_seed); only the bias (and norms) train.
+    'etf': lambda c: functools.partial(heads.ETFHead, seed=c.head_seed),
+    'etf_train_norm': lambda c: functools.partial(heads.ETFHead, seed=c.head_seed,
+                                                  train_norm=True),
+    # Linear head plus LWR's projection MLP of its class vectors (head/projection/...).
+    'lwr': lambda c: functools.partial(heads.LWRHead,
+                                       projection_features=c.lwr_projection_dim or None),
 }
 
 
@@ -65,5 +78,5 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
       parameters stay float32 and the head and logits are float32).
   """
   backbone = _lookup(BACKBONES, model_config.name, 'model.name')(dtype=dtype)
-  head = _lookup(HEADS, model_config.head, 'model.head')(num_classes=num_classes)
+  head = _lookup(HEADS, model_config.head, 'model.head')(model_config)(num_classes=num_classes)
   return Classifier(backbone=backbone, head=head)

@@ -1,0 +1,361 @@
+"""Tests for the classifier heads and post-hoc logit adjustment.
+
+Heads are checked against numpy formulas (cosines, LWS, tau-norm) and the
+simplex-ETF's defining Gram matrix; post-hoc adjustments against numpy, and
+each validation search on synthetic logits with a planted optimum.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ltjax import models
+from ltjax.eval import posthoc
+from ltjax.eval.metrics import classification_metrics
+from ltjax.models import heads
+
+D, C, B = 12, 5, 7
+
+
+def _features(seed=0, batch=B, dim=D):
+  return jax.random.normal(jax.random.key(seed), (batch, dim))
+
+
+def _numpy_cosines(f, kernel):
+  f = np.asarray(f, np.float64)
+  k = np.asarray(kernel, np.float64)
+  return (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (
+      k / np.linalg.norm(k, axis=0, keepdims=True))
+
+
+# ----------------------------------------------------------------- ETF
+
+
+@pytest.mark.parametrize('dim,num_classes', [(12, 5), (7, 7), (64, 10)])
+def test_etf_gram_norms_and_cosines(dim, num_classes):
+  w = heads.etf_kernel(dim, num_classes, seed=3).astype(np.float64)
+  assert w.shape == (dim, num_classes)
+  gram = w.T @ w  # Gram of the class vectors (columns)
+  ones = np.ones((num_classes, num_classes))
+  expected = num_classes / (num_classes - 1) * (np.eye(num_classes) - ones / num_classes)
+  np.testing.assert_allclose(gram, expected, atol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1.0, atol=1e-6)
+  off_diagonal = gram[~np.eye(num_classes, dtype=bool)]
+  np.testing.assert_allclose(off_diagonal, -1.0 / (num_classes - 1), atol=1e-6)
+  np.testing.assert_allclose(w.sum(axis=1), 0.0, atol=1e-6)  # centred simplex
+
+
+def test_etf_is_pinned_function_of_seed():
+  # A checkpoint of an ETF model stores no W: it must be reproducible from
+  # (d, C, seed) forever. A change of numpy's generator would break this.
+  w = heads.etf_kernel(6, 4, seed=0)
+  np.testing.assert_allclose(
+      w[:2], [[0.03810983, -0.11375377, 0.33705607, -0.26141214],
+              [-0.48874983, 0.03491625, 0.6755651, -0.22173153]], atol=1e-6)
+  assert not np.allclose(heads.etf_kernel(6, 4, seed=1), w)
+
+
+def test_etf_head_fixed_matrix_not_in_params():
+  f = _features()
+  head = heads.ETFHead(num_classes=C, seed=5)
+  v1 = head.init(jax.random.key(0), f)
+  v2 = head.init(jax.random.key(1), f)
+  assert set(v1) == {'params'} and set(v1['params']) == {'bias'}
+  bias = np.asarray(v1['params']['bias'])
+  assert np.all(np.abs(bias) <= 1.0 / D) and not np.allclose(bias, v2['params']['bias'])
+  w = heads.etf_kernel(D, C, seed=5)
+  for v in (v1, v2):  # same W whatever the init key
+    np.testing.assert_allclose(head.apply(v, f), f @ w + v['params']['bias'],
+                               rtol=1e-5, atol=1e-6)
+  jitted = jax.jit(head.apply)(v1, f)
+  np.testing.assert_allclose(jitted, head.apply(v1, f), rtol=1e-6, atol=1e-6)
+  # Gradients reach the bias only.
+  grads = jax.grad(lambda p: head.apply({'params': p}, f).sum())(v1['params'])
+  np.testing.assert_allclose(grads['bias'], B)
+
+
+def test_etf_train_norm():
+  f = _features()
+  head = heads.ETFHead(num_classes=C, train_norm=True)
+  v = head.init(jax.random.key(0), f)
+  assert set(v['params']) == {'bias', 'norm'}
+  np.testing.assert_array_equal(v['params']['norm'], np.ones(C))
+  norm = jnp.arange(1.0, C + 1.0)
+  params = {'bias': v['params']['bias'], 'norm': norm}
+  w = heads.etf_kernel(D, C)
+  np.testing.assert_allclose(head.apply({'params': params}, f),
+                             (f @ w) * norm + params['bias'], rtol=1e-5, atol=1e-5)
+
+
+def test_etf_needs_d_at_least_c():
+  with pytest.raises(ValueError, match='d=4, C=5'):
+    heads.etf_kernel(4, 5)
+  with pytest.raises(ValueError, match='d >= num_classes'):
+    heads.ETFHead(num_classes=C).init(jax.random.key(0), jnp.ones((2, C - 1)))
+
+
+# ----------------------------------------------------------------- cosine, LWS, tau-norm
+
+
+def test_cosine_head_equals_numpy_cosines():
+  f = _features() * 10.0
+  head = heads.CosineHead(num_classes=C)
+  v = head.init(jax.random.key(0), f)
+  assert set(v['params']) == {'kernel'}
+  kernel = np.asarray(v['params']['kernel'])
+  # LDAM's init: U(-1, 1) renormed to unit columns.
+  np.testing.assert_allclose(np.linalg.norm(kernel, axis=0), 1.0, atol=1e-6)
+  logits = np.asarray(head.apply(v, f))
+  assert logits.dtype == np.float32
+  assert np.all(logits <= 1.0 + 1e-6) and np.all(logits >= -1.0 - 1e-6)
+  # Against a kernel that is not unit-norm.
+  kernel2 = 3.0 * np.asarray(jax.random.normal(jax.random.key(2), (D, C)))
+  np.testing.assert_allclose(head.apply({'params': {'kernel': kernel2}}, f),
+                             _numpy_cosines(f, kernel2), atol=1e-6)
+  # Fixed and learned scale.
+  fixed = heads.CosineHead(num_classes=C, scale=30.0)
+  np.testing.assert_allclose(fixed.apply(v, f), 30.0 * logits, rtol=1e-6, atol=1e-5)
+  learned = heads.CosineHead(num_classes=C, scale=16.0, learn_scale=True)
+  vl = learned.init(jax.random.key(0), f)
+  assert vl['params']['scale'].shape == () and float(vl['params']['scale']) == 16.0
+  np.testing.assert_allclose(learned.apply(vl, f), 16.0 * logits, rtol=1e-6, atol=1e-5)
+
+
+def test_lws_with_unit_scale_is_linear():
+  f = _features()
+  linear = heads.LinearHead(num_classes=C)
+  lv = linear.init(jax.random.key(0), f)
+  lws = heads.LWSHead(num_classes=C)
+  sv = lws.init(jax.random.key(0), f)
+  assert set(sv['params']) == {'kernel', 'bias', 'scale'}
+  np.testing.assert_array_equal(sv['params']['scale'], np.ones(C))
+  # Stage 2 loads the stage-1 linear parameters and adds the scale.
+  params = {**lv['params'], 'scale': sv['params']['scale']}
+  np.testing.assert_allclose(lws.apply({'params': params}, f), linear.apply(lv, f),
+                             rtol=1e-6, atol=1e-6)
+  scale = jnp.linspace(0.5, 2.0, C)
+  np.testing.assert_allclose(lws.apply({'params': {**params, 'scale': scale}}, f),
+                             linear.apply(lv, f) * scale, rtol=1e-5, atol=1e-6)
+
+
+def test_tau_norm_head():
+  f = _features()
+  linear = heads.LinearHead(num_classes=C)
+  v = linear.init(jax.random.key(0), f)
+  kernel = np.asarray(v['params']['kernel'], np.float64)
+  bias = np.asarray(v['params']['bias'])
+  # tau = 0 is the linear head; the linear checkpoint is used as is.
+  np.testing.assert_allclose(heads.TauNormHead(num_classes=C, tau=0.0).apply(v, f),
+                             linear.apply(v, f), rtol=1e-6, atol=1e-6)
+  # tau = 1 normalises the class vectors.
+  np.testing.assert_allclose(np.linalg.norm(heads.tau_normalize(kernel, 1.0), axis=0),
+                             1.0, atol=1e-6)
+  np.testing.assert_allclose(
+      heads.TauNormHead(num_classes=C, tau=1.0).apply(v, f),
+      f @ (kernel / np.linalg.norm(kernel, axis=0)) + bias, rtol=1e-5, atol=1e-5)
+  # General tau against numpy.
+  norms = np.linalg.norm(kernel, axis=0)
+  np.testing.assert_allclose(heads.tau_normalize(kernel, 0.7), kernel / norms**0.7,
+                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(heads.TauNormHead(num_classes=C, tau=1.9).apply(v, f),
+                             f @ (kernel / norms**1.9) + bias, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------- LWR projection
+
+
+def test_projection_mlp_shapes_and_pure_function():
+  rows = jax.random.normal(jax.random.key(0), (C, D))
+  mlp = heads.ProjectionMLP()
+  v = mlp.init(jax.random.key(1), rows)
+  shapes = jax.tree.map(lambda a: a.shape, v['params'])
+  assert shapes == {'hidden': {'kernel': (D, D), 'bias': (D,)},
+                    'output': {'kernel': (D, D), 'bias': (D,)}}
+  out = mlp.apply(v, rows)
+  assert out.shape == (C, D)
+  p = jax.tree.map(np.asarray, v['params'])
+  hidden = np.maximum(np.asarray(rows) @ p['hidden']['kernel'] + p['hidden']['bias'], 0)
+  np.testing.assert_allclose(out, hidden @ p['output']['kernel'] + p['output']['bias'],
+                             rtol=1e-5, atol=1e-5)
+  # On a (d, C) kernel: class vectors are its columns.
+  np.testing.assert_allclose(heads.project_kernel(v['params'], rows.T), out, atol=1e-6)
+  narrow = heads.ProjectionMLP(features=3).init(jax.random.key(1), rows)
+  assert narrow['params']['hidden']['kernel'].shape == (D, D)
+  assert heads.project_kernel(narrow['params'], rows.T).shape == (C, 3)
+
+
+def test_lwr_head_is_linear_and_owns_projection():
+  f = _features()
+  head = heads.LWRHead(num_classes=C)
+  v = head.init(jax.random.key(0), f)
+  assert set(v['params']) == {'kernel', 'bias', 'projection'}
+  linear_params = {k: v['params'][k] for k in ('kernel', 'bias')}
+  np.testing.assert_allclose(head.apply(v, f),
+                             heads.LinearHead(C).apply({'params': linear_params}, f),
+                             atol=1e-6)
+  projected = heads.lwr_projected_weights(v['params'])
+  assert projected.shape == (C, D)
+  # The regulariser's gradient reaches both the kernel and the MLP.
+  grads = jax.grad(lambda p: jnp.sum(heads.lwr_projected_weights(p) ** 2))(v['params'])
+  assert np.abs(grads['kernel']).sum() > 0
+  assert np.abs(grads['projection']['hidden']['kernel']).sum() > 0
+  np.testing.assert_array_equal(grads['bias'], 0.0)
+
+
+class _TinyBackbone(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    del train
+    return nn.Dense(D)(x.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize('head,names', [
+    (heads.CosineHead(C), {'kernel'}),
+    (heads.LWSHead(C), {'kernel', 'bias', 'scale'}),
+    (heads.TauNormHead(C), {'kernel', 'bias'}),
+    (heads.ETFHead(C), {'bias'}),
+    (heads.LWRHead(C), {'kernel', 'bias', 'projection'}),
+])
+def test_heads_in_classifier(head, names):
+  model = models.Classifier(backbone=_TinyBackbone(), head=head)
+  x = jnp.ones((3, 4, 4, 1))
+  v = model.init(jax.random.key(0), x, train=False)
+  assert set(v['params']['head']) == names
+  logits, features = model.apply(v, x, train=False)
+  assert logits.shape == (3, C) and logits.dtype == jnp.float32
+  assert features.shape == (3, D)
+
+
+# ----------------------------------------------------------------- post-hoc formulas
+
+COUNTS = np.array([500, 200, 80, 30, 10])
+
+
+def test_adjustments_against_numpy():
+  z = np.asarray(jax.random.normal(jax.random.key(0), (B, C)))
+  prior = COUNTS / COUNTS.sum()
+  np.testing.assert_allclose(posthoc.additive_adjust(z, COUNTS, 0.8),
+                             z - 0.8 * np.log(prior), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(posthoc.multiplicative_adjust(z, COUNTS, 0.65),
+                             z * prior ** -0.65, rtol=1e-5)
+  kernel = np.asarray(jax.random.normal(jax.random.key(1), (D, C)))
+  f = np.asarray(_features())
+  norms = np.linalg.norm(kernel, axis=0)
+  np.testing.assert_allclose(posthoc.weight_norm_adjust(f @ kernel, kernel, 1.3),
+                             f @ np.asarray(heads.tau_normalize(kernel, 1.3)),
+                             rtol=1e-4, atol=1e-5)
+  # ewb Eq. (9): w'_k = w_k / (pi_k^gamma |w_k|).
+  np.testing.assert_allclose(
+      posthoc.normalized_multiplicative_adjust(f @ kernel, kernel, COUNTS, 0.5),
+      f @ (kernel / (prior ** 0.5 * norms)), rtol=1e-4, atol=1e-5)
+  # tau = 0 / gamma = 0 change nothing.
+  np.testing.assert_allclose(posthoc.additive_adjust(z, COUNTS, 0.0), z)
+  np.testing.assert_allclose(posthoc.multiplicative_adjust(z, COUNTS, 0.0), z)
+  with pytest.raises(ValueError, match='positive'):
+    posthoc.additive_adjust(z, np.array([5, 0, 3, 2, 1]), 1.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(tau=st.floats(0.0, 2.0), factor=st.integers(1, 50))
+def test_additive_predictions_depend_only_on_prior(tau, factor):
+  z = np.asarray(jax.random.normal(jax.random.key(3), (40, C)))
+  a = posthoc.additive_adjust(z, COUNTS, tau).argmax(-1)
+  b = posthoc.additive_adjust(z, COUNTS * factor, tau).argmax(-1)
+  np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------- searches
+
+
+def _planted(per_class=60, seed=0):
+  """Labels, margins m_i in (0, 1] and class log-priors for planted optima."""
+  rng = np.random.default_rng(seed)
+  labels = np.repeat(np.arange(C), per_class)
+  margins = rng.uniform(1e-3, 1.0, labels.shape)
+  onehot = np.eye(C)[labels]
+  return labels, margins, onehot
+
+
+def _check_curve(curve, best, grid, logits_fn, labels):
+  assert list(curve) == [float(v) for v in grid]
+  assert curve[best] == max(curve.values())
+  for value in (grid[0], best, grid[-1]):
+    predictions = logits_fn(value).argmax(-1)
+    expected = classification_metrics(predictions, labels, COUNTS)['balanced_accuracy']
+    assert curve[float(value)] == pytest.approx(expected, abs=1e-12)
+
+
+def test_search_additive_recovers_planted_tau():
+  # z = clean + tau* log pi: z - tau log pi is correct for every sample only at
+  # tau = tau* (clean true-class margins m_i go down to 1e-3).
+  labels, margins, onehot = _planted()
+  tau_star = 0.7
+  z = margins[:, None] * onehot + tau_star * posthoc.log_prior(COUNTS)
+  best, curve = posthoc.search_additive(z, labels, COUNTS)
+  assert best == tau_star and curve[best] == 1.0
+  assert all(acc < 1.0 for tau, acc in curve.items() if tau != tau_star)
+  _check_curve(curve, best, posthoc.DEFAULT_GRID,
+               lambda t: posthoc.additive_adjust(z, COUNTS, t), labels)
+
+
+def test_search_multiplicative_recovers_planted_gamma():
+  # z = (1 + m_i [c = y]) pi_c^gamma*: z pi^-gamma is correct for all only at gamma*.
+  labels, margins, onehot = _planted(seed=1)
+  gamma_star = 0.65
+  prior = COUNTS / COUNTS.sum()
+  z = (1.0 + margins[:, None] * onehot) * prior ** gamma_star
+  best, curve = posthoc.search_multiplicative(z, labels, COUNTS)
+  assert best == gamma_star and curve[best] == 1.0
+  assert all(acc < 1.0 for g, acc in curve.items() if g != gamma_star)
+  _check_curve(curve, best, posthoc.DEFAULT_GRID,
+               lambda g: posthoc.multiplicative_adjust(z, COUNTS, g), labels)
+
+
+def test_search_tau_norm_recovers_planted_tau():
+  # Class vectors w_c = n_c e_c; features g_c n_c^-(1 - tau*), g = 1 + m_i [c = y],
+  # so the tau-normalised logit is g_c n_c^(tau* - tau): all correct only at tau*.
+  labels, margins, onehot = _planted(seed=2)
+  tau_star = 1.3
+  kernel = np.zeros((D, C))
+  kernel[np.arange(C), np.arange(C)] = COUNTS
+  feats = np.zeros((len(labels), D))
+  feats[:, :C] = (1.0 + margins[:, None] * onehot) * COUNTS ** -(1.0 - tau_star)
+  bias = np.zeros(C)
+  best, curve = posthoc.search_tau_norm(feats, labels, kernel, bias)
+  assert best == tau_star and curve[best] == 1.0
+  assert all(acc < 1.0 for t, acc in curve.items() if t != tau_star)
+  head = lambda t: np.asarray(heads.TauNormHead(C, tau=t).apply(
+      {'params': {'kernel': kernel, 'bias': bias}}, feats))
+  _check_curve(curve, best, posthoc.DEFAULT_GRID, head, labels)
+
+
+def test_search_ties_go_to_smaller_adjustment():
+  labels, _, onehot = _planted()
+  z = 100.0 * onehot  # every small adjustment keeps 100 %
+  grid = (0.5, -0.25, 0.25, 0.1)
+  best, curve = posthoc.search_additive(z, labels, COUNTS, taus=grid)
+  assert best == 0.1 and set(curve.values()) == {1.0}
+  best, _ = posthoc.search_multiplicative(z, labels, COUNTS, gammas=(0.3, -0.3))
+  assert best == -0.3  # equal |gamma|: the smaller value
+  best, _ = posthoc.search_tau_norm(onehot, labels, 5.0 * np.eye(C), taus=(1.0, 0.0))
+  assert best == 0.0
+  with pytest.raises(ValueError, match='empty'):
+    posthoc.search_additive(z, labels, COUNTS, taus=())
+
+
+@pytest.mark.parametrize('head', sorted(models.HEADS))
+def test_every_head_builds_from_the_config(head):
+  from configs import base  # pylint: disable=g-import-not-at-top
+  config = base.get_config().model
+  config.head = head
+  model = models.build_model(config, 10)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                jnp.zeros((2, 28, 28, 1)), train=False))
+  logits, features = jax.eval_shape(
+      lambda v: model.apply(v, jnp.zeros((2, 28, 28, 1)), train=False), variables)
+  assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+  assert 'head' in variables['params']
