@@ -1,36 +1,187 @@
-"""Loss functions: pure functions of (logits, labels, *, class statistics).
+"""Losses, regularisers and their epoch schedules; the training objective.
 
-``build_loss`` maps ``config.loss.name`` through an explicit table to a
-function ``loss_fn(logits, labels) -> scalar``, the batch loss with the class
-statistics of the training set bound in (reduced with each loss's own
-convention, e.g. PyTorch's weighted mean for class-weighted losses).
+Every loss is a pure function of ``(logits, labels, *, class statistics,
+hyper-parameters)`` (see the modules). ``build_objective`` assembles the
+training objective of a config from three explicit tables:
+
+  LOSSES     config.loss.name      -> the classification loss
+  SCHEDULES  config.loss.schedule  -> class re-weighting / TLA over the epochs
+  regularisers                     -> FR (loss.feature_norm_weight) and LWR
+                                      (loss.lwr_weight, with lambda(t))
+
+The objective is ``objective(logits, labels, *, features, head_params, step,
+mixup=None) -> (loss, metrics)``; the train step calls it inside the gradient.
 """
 
-import functools
-from typing import Callable
+from typing import Callable, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from ltjax.losses import schedules
+from ltjax.losses.class_balanced import class_balanced_loss
+from ltjax.losses.class_balanced import effective_number_weights
 from ltjax.losses.cross_entropy import softmax_cross_entropy
+from ltjax.losses.focal import focal_loss
+from ltjax.losses.logit_adjusted import balanced_softmax_loss
+from ltjax.losses.logit_adjusted import ldam_loss
+from ltjax.losses.logit_adjusted import ldam_margins
+from ltjax.losses.logit_adjusted import log_prior
+from ltjax.losses.logit_adjusted import logit_adjusted_loss
+from ltjax.losses.logit_adjusted import vs_loss
+from ltjax.losses.regularizers import feature_norm_regularizer
+from ltjax.losses.regularizers import lwr_regularizer
+from ltjax.losses.retargeting import lort_loss
+from ltjax.losses.schedules import adrw_weights
+from ltjax.losses.schedules import drw_weights
+from ltjax.losses.schedules import lwr_lambda
+from ltjax.losses.schedules import tla_gamma
 
-LossFn = Callable  # (logits (B, C), labels (B,)) -> scalar batch loss
+# (logits, labels, class_weights or None, epoch) -> scalar batch loss.
+BaseLoss = Callable[[jax.Array, jax.Array, jax.Array | None, jax.Array], jax.Array]
 
 
-def _cross_entropy(loss_config: ml_collections.ConfigDict, class_counts: np.ndarray) -> LossFn:
-  del class_counts  # Plain CE uses no class statistics.
-  return functools.partial(softmax_cross_entropy,
-                           label_smoothing=loss_config.label_smoothing,
-                           reduction='mean')
+class _Loss(NamedTuple):
+  build: Callable[[ml_collections.ConfigDict, np.ndarray], BaseLoss]
+  reweightable: bool  # Accepts class weights (DRW/ADRW) with PyTorch's weighted mean.
 
 
-# name -> builder(loss_config, class_counts) -> LossFn
-LOSSES: dict[str, Callable[..., LossFn]] = {
-    'cross_entropy': _cross_entropy,
+def _ce(c, counts):
+  del counts
+  return lambda z, y, w, epoch: softmax_cross_entropy(
+      z, y, label_smoothing=c.label_smoothing, class_weights=w, reduction='mean')
+
+
+def _focal(c, counts):
+  del counts
+  return lambda z, y, w, epoch: focal_loss(z, y, gamma=c.focal_gamma, class_weights=w,
+                                           reduction='mean')
+
+
+def _class_balanced(c, counts):
+  return lambda z, y, w, epoch: class_balanced_loss(
+      z, y, class_counts=counts, beta=c.cb_beta, variant=c.cb_variant,
+      gamma=c.focal_gamma, reduction='mean')
+
+
+def _ldam(c, counts):
+  return lambda z, y, w, epoch: ldam_loss(
+      z, y, class_counts=counts, max_margin=c.ldam_max_margin, scale=c.ldam_scale,
+      class_weights=w, reduction='mean')
+
+
+def _balanced_softmax(c, counts):
+  del c
+  return lambda z, y, w, epoch: balanced_softmax_loss(z, y, class_counts=counts,
+                                                      class_weights=w, reduction='mean')
+
+
+def _logit_adjusted(c, counts):
+  return lambda z, y, w, epoch: logit_adjusted_loss(z, y, class_counts=counts, tau=c.la_tau,
+                                                    class_weights=w, reduction='mean')
+
+
+def _vs(c, counts):
+  def loss(z, y, w, epoch):
+    gamma = c.vs_gamma
+    if c.schedule in ('tla', 'adrw_tla'):  # Truncated LA: beta -> 1 after the switch.
+      gamma = tla_gamma(gamma, epoch, switch_epoch=c.switch_epoch)
+    return vs_loss(z, y, class_counts=counts, gamma=gamma, tau=c.vs_tau, class_weights=w,
+                   reduction='mean')
+  return loss
+
+
+def _lort(c, counts):
+  del counts
+  return lambda z, y, w, epoch: lort_loss(z, y, delta=c.lort_delta, reduction='mean')
+
+
+LOSSES: dict[str, _Loss] = {
+    'cross_entropy': _Loss(_ce, True),
+    'focal': _Loss(_focal, True),
+    'class_balanced': _Loss(_class_balanced, False),
+    'ldam': _Loss(_ldam, True),
+    'balanced_softmax': _Loss(_balanced_softmax, True),
+    'logit_adjusted': _Loss(_logit_adjusted, True),
+    'vs': _Loss(_vs, True),
+    'lort': _Loss(_lort, False),
+}
+
+# config.loss.schedule -> class weights as a function of (counts, epoch, loss config);
+# None = no re-weighting. 'tla' changes the VS loss itself (see _vs).
+SCHEDULES: dict[str, Callable | None] = {
+    'none': None,
+    'drw': lambda counts, epoch, c: drw_weights(counts, epoch, switch_epoch=c.switch_epoch,
+                                                beta=c.drw_beta),
+    'adrw': lambda counts, epoch, c: adrw_weights(counts, epoch, switch_epoch=c.switch_epoch,
+                                                  nu=c.adrw_nu),
+    'tla': None,
+    'adrw_tla': lambda counts, epoch, c: adrw_weights(counts, epoch,
+                                                      switch_epoch=c.switch_epoch, nu=c.adrw_nu),
 }
 
 
-def build_loss(loss_config: ml_collections.ConfigDict, class_counts: np.ndarray) -> LossFn:
-  if loss_config.name not in LOSSES:
-    raise ValueError(f'Unknown loss.name {loss_config.name!r}; valid: {sorted(LOSSES)}.')
-  return LOSSES[loss_config.name](loss_config, np.asarray(class_counts))
+def _classifier_vectors(head_params) -> jax.Array:
+  """(C, k) class vectors for LWR: projected by the LWR head's MLP, else W's columns."""
+  from ltjax.models import heads  # pylint: disable=g-import-not-at-top
+  if 'projection' in head_params:
+    return heads.lwr_projected_weights(head_params)
+  return head_params['kernel'].T
+
+
+def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.ndarray, *,
+                    steps_per_epoch: int, num_epochs: int):
+  """The training objective of ``config.loss`` with the class counts bound in."""
+  c = loss_config
+  if c.name not in LOSSES:
+    raise ValueError(f'Unknown loss.name {c.name!r}; valid: {sorted(LOSSES)}.')
+  if c.schedule not in SCHEDULES:
+    raise ValueError(f'Unknown loss.schedule {c.schedule!r}; valid: {sorted(SCHEDULES)}.')
+  spec = LOSSES[c.name]
+  reweight = SCHEDULES[c.schedule]
+  if reweight is not None and not spec.reweightable:
+    raise ValueError(f'loss.schedule={c.schedule!r} re-weights classes, which loss.name='
+                     f'{c.name!r} does not support; use one of '
+                     f'{sorted(n for n, s in LOSSES.items() if s.reweightable)}.')
+  if c.schedule in ('tla', 'adrw_tla') and c.name != 'vs':
+    raise ValueError(f"loss.schedule={c.schedule!r} truncates the VS loss; set loss.name='vs'.")
+  counts = np.asarray(class_counts)
+  base = spec.build(c, counts)
+
+  def objective(logits, labels, *, features, head_params, step, mixup=None):
+    epoch = step // steps_per_epoch  # Schedules switch at epoch boundaries, as the official code.
+    weights = reweight(counts, epoch, c) if reweight is not None else None
+    loss = base(logits, labels, weights, epoch)
+    if mixup is not None:
+      partner_labels, lam = mixup
+      loss = lam * loss + (1 - lam) * base(logits, partner_labels, weights, epoch)
+    metrics = {'classification_loss': loss}
+    if c.feature_norm_weight:
+      fr = feature_norm_regularizer(features)
+      loss = loss + c.feature_norm_weight * fr
+      metrics['feature_norm_reg'] = fr
+    if c.lwr_weight:
+      lwr = lwr_regularizer(_classifier_vectors(head_params), theta=c.lwr_theta, tau=c.lwr_tau)
+      lam_t = lwr_lambda(step / steps_per_epoch, total_epochs=num_epochs,
+                         lambda0=c.lwr_weight)
+      loss = loss + lam_t * lwr
+      metrics['lwr_reg'] = lwr
+    return loss, metrics
+
+  return objective
+
+
+def simple_objective(loss_fn: Callable[[jax.Array, jax.Array], jax.Array]):
+  """An objective from a plain ``loss_fn(logits, labels) -> scalar`` (tests, benchmarks)."""
+
+  def objective(logits, labels, *, features, head_params, step, mixup=None):
+    del features, head_params, step
+    loss = loss_fn(logits, labels)
+    if mixup is not None:
+      partner_labels, lam = mixup
+      loss = lam * loss + (1 - lam) * loss_fn(logits, partner_labels)
+    return loss, {'classification_loss': loss}
+
+  return objective

@@ -1,7 +1,13 @@
-"""Softmax cross-entropy with PyTorch's class-weight and label-smoothing conventions."""
+"""Softmax cross-entropy with PyTorch's class-weight and label-smoothing conventions.
+
+Also holds the small helpers the other loss modules share (reduction, dtype,
+validation of class counts, cross-entropy of adjusted logits); they are not
+exported from ``ltjax.losses``.
+"""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -43,3 +49,86 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *,
     return jnp.sum(losses)
   denominator = jnp.sum(weights) if weights is not None else losses.shape[0]
   return jnp.sum(losses) / denominator
+
+
+# ----------------------------------------------------------------------------
+# Helpers shared by the losses of this package (not part of the public API).
+# ----------------------------------------------------------------------------
+
+
+def check_reduction(reduction: str) -> None:
+  if reduction not in REDUCTIONS:
+    raise ValueError(f'Unknown reduction {reduction!r}; valid: {REDUCTIONS}.')
+
+
+def compute_dtype(logits: jax.Array) -> jnp.dtype:
+  """At least float32: bfloat16/float16 logits are upcast, float64 is kept."""
+  return jnp.promote_types(jnp.asarray(logits).dtype, jnp.float32)
+
+
+def concrete_or_none(x) -> np.ndarray | None:
+  """``x`` as a numpy array when its value is known now, None under tracing."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def class_counts_array(class_counts, num_classes: int, dtype) -> jax.Array:
+  """Validated (C,) class counts as a float array of ``dtype``.
+
+  Shape is always checked; positivity (n_c >= 1, which the log-prior and the
+  effective number need) is checked whenever the counts are concrete, i.e.
+  not traced inside jit.
+  """
+  counts = jnp.asarray(class_counts)
+  if counts.shape != (num_classes,):
+    raise ValueError(f'class_counts has shape {counts.shape}; expected ({num_classes},), one '
+                     'count per class (the last axis of logits).')
+  concrete = concrete_or_none(class_counts)
+  if concrete is not None and np.any(concrete < 1):
+    raise ValueError(f'class_counts must be >= 1 for every class; got min {concrete.min()} '
+                     f'(classes {np.flatnonzero(concrete < 1).tolist()[:10]}).')
+  return counts.astype(dtype)
+
+
+def reduce_losses(losses: jax.Array, weights: jax.Array | None, reduction: str) -> jax.Array:
+  """'none' -> losses, 'sum' -> sum, 'mean' -> sum / sum(weights) (PyTorch) or plain mean."""
+  if reduction == 'none':
+    return losses
+  if reduction == 'sum':
+    return jnp.sum(losses)
+  if weights is None:
+    return jnp.mean(losses)
+  return jnp.sum(losses) / jnp.sum(weights)
+
+
+def weighted_ce(adjusted_logits: jax.Array, labels: jax.Array, *,
+                class_weights: jax.Array | None, reduction: str,
+                label_smoothing: float = 0.0) -> jax.Array:
+  """Cross-entropy of already adjusted logits, in their dtype (>= float32).
+
+  Same conventions as ``softmax_cross_entropy`` (PyTorch's label smoothing,
+  per-example weights w[y_i], weighted 'mean'), but without the cast to
+  float32, so that float64 inputs are differentiated in float64.
+  """
+  check_reduction(reduction)
+  num_classes = adjusted_logits.shape[-1]
+  log_probs = jax.nn.log_softmax(adjusted_logits, axis=-1)
+  targets = jax.nn.one_hot(labels, num_classes, dtype=log_probs.dtype)
+  if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):  # May be traced.
+    targets = (1.0 - label_smoothing) * targets + label_smoothing / num_classes
+  losses = -jnp.sum(targets * log_probs, axis=-1)
+  weights = None
+  if class_weights is not None:
+    weights = example_weights(class_weights, labels, num_classes, log_probs.dtype)
+    losses = losses * weights
+  return reduce_losses(losses, weights, reduction)
+
+
+def example_weights(class_weights, labels: jax.Array, num_classes: int, dtype) -> jax.Array:
+  """w[y_i] for each example: (B,) from (C,) class weights."""
+  class_weights = jnp.asarray(class_weights, dtype)
+  if class_weights.shape != (num_classes,):
+    raise ValueError(f'class_weights has shape {class_weights.shape}; expected ({num_classes},).')
+  return jnp.sum(jax.nn.one_hot(labels, num_classes, dtype=dtype) * class_weights, axis=-1)

@@ -1,0 +1,168 @@
+"""Class-balanced losses from the effective number of samples (Cui et al., CVPR'19).
+
+Effective number of class c: E_c = (1 - beta^{n_c}) / (1 - beta); the class
+weight is 1 / E_c = (1 - beta) / (1 - beta^{n_c}) (Cui et al., Sec. 3-4). As in
+every official code path (Cui's TF code, its PyTorch port used by weight
+balancing, LDAM-DRW's DRW, DDC) the weights are renormalised to sum to C.
+beta = 0 gives uniform weights, beta -> 1 the inverse class frequency (the limit
+1/n_c is taken exactly at beta = 1; this is the "beta = 1" CB of Hasegawa &
+Sato, ewb Eq. 8, whose weights N_bar / N_y also sum to C).
+
+Variants of ``class_balanced_loss`` (w_i = w_{y_i}; t = one-hot(y); s = 2t - 1):
+
+  'softmax'      w_i * CE(z_i, y_i)                   Cui's softmax CB loss
+  'sigmoid'      w_i * sum_c BCE(z_ic, t_ic)           Cui's sigmoid CB loss
+  'focal'        w_i * sum_c (1 - p_t)^gamma BCE       Cui's sigmoid focal CB loss,
+                 with p_t = sigmoid(s * z) and BCE = -log p_t
+  'softmax_bce'  w_i * mean_c BCE(softmax(z_i)_c, t_ic)
+                 the weight-balancing demo's "softmax" CB loss
+                 (ShadeAlsha/LTR-weight-balancing utils/class_balanced_loss.py,
+                 reference §2.3): binary cross-entropy between the softmax
+                 probabilities and the one-hot target, every entry of sample i
+                 weighted by w_{y_i}, averaged over all B*C entries.
+
+Reduction 'mean' (``weighted_mean``):
+  True   sum_i l_i / sum_i w_i, PyTorch's weighted mean (shared/reference §0),
+         the library default for class-weighted losses; for 'softmax' this is
+         ``nn.CrossEntropyLoss(weight=w)`` as used by LDAM-DRW and DDC.
+  False  sum_i l_i / B. This is the official code's normalisation for
+         'sigmoid' and 'focal' (Cui's TF code divides the weighted sum by the
+         number of positive labels, i.e. B), for Cui's 'softmax' (TF
+         per-example weights, mean over examples), and for 'softmax_bce' (the
+         mean over B*C entries of the demo).
+  None   (default) False for 'softmax_bce' (it exists to reproduce the demo),
+         True otherwise.
+
+Cui et al. also initialise the classifier bias of the sigmoid/focal variants
+to -log((1 - pi) / pi) with pi = 0.1; that is a head initialisation, not part
+of the loss.
+
+Numerics: sigmoid terms use log_sigmoid (stable for any finite logit);
+log(1 - softmax) is computed exactly as logsumexp over the other classes for
+each row's top class and as log(-expm1(log p)) (p <= 1/2) elsewhere, so no
+clamping is needed (PyTorch's binary_cross_entropy clamps log at -100, which
+only matters for p < e^-100).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltjax.losses.cross_entropy import check_reduction
+from ltjax.losses.cross_entropy import class_counts_array
+from ltjax.losses.cross_entropy import compute_dtype
+from ltjax.losses.cross_entropy import concrete_or_none
+from ltjax.losses.cross_entropy import reduce_losses
+
+VARIANTS = ('softmax', 'sigmoid', 'focal', 'softmax_bce')
+
+
+def _effective_number_weights(counts: jax.Array, beta, normalize: bool) -> jax.Array:
+  """Weights (1 - beta) / (1 - beta^n) for float (C,) counts >= 1."""
+  beta_value = concrete_or_none(beta)
+  if beta_value is not None:
+    if not 0.0 <= float(beta_value) <= 1.0:
+      raise ValueError(f'beta must be in [0, 1]; got {float(beta_value)}.')
+    # log(beta) in float64 on the host: beta = 0.9999 is not exact in float32.
+    with np.errstate(divide='ignore'):
+      log_beta = float(np.log(np.float64(beta_value)))
+  else:
+    log_beta = jnp.log(beta)
+  one_minus_beta_n = -jnp.expm1(counts * log_beta)  # 1 at beta = 0, 0 at beta = 1.
+  one_minus_beta = -jnp.expm1(jnp.asarray(log_beta, counts.dtype))
+  positive = one_minus_beta_n > 0
+  weights = jnp.where(positive, one_minus_beta / jnp.where(positive, one_minus_beta_n, 1.0),
+                      1.0 / counts)  # beta = 1: the limit 1 / n_c.
+  if normalize:
+    weights = weights / jnp.sum(weights) * counts.shape[0]
+  return weights
+
+
+def effective_number_weights(class_counts, beta: float = 0.9999, *,
+                             normalize: bool = True) -> jax.Array:
+  """Cui et al.'s class weights (1 - beta) / (1 - beta^{n_c}).
+
+  Args:
+    class_counts: (C,) training counts n_c >= 1.
+    beta: in [0, 1]; 0 -> uniform, 1 -> 1 / n_c. May be traced.
+    normalize: rescale to sum to C (every official code path does).
+
+  Returns:
+    (C,) float weights (float32, or float64 under x64).
+  """
+  counts = jnp.asarray(class_counts)
+  if counts.ndim != 1:
+    raise ValueError(f'class_counts must be 1-D (one count per class); got shape {counts.shape}.')
+  dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+  counts = class_counts_array(class_counts, counts.shape[0], dtype)
+  return _effective_number_weights(counts, beta, normalize)
+
+
+def log_one_minus_softmax(logits: jax.Array) -> jax.Array:
+  """log(1 - softmax(logits)) elementwise, exact and finite for finite logits.
+
+  Args:
+    logits: (B, C) float, C >= 2.
+
+  Returns:
+    (B, C) array.
+  """
+  num_classes = logits.shape[-1]
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  is_top = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.bool_)
+  # Not the top class: p <= 1/2, so -expm1(log p) in [1/2, 1] is well conditioned.
+  rest = jnp.log(-jnp.expm1(jnp.where(is_top, -1.0, log_p)))
+  # Top class: 1 - p_top = sum of the others' probabilities.
+  top = (jax.nn.logsumexp(jnp.where(is_top, -jnp.inf, logits), axis=-1, keepdims=True)
+         - jax.nn.logsumexp(logits, axis=-1, keepdims=True))
+  return jnp.where(is_top, top, rest)
+
+
+def class_balanced_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
+                        beta: float = 0.9999, variant: str = 'softmax', gamma: float = 2.0,
+                        reduction: str = 'none', weighted_mean: bool | None = None) -> jax.Array:
+  """Class-balanced loss of Cui et al. (see the module docstring for variants).
+
+  Args:
+    logits: (B, C) float, C >= 2.
+    labels: (B,) int in [0, C).
+    class_counts: (C,) training counts n_c >= 1.
+    beta: effective-number hyper-parameter in [0, 1].
+    variant: 'softmax', 'sigmoid', 'focal' or 'softmax_bce'.
+    gamma: focusing parameter of 'focal' (ignored otherwise).
+    reduction: 'none' -> (B,) weighted per-example losses, 'mean' or 'sum' ->
+      scalar.
+    weighted_mean: normaliser of 'mean': True -> sum_i w_{y_i}, False -> B,
+      None -> the variant's default (False for 'softmax_bce', else True).
+
+  Returns:
+    Per-example losses (B,) or their reduction, in the logits' dtype (at least
+    float32).
+  """
+  check_reduction(reduction)
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown variant {variant!r}; valid: {VARIANTS}.')
+  logits = jnp.asarray(logits)
+  dtype = compute_dtype(logits)
+  logits = logits.astype(dtype)
+  num_classes = logits.shape[-1]
+  counts = class_counts_array(class_counts, num_classes, dtype)
+  class_weights = _effective_number_weights(counts, beta, normalize=True)
+  targets = jax.nn.one_hot(labels, num_classes, dtype=dtype)
+  weights = jnp.sum(targets * class_weights, axis=-1)
+  if variant == 'softmax':
+    per_example = -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+  elif variant in ('sigmoid', 'focal'):
+    signed = (2.0 * targets - 1.0) * logits
+    bce = -jax.nn.log_sigmoid(signed)  # -log p_t
+    if variant == 'focal':
+      bce = jnp.exp(gamma * jax.nn.log_sigmoid(-signed)) * bce  # (1 - p_t)^gamma
+    per_example = jnp.sum(bce, axis=-1)
+  else:  # 'softmax_bce'
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    bce = -(targets * log_p + (1.0 - targets) * log_one_minus_softmax(logits))
+    per_example = jnp.mean(bce, axis=-1)
+  losses = weights * per_example
+  if weighted_mean is None:
+    weighted_mean = variant != 'softmax_bce'
+  return reduce_losses(losses, weights if weighted_mean else None, reduction)
