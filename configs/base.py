@@ -57,7 +57,24 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'cross_entropy'  # A key of ltjax.losses.LOSSES.
-  config.loss.label_smoothing = 0.0
+  config.loss.label_smoothing = 0.0   # cross_entropy: PyTorch label smoothing.
+  config.loss.focal_gamma = 2.0       # focal, class_balanced 'focal' variant.
+  config.loss.cb_beta = 0.9999        # class_balanced: effective-number beta.
+  config.loss.cb_variant = 'softmax'  # class_balanced: softmax, sigmoid, focal, softmax_bce.
+  config.loss.ldam_max_margin = 0.5   # ldam: largest margin (0.3 on iNat).
+  config.loss.ldam_scale = 30.0       # ldam: s (use model.head='cosine').
+  config.loss.la_tau = 1.0            # logit_adjusted: tau.
+  config.loss.vs_gamma = 0.3          # vs: multiplicative exponent gamma.
+  config.loss.vs_tau = 1.0            # vs: additive tau.
+  config.loss.lort_delta = 0.98       # lort: retargeting delta.
+  config.loss.schedule = 'none'       # A key of ltjax.losses.SCHEDULES (none, drw, adrw, tla, adrw_tla).
+  config.loss.switch_epoch = 160      # DRW / ADRW / TLA switch (0-indexed epoch, inclusive).
+  config.loss.drw_beta = 0.9999       # drw: effective-number beta after the switch.
+  config.loss.adrw_nu = 0.25          # adrw: alpha_c ~ pi_c^-nu after the switch.
+  config.loss.feature_norm_weight = 0.0  # FR: + weight * mean ||f||^2 / 2.
+  config.loss.lwr_weight = 0.0        # LWR: lambda0 of lambda(t) = lambda0 (1 - t/T)^2.
+  config.loss.lwr_theta = 0.4         # LWR cosine threshold.
+  config.loss.lwr_tau = 0.1           # LWR temperature.
 
   config.optim = ml_collections.ConfigDict()
   config.optim.name = 'sgd'           # PyTorch-equivalent SGD (ltjax.optim.torch_sgd).

@@ -160,7 +160,7 @@ def test_mixup_loss_is_the_lambda_mixture():
   model = models.build_model(config.model, 10)
   tx = optim.torch_sgd(0.0, momentum=0.0)
   state = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=0, mesh=mesh)
-  loss_fn = losses.build_loss(config.loss, np.ones(10))
+  loss_fn = lambda z, y: losses.softmax_cross_entropy(z, y, reduction='mean')
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(size=(8, 28, 28, 1)).astype(np.float32),
            'label': rng.integers(0, 10, 8).astype(np.int32),
@@ -170,7 +170,8 @@ def test_mixup_loss_is_the_lambda_mixture():
   (logits, _), _ = state.apply_fn(variables, batch['image'], train=True,
                                   mutable=['batch_stats'])
   expected = 0.3 * loss_fn(logits, batch['label']) + 0.7 * loss_fn(logits, batch['mixup_label'])
-  step = train.make_train_step(state, mesh, loss_fn=loss_fn)
+  step = train.make_train_step(state, mesh, objective=losses.build_objective(
+      config.loss, np.ones(10), steps_per_epoch=10, num_epochs=1))
   _, metrics = step(state, sharding.to_global(batch, mesh))
   np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
 

@@ -133,8 +133,9 @@ def run_steps(mesh, batches, dtype=jnp.float32):
   model = models.build_model(config.model, 10, dtype=dtype)
   tx = optim.torch_sgd(0.05, momentum=0.9, weight_decay=5e-4)
   state = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=0, mesh=mesh)
-  loss_fn = losses.build_loss(config.loss, np.ones(10))
-  step = train.make_train_step(state, mesh, loss_fn=loss_fn)
+  objective = losses.build_objective(config.loss, np.ones(10), steps_per_epoch=10,
+                                     num_epochs=1)
+  step = train.make_train_step(state, mesh, objective=objective)
   for batch in batches:
     state, metrics = step(state, sharding.to_global(batch, mesh))
   assert step._cache_size() == 1  # Traced and compiled once.

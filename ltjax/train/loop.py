@@ -154,7 +154,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   steps_per_epoch=steps_per_epoch,
                                   num_epochs=config.num_epochs)
   tx = optim.build_optimizer(config.optim, schedule)
-  loss_fn = losses.build_loss(config.loss, train_counts)
+  objective = losses.build_objective(config.loss, train_counts,
+                                     steps_per_epoch=steps_per_epoch,
+                                     num_epochs=config.num_epochs)
   model = models.build_model(config.model, train_set.num_classes,
                              dtype=DTYPES[config.dtype])
   state = create_train_state(model, tx, input_shape=batches.image_shape(),
@@ -169,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     logging.info('Resumed from %s/checkpoints at step %d.', workdir, int(state.step))
   start_step = int(state.step)
 
-  train_step = make_train_step(state, mesh, loss_fn=loss_fn)
+  train_step = make_train_step(state, mesh, objective=objective)
   writer = MetricWriter(workdir)
   eval_on = functools.partial(
       evaluate, eval_step=make_eval_step(state, mesh, flip_tta=config.eval.flip_tta),

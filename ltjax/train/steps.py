@@ -2,9 +2,10 @@
 
 ``train_step(state, batch) -> (state, metrics)`` runs the forward pass in train
 mode (BatchNorm uses batch statistics and updates its running averages), the
-loss, one backward pass and the optax update. ``make_train_step`` binds the
-static dependencies (the loss) and jits it with the state donated, so the old
-parameters' buffers are reused for the new ones.
+objective (loss + regularisers, with epoch schedules evaluated at
+``state.step``), one backward pass and the optax update. ``make_train_step``
+binds the static dependencies (the objective) and jits it with the state
+donated, so the old parameters' buffers are reused for the new ones.
 """
 
 import functools
@@ -20,7 +21,7 @@ from ltjax.train.state import TrainState
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
-               loss_fn: Callable) -> tuple[TrainState, dict[str, jax.Array]]:
+               objective: Callable) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}.
 
   A mixup batch (``ltjax.data.augment.mixup``) also carries 'mixup_label' (the
@@ -30,19 +31,21 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 
   def compute_loss(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    (logits, _), new_vars = state.apply_fn(variables, batch['image'], train=True,
-                                           mutable=['batch_stats'])
-    loss = loss_fn(logits, batch['label'])
+    (logits, features), new_vars = state.apply_fn(variables, batch['image'], train=True,
+                                                  mutable=['batch_stats'])
+    mixup = None
     if 'mixup_label' in batch:
-      lam = jnp.mean(batch['mixup_lambda'])
-      loss = lam * loss + (1 - lam) * loss_fn(logits, batch['mixup_label'])
-    return loss, (new_vars['batch_stats'], logits)
+      mixup = (batch['mixup_label'], jnp.mean(batch['mixup_lambda']))
+    loss, loss_metrics = objective(logits, batch['label'], features=features,
+                                   head_params=params['head'], step=state.step, mixup=mixup)
+    return loss, (new_vars['batch_stats'], logits, loss_metrics)
 
-  (loss, (batch_stats, logits)), grads = jax.value_and_grad(
+  (loss, (batch_stats, logits, loss_metrics)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
+      **loss_metrics,
       'loss': loss,
       'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
       'grad_norm': optax.global_norm(grads),
@@ -68,10 +71,13 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
   return {'logits': logits, 'features': features}
 
 
-def make_train_step(state: TrainState, mesh: Mesh, *, loss_fn: Callable):
-  """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded."""
+def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable):
+  """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded.
+
+  ``objective``: ``ltjax.losses.build_objective`` (or ``simple_objective``).
+  """
   state_sharding = sharding.replicated_like(state, mesh)
-  return jax.jit(functools.partial(train_step, loss_fn=loss_fn),
+  return jax.jit(functools.partial(train_step, objective=objective),
                  in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),
                  donate_argnums=(0,))
