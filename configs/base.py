@@ -8,6 +8,57 @@ with the nearest valid key. This base alone is not a recipe.
 import ml_collections
 
 
+def loss_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = 'cross_entropy'  # A key of ltjax.losses.LOSSES.
+  c.label_smoothing = 0.0   # cross_entropy: PyTorch label smoothing.
+  c.focal_gamma = 2.0       # focal, class_balanced 'focal' variant.
+  c.cb_beta = 0.9999        # class_balanced: effective-number beta.
+  c.cb_variant = 'softmax'  # class_balanced: softmax, sigmoid, focal, softmax_bce.
+  c.ldam_max_margin = 0.5   # ldam: largest margin (0.3 on iNat).
+  c.ldam_scale = 30.0       # ldam: s (use model.head='cosine').
+  c.la_tau = 1.0            # logit_adjusted: tau.
+  c.vs_gamma = 0.3          # vs: multiplicative exponent gamma.
+  c.vs_tau = 1.0            # vs: additive tau.
+  c.lort_delta = 0.98       # lort: retargeting delta.
+  c.schedule = 'none'       # A key of ltjax.losses.SCHEDULES (none, drw, adrw, tla, adrw_tla).
+  c.switch_epoch = 160      # DRW / ADRW / TLA switch (0-indexed epoch, inclusive).
+  c.drw_beta = 0.9999       # drw: effective-number beta after the switch.
+  c.adrw_nu = 0.25          # adrw: alpha_c ~ pi_c^-nu after the switch.
+  c.feature_norm_weight = 0.0  # FR: + weight * mean ||f||^2 / 2.
+  c.lwr_weight = 0.0        # LWR: lambda0 of lambda(t) = lambda0 (1 - t/T)^2.
+  c.lwr_theta = 0.4         # LWR cosine threshold.
+  c.lwr_tau = 0.1           # LWR temperature.
+  # CC-SAM stage 2 (classifier re-training): adversarial features f + lambda w_c g/||g||.
+  c.adversarial_weight = 0.0  # lambda (the official adver_reg = 1); 0: off.
+  c.adversarial_cap = 1.0   # alpha = min((epoch + 1) / T, cap): 1.0 CIFAR-10, 0.3 CIFAR-100.
+  c.adversarial_div = 2.0   # w_c = log(n_max / n_c + 0.01) / div.
+  return c
+
+
+def optim_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = 'sgd'           # PyTorch-equivalent SGD (ltjax.optim.torch_sgd).
+  c.lr = 0.1
+  c.momentum = 0.9
+  c.nesterov = False
+  c.weight_decay = 5e-4    # Coupled L2, as torch.optim.SGD.
+  c.weight_decay_mask = '.*'  # Regex over parameter paths that decay ('.*': all, as PyTorch).
+  return c
+
+
+def schedule_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = 'cosine'     # 'constant', 'warmup_multistep' or 'cosine'.
+  c.granularity = 'step'  # 'step' or 'epoch' (PyTorch epoch-stepped schedulers).
+  c.epoch_offset = 0    # 1 reproduces scheduler.step() at the start of each epoch.
+  c.warmup_epochs = 0.0
+  c.warmup_start_factor = 0.0
+  c.milestones = ()     # Epochs of the multistep decays.
+  c.gamma = 0.1         # Multistep decay factor.
+  return c
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                    # Initialisation, data order and augmentation.
@@ -55,43 +106,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.head_seed = 0          # 'etf': seed of the random orthonormal basis.
   config.model.lwr_projection_dim = 0 # 'lwr': output width of the projection MLP (0: d).
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.name = 'cross_entropy'  # A key of ltjax.losses.LOSSES.
-  config.loss.label_smoothing = 0.0   # cross_entropy: PyTorch label smoothing.
-  config.loss.focal_gamma = 2.0       # focal, class_balanced 'focal' variant.
-  config.loss.cb_beta = 0.9999        # class_balanced: effective-number beta.
-  config.loss.cb_variant = 'softmax'  # class_balanced: softmax, sigmoid, focal, softmax_bce.
-  config.loss.ldam_max_margin = 0.5   # ldam: largest margin (0.3 on iNat).
-  config.loss.ldam_scale = 30.0       # ldam: s (use model.head='cosine').
-  config.loss.la_tau = 1.0            # logit_adjusted: tau.
-  config.loss.vs_gamma = 0.3          # vs: multiplicative exponent gamma.
-  config.loss.vs_tau = 1.0            # vs: additive tau.
-  config.loss.lort_delta = 0.98       # lort: retargeting delta.
-  config.loss.schedule = 'none'       # A key of ltjax.losses.SCHEDULES (none, drw, adrw, tla, adrw_tla).
-  config.loss.switch_epoch = 160      # DRW / ADRW / TLA switch (0-indexed epoch, inclusive).
-  config.loss.drw_beta = 0.9999       # drw: effective-number beta after the switch.
-  config.loss.adrw_nu = 0.25          # adrw: alpha_c ~ pi_c^-nu after the switch.
-  config.loss.feature_norm_weight = 0.0  # FR: + weight * mean ||f||^2 / 2.
-  config.loss.lwr_weight = 0.0        # LWR: lambda0 of lambda(t) = lambda0 (1 - t/T)^2.
-  config.loss.lwr_theta = 0.4         # LWR cosine threshold.
-  config.loss.lwr_tau = 0.1           # LWR temperature.
+  config.loss = loss_config()
+  config.optim = optim_config()
+  config.schedule = schedule_config()
 
-  config.optim = ml_collections.ConfigDict()
-  config.optim.name = 'sgd'           # PyTorch-equivalent SGD (ltjax.optim.torch_sgd).
-  config.optim.lr = 0.1
-  config.optim.momentum = 0.9
-  config.optim.nesterov = False
-  config.optim.weight_decay = 5e-4    # Coupled L2, as torch.optim.SGD.
-  config.optim.weight_decay_mask = '.*'  # Regex over parameter paths that decay ('.*': all, as PyTorch).
-
-  config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = 'cosine'     # 'constant', 'warmup_multistep' or 'cosine'.
-  config.schedule.granularity = 'step'  # 'step' or 'epoch' (PyTorch epoch-stepped schedulers).
-  config.schedule.epoch_offset = 0    # 1 reproduces scheduler.step() at the start of each epoch.
-  config.schedule.warmup_epochs = 0.0
-  config.schedule.warmup_start_factor = 0.0
-  config.schedule.milestones = ()     # Epochs of the multistep decays.
-  config.schedule.gamma = 0.1         # Multistep decay factor.
+  # Stage 2: classifier re-training on the stage-1 model (cRT, LWS, tau-norm,
+  # weight balancing's MaxNorm stage, CC-SAM's adversarial stage, LORT). It runs
+  # in <workdir>/stage2 after stage 1 when num_epochs > 0.
+  config.stage2 = ml_collections.ConfigDict()
+  config.stage2.num_epochs = 0        # 0: single-stage training.
+  config.stage2.init_from = 'best'    # Stage-1 checkpoint to start from: 'best' or 'latest'.
+  config.stage2.head = 'keep'         # 'keep', 'reinit' (cRT) or a key of ltjax.models.HEADS
+                                      # (parameters whose path and shape match are kept).
+  config.stage2.trainable = 'head/.*' # Regex of the parameter paths that train; the rest is frozen.
+  config.stage2.bn = 'update'         # 'update' (train-mode BN, as the official code) or 'frozen'.
+  config.stage2.batch_size = 0        # 0: stage 1's.
+  config.stage2.sampler = 'instance'  # A key of ltjax.data.samplers.SAMPLERS.
+  config.stage2.augment = ''          # '': stage 1's data.augment.
+  config.stage2.mixup_alpha = 0.0
+  config.stage2.eval_every_epochs = 1
+  config.stage2.max_norm = 0.0        # > 0: projected MaxNorm on head/kernel with this thresh.
+  config.stage2.loss = loss_config()
+  config.stage2.optim = optim_config()
+  config.stage2.schedule = schedule_config()
 
   config.eval = ml_collections.ConfigDict()
   config.eval.flip_tta = False        # Average logits of x and hflip(x).

@@ -127,3 +127,27 @@ def test_ldam_drw_with_cosine_head_and_lwr_head_train_end_to_end(tmp_path):
     state, results = train.train_and_evaluate(tiny_config(num_train_steps=4, **overrides),
                                                str(tmp_path / str(i)))
     assert int(state.step) == 4 and np.isfinite(results['accuracy'])
+
+
+def test_adversarial_features_match_the_official_per_class_loop():
+  from ltjax.losses import adversarial  # pylint: disable=g-import-not-at-top
+  kernel, bias = HEAD['kernel'], jnp.linspace(-1, 1, 6)
+  head_fn = lambda f: f @ kernel + bias
+  labels = LABELS.at[0].set(5)  # Make sure the rarest class (n = 3) is present.
+  got = adversarial.adversarial_feature_losses(FEATURES, labels, head_fn,
+                                               class_counts=COUNTS, weight=1.0, div=2.0)
+  w = np.log(COUNTS.max() / COUNTS + 0.01) / 2
+  expected = np.zeros(len(labels))
+  for c in np.unique(np.asarray(labels)):  # The official code: one backward per class.
+    members = np.asarray(labels) == c
+    class_loss = lambda f: jnp.sum(jnp.where(
+        members, losses.softmax_cross_entropy(head_fn(f), labels), 0.0)) / members.sum()
+    g = jax.grad(class_loss)(FEATURES)
+    perturbed = FEATURES + 1.0 * w[c] * g / jnp.linalg.norm(g)
+    per = w[c] * losses.softmax_cross_entropy(head_fn(perturbed), labels)
+    expected[members] = np.asarray(per)[members]
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  assert w[0] == pytest.approx(np.log(1.01) / 2)
+  np.testing.assert_allclose(
+      [float(adversarial.adversarial_mix(e, total_epochs=30, cap=0.3)) for e in (0, 5, 8, 29)],
+      [1 / 30, 0.2, 0.3, 0.3], rtol=1e-6)

@@ -203,3 +203,51 @@ def test_validation_split_is_evaluated_and_selects_the_best(tmp_path):
   best = train.Checkpoints(workdir)
   assert best.best.best_step() == 4
   best.close()
+
+
+def restore_params(workdir, config, which='best'):
+  model = models.build_model(config.model, 10)
+  tx = optim.build_optimizer(config.optim, lambda count: 0.0)
+  abstract = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=config.seed,
+                                      mesh=sharding.make_mesh())
+  checkpoints = train.Checkpoints(workdir)
+  try:
+    return jax.device_get(checkpoints.restore(abstract, which=which))
+  finally:
+    checkpoints.close()
+
+
+@pytest.mark.parametrize('bn', ['frozen', 'update'])
+def test_two_stage_run_freezes_the_backbone_and_retrains_the_head(tmp_path, bn):
+  config = tiny_config(num_train_steps=6, eval_every_epochs=1)
+  s2 = config.stage2
+  s2.num_epochs, s2.head, s2.sampler, s2.bn, s2.max_norm = 1, 'reinit', 'class_aware', bn, 0.1
+  s2.optim.lr, s2.optim.weight_decay = 0.05, 0.1
+  workdir = str(tmp_path)
+  state, results = train.train_and_evaluate(config, workdir)
+  stage1 = restore_params(workdir, config)
+  final = jax.device_get(state)
+  for a, b in zip(jax.tree.leaves(stage1.params['backbone']),
+                  jax.tree.leaves(final.params['backbone'])):
+    np.testing.assert_array_equal(a, b)  # Frozen: not even weight decay moves it.
+  assert not np.allclose(stage1.params['head']['kernel'], final.params['head']['kernel'])
+  stats_equal = all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(stage1.batch_stats), jax.tree.leaves(final.batch_stats)))
+  assert stats_equal == (bn == 'frozen')
+  # MaxNorm: thresholds from the stage-1 classifier bound every class vector.
+  bound = optim.max_norm_thresholds(stage1.params['head']['kernel'], 0.1)
+  assert np.all(np.linalg.norm(final.params['head']['kernel'], axis=0) <= bound * (1 + 1e-5))
+  splits = {row['split'] for row in read_rows(os.path.join(workdir, 'stage2'))}
+  assert splits == {'train', 'test'}
+  assert os.path.exists(os.path.join(workdir, 'stage2', 'per_class_accuracy.png'))
+  # Running again resumes both stages from their checkpoints and trains nothing.
+  again, again_results = train.train_and_evaluate(config, workdir)
+  np.testing.assert_equal(again_results, results)
+
+
+def test_stage2_without_stage1_checkpoint_fails_clearly(tmp_path):
+  config = tiny_config()
+  config.stage2.num_epochs = 1
+  stage = train.loop.plan_stages(config, str(tmp_path))[1]
+  with pytest.raises(FileNotFoundError, match='train stage 1 first'):
+    train.loop.run_stage(stage)

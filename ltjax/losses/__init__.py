@@ -8,9 +8,11 @@ training objective of a config from three explicit tables:
   SCHEDULES  config.loss.schedule  -> class re-weighting / TLA over the epochs
   regularisers                     -> FR (loss.feature_norm_weight) and LWR
                                       (loss.lwr_weight, with lambda(t))
+  CC-SAM stage 2                   -> adversarial features (loss.adversarial_weight)
 
-The objective is ``objective(logits, labels, *, features, head_params, step,
-mixup=None) -> (loss, metrics)``; the train step calls it inside the gradient.
+The objective is ``objective(logits, labels, *, features, head_params, head_fn,
+step, mixup=None) -> (loss, metrics)``; the train step calls it inside the
+gradient (``head_fn`` maps features to logits with the live parameters).
 """
 
 from typing import Callable, NamedTuple
@@ -21,6 +23,8 @@ import ml_collections
 import numpy as np
 
 from ltjax.losses import schedules
+from ltjax.losses.adversarial import adversarial_feature_losses
+from ltjax.losses.adversarial import adversarial_mix
 from ltjax.losses.class_balanced import class_balanced_loss
 from ltjax.losses.class_balanced import effective_number_weights
 from ltjax.losses.cross_entropy import softmax_cross_entropy
@@ -150,7 +154,7 @@ def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.nda
   counts = np.asarray(class_counts)
   base = spec.build(c, counts)
 
-  def objective(logits, labels, *, features, head_params, step, mixup=None):
+  def objective(logits, labels, *, features, head_params, head_fn=None, step, mixup=None):
     epoch = step // steps_per_epoch  # Schedules switch at epoch boundaries, as the official code.
     weights = reweight(counts, epoch, c) if reweight is not None else None
     loss = base(logits, labels, weights, epoch)
@@ -158,6 +162,13 @@ def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.nda
       partner_labels, lam = mixup
       loss = lam * loss + (1 - lam) * base(logits, partner_labels, weights, epoch)
     metrics = {'classification_loss': loss}
+    if c.adversarial_weight:
+      adversarial = jnp.mean(adversarial_feature_losses(
+          features, labels, head_fn, class_counts=counts, weight=c.adversarial_weight,
+          div=c.adversarial_div))
+      alpha = adversarial_mix(epoch, total_epochs=num_epochs, cap=c.adversarial_cap)
+      loss = alpha * adversarial + (1 - alpha) * loss
+      metrics['adversarial_loss'] = adversarial
     if c.feature_norm_weight:
       fr = feature_norm_regularizer(features)
       loss = loss + c.feature_norm_weight * fr
@@ -176,8 +187,8 @@ def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.nda
 def simple_objective(loss_fn: Callable[[jax.Array, jax.Array], jax.Array]):
   """An objective from a plain ``loss_fn(logits, labels) -> scalar`` (tests, benchmarks)."""
 
-  def objective(logits, labels, *, features, head_params, step, mixup=None):
-    del features, head_params, step
+  def objective(logits, labels, *, features, head_params, head_fn=None, step, mixup=None):
+    del features, head_params, head_fn, step
     loss = loss_fn(logits, labels)
     if mixup is not None:
       partner_labels, lam = mixup

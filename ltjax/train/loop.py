@@ -1,15 +1,20 @@
 """The training loop: config -> data -> jitted steps -> metrics, checkpoints, plots.
 
 ``train_and_evaluate(config, workdir)`` is what ``launch/train.py`` and the
-notebooks call. It resumes from the newest checkpoint in ``workdir`` if there
-is one; since the data order and the step randomness are functions of the
-step, the resumed run ends with the same parameters as an uninterrupted one.
+notebooks call. It runs stage 1 in ``workdir`` and, when
+``config.stage2.num_epochs > 0``, the classifier re-training stage in
+``workdir/stage2``, initialised from stage 1's best (or latest) checkpoint
+with everything but ``stage2.trainable`` frozen. Each stage resumes from the
+newest checkpoint in its directory if there is one; since the data order and
+the step randomness are functions of the step, a resumed run ends with the
+same parameters as an uninterrupted one.
 
 Host syncs happen only at log, eval and checkpoint time: per-step metrics stay
 on device until then. Non-finite losses are detected at those points, before
 any checkpoint is written, so the last good checkpoint always survives.
 """
 
+import dataclasses
 import functools
 import os
 import sys
@@ -21,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 
 from ltjax import data
@@ -116,15 +122,126 @@ class _TrainLog:
     self.last_time = time.perf_counter()
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One training stage: a complete config, its directory and how it starts.
+
+  Attributes:
+    name: 'stage1' or 'stage2'.
+    config: the full config the stage trains with.
+    workdir: where its checkpoints, metrics and plots go.
+    init_dir: workdir whose checkpoint initialises the stage (None: fresh).
+    init_which: 'best' or 'latest' checkpoint of ``init_dir``.
+    init_config: the config that wrote ``init_dir`` (its state structure).
+    reinit_head: start the head from scratch (cRT) instead of ``init_dir``.
+    trainable: regex of the parameter paths that train (None: all).
+    train_bn: BatchNorm in train mode (batch statistics, running averages
+      updated), as the official stage-2 code; False freezes it.
+    max_norm: > 0: projected MaxNorm on head/kernel with this threshold.
+  """
+  name: str
+  config: ml_collections.ConfigDict
+  workdir: str
+  init_dir: str | None = None
+  init_which: str = 'best'
+  init_config: ml_collections.ConfigDict | None = None
+  reinit_head: bool = False
+  trainable: str | None = None
+  train_bn: bool = True
+  max_norm: float = 0.0
+
+
+def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The full config of stage 2: stage 1's, with ``config.stage2``'s settings in place."""
+  s2 = config.stage2
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.loss, c.optim, c.schedule = (ml_collections.ConfigDict(s2.loss.to_dict()),
+                                 ml_collections.ConfigDict(s2.optim.to_dict()),
+                                 ml_collections.ConfigDict(s2.schedule.to_dict()))
+  c.num_epochs, c.num_train_steps = s2.num_epochs, -1
+  c.eval_every_epochs = s2.eval_every_epochs
+  c.batch_size = s2.batch_size or config.batch_size
+  c.data.sampler, c.data.mixup_alpha = s2.sampler, s2.mixup_alpha
+  c.data.augment = s2.augment or config.data.augment
+  if s2.head not in ('keep', 'reinit'):
+    c.model.head = s2.head
+  c.stage2.num_epochs = 0
+  return c
+
+
+def plan_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
+  """Stage 1, plus stage 2 when ``config.stage2.num_epochs > 0``."""
+  stages = [Stage('stage1', config, workdir)]
+  s2 = config.stage2
+  if s2.num_epochs > 0:
+    if s2.init_from not in ('best', 'latest'):
+      raise ValueError(f"Unknown stage2.init_from {s2.init_from!r}; valid: ['best', 'latest'].")
+    if s2.bn not in ('update', 'frozen'):
+      raise ValueError(f"Unknown stage2.bn {s2.bn!r}; valid: ['update', 'frozen'].")
+    stages.append(Stage(
+        'stage2', stage2_config(config), os.path.join(workdir, 'stage2'), init_dir=workdir,
+        init_which=s2.init_from, init_config=config,
+        reinit_head=s2.head == 'reinit',
+        trainable=s2.trainable or None, train_bn=s2.bn == 'update', max_norm=s2.max_norm))
+  return stages
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        hooks: Iterable[Hook] = ()) -> tuple[TrainState, dict]:
-  """Trains ``config`` in ``workdir`` (resuming if possible) and evaluates it.
+  """Trains every stage of ``config`` under ``workdir`` (resuming if possible).
 
   Returns:
-    The final state and the final test metrics.
+    The final state and the final test metrics of the last stage.
   """
   if '://' not in workdir:  # orbax needs absolute local paths; gs:// etc. are left alone.
     workdir = os.path.abspath(workdir)
+  result = None
+  for stage in plan_stages(config, workdir):
+    result = run_stage(stage, hooks=hooks)
+  return result
+
+
+def _merge_params(fresh, source, *, skip_prefix: str | None = None):
+  """``fresh`` with every leaf whose path and shape also exist in ``source`` taken from it."""
+  source_leaves = {optim.path_str(path): leaf
+                   for path, leaf in jax.tree_util.tree_leaves_with_path(source)}
+
+  def pick(path, leaf):
+    name = optim.path_str(path)
+    other = source_leaves.get(name)
+    if other is None or other.shape != leaf.shape or (
+        skip_prefix and name.startswith(skip_prefix)):
+      return leaf
+    return other
+
+  return jax.tree_util.tree_map_with_path(pick, fresh)
+
+
+def _load_source(stage: Stage, *, num_classes: int, input_shape, mesh) -> TrainState:
+  """The state saved in ``stage.init_dir`` (its best or latest checkpoint)."""
+  source_config = stage.init_config
+  source_model = models.build_model(source_config.model, num_classes,
+                                    dtype=DTYPES[source_config.dtype])
+  # The optimiser state's structure must match the saved one: rebuild stage 1's chain.
+  source_tx = optim.build_optimizer(source_config.optim, lambda count: 0.0)
+  abstract = create_train_state(source_model, source_tx, input_shape=input_shape,
+                                seed=source_config.seed, mesh=mesh)
+  checkpoints = Checkpoints(stage.init_dir)
+  try:
+    source = checkpoints.restore(abstract, which=stage.init_which)
+  finally:
+    checkpoints.close()
+  if source is None:
+    raise FileNotFoundError(f'{stage.name} starts from the {stage.init_which} checkpoint of '
+                            f'{stage.init_dir}, which has none; train stage 1 first.')
+  logging.info('%s: initialised from %s (%s checkpoint, step %d).', stage.name,
+               stage.init_dir, stage.init_which, int(source.step))
+  return source
+
+
+def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, dict]:
+  """Trains one stage in ``stage.workdir`` (resuming if possible) and evaluates it."""
+  config, workdir = stage.config, stage.workdir
   os.makedirs(workdir, exist_ok=True)
   if config.dtype not in DTYPES:
     raise ValueError(f'Unknown config.dtype {config.dtype!r}; valid: {sorted(DTYPES)}.')
@@ -154,6 +271,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                   steps_per_epoch=steps_per_epoch,
                                   num_epochs=config.num_epochs)
   tx = optim.build_optimizer(config.optim, schedule)
+  source = None
+  if stage.init_dir is not None:
+    source = _load_source(stage, num_classes=train_set.num_classes,
+                          input_shape=batches.image_shape(), mesh=mesh)
+  if stage.max_norm > 0:
+    # Per-class thresholds from the stage-1 classifier (weight balancing, reference §2.3).
+    tx = optax.chain(tx, optim.projected_max_norm(
+        optim.head_max_norm(source.params, thresh=stage.max_norm)))
+  if stage.trainable is not None:
+    tx = optim.freeze(tx, stage.trainable)
   objective = losses.build_objective(config.loss, train_counts,
                                      steps_per_epoch=steps_per_epoch,
                                      num_epochs=config.num_epochs)
@@ -169,9 +296,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if restored is not None:
     state = restored
     logging.info('Resumed from %s/checkpoints at step %d.', workdir, int(state.step))
+  elif source is not None:
+    state = state.replace(
+        params=_merge_params(state.params, source.params,
+                             skip_prefix='head/' if stage.reinit_head else None),
+        batch_stats=_merge_params(state.batch_stats, source.batch_stats))
   start_step = int(state.step)
 
-  train_step = make_train_step(state, mesh, objective=objective)
+  train_step = make_train_step(state, mesh, objective=objective, train_bn=stage.train_bn)
   writer = MetricWriter(workdir)
   eval_on = functools.partial(
       evaluate, eval_step=make_eval_step(state, mesh, flip_tta=config.eval.flip_tta),
@@ -248,8 +380,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         os.path.join(workdir, 'per_class_accuracy.png'),
         class_names=train_set.class_names,
         title=f'{config.data.name} (imbalance ratio {config.data.imbalance_ratio})')
-    print(ltjax_eval.format_table(results, title=f'Test results at step {int(state.step)} '
-                                                 f'({workdir}):'))
+    print(ltjax_eval.format_table(results, title=f'Test results of {stage.name} at step '
+                                                 f'{int(state.step)} ({workdir}):'))
     print(ltjax_eval.metrics.format_per_class(results['per_class_accuracy'], train_counts,
                                               train_set.class_names))
   return state, results

@@ -20,24 +20,34 @@ from ltjax.train import sharding
 from ltjax.train.state import TrainState
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *,
-               objective: Callable) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Callable,
+               train_bn: bool = True) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}.
 
   A mixup batch (``ltjax.data.augment.mixup``) also carries 'mixup_label' (the
   partner's label) and 'mixup_lambda' (lambda, repeated per example); its loss
   is lambda * loss(y) + (1 - lambda) * loss(y_partner), as in CC-SAM's code.
+
+  ``train_bn=False`` runs BatchNorm in inference mode (running statistics, not
+  updated): a frozen backbone in classifier re-training.
   """
 
   def compute_loss(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    (logits, features), new_vars = state.apply_fn(variables, batch['image'], train=True,
-                                                  mutable=['batch_stats'])
+    if train_bn:
+      (logits, features), new_vars = state.apply_fn(variables, batch['image'], train=True,
+                                                    mutable=['batch_stats'])
+    else:
+      logits, features = state.apply_fn(variables, batch['image'], train=False)
+      new_vars = {'batch_stats': state.batch_stats}
     mixup = None
     if 'mixup_label' in batch:
       mixup = (batch['mixup_label'], jnp.mean(batch['mixup_lambda']))
+    head_fn = lambda f: state.apply_fn({'params': params}, f,
+                                       method=lambda model, f: model.head(f))
     loss, loss_metrics = objective(logits, batch['label'], features=features,
-                                   head_params=params['head'], step=state.step, mixup=mixup)
+                                   head_params=params['head'], head_fn=head_fn,
+                                   step=state.step, mixup=mixup)
     return loss, (new_vars['batch_stats'], logits, loss_metrics)
 
   (loss, (batch_stats, logits, loss_metrics)), grads = jax.value_and_grad(
@@ -71,13 +81,14 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
   return {'logits': logits, 'features': features}
 
 
-def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable):
+def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable,
+                    train_bn: bool = True):
   """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded.
 
   ``objective``: ``ltjax.losses.build_objective`` (or ``simple_objective``).
   """
   state_sharding = sharding.replicated_like(state, mesh)
-  return jax.jit(functools.partial(train_step, objective=objective),
+  return jax.jit(functools.partial(train_step, objective=objective, train_bn=train_bn),
                  in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),
                  donate_argnums=(0,))
