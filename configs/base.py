@@ -110,6 +110,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim = optim_config()
   config.schedule = schedule_config()
 
+  # Sharpness-aware minimisation (Foret et al.) around the optimiser of stage 1.
+  config.sam = ml_collections.ConfigDict()
+  config.sam.rho = 0.0                # > 0: SAM with this radius (0: off).
+  config.sam.rho_boundaries = ()      # Epochs where a piecewise-constant rho changes (Saddle).
+  config.sam.rho_values = ()          # len(boundaries) + 1 values; overrides sam.rho when set.
+  config.sam.adaptive = False         # ASAM: e = rho T^2 g / ||T g||, T = |theta|.
+  config.sam.perturb = '.*'           # Regex of the perturbed parameter paths.
+
   # Stage 2: classifier re-training on the stage-1 model (cRT, LWS, tau-norm,
   # weight balancing's MaxNorm stage, CC-SAM's adversarial stage, LORT). It runs
   # in <workdir>/stage2 after stage 1 when num_epochs > 0.

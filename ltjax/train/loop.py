@@ -166,6 +166,7 @@ def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   if s2.head not in ('keep', 'reinit'):
     c.model.head = s2.head
   c.stage2.num_epochs = 0
+  c.sam.rho, c.sam.rho_values = 0.0, ()  # Stage 1's optimiser only.
   return c
 
 
@@ -239,6 +240,18 @@ def _load_source(stage: Stage, *, num_classes: int, input_shape, mesh) -> TrainS
   return source
 
 
+def _sam_rho(sam_config: ml_collections.ConfigDict, steps_per_epoch: int):
+  """SAM's radius: a constant, or piecewise constant over epochs (Saddle's ImageNet/iNat)."""
+  if not sam_config.rho_values:
+    return sam_config.rho
+  if len(sam_config.rho_values) != len(sam_config.rho_boundaries) + 1:
+    raise ValueError(f'sam.rho_values needs len(sam.rho_boundaries) + 1 = '
+                     f'{len(sam_config.rho_boundaries) + 1} values, got '
+                     f'{len(sam_config.rho_values)}.')
+  return optim.step_rho_schedule(sam_config.rho_boundaries, sam_config.rho_values,
+                                 steps_per_epoch)
+
+
 def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, dict]:
   """Trains one stage in ``stage.workdir`` (resuming if possible) and evaluates it."""
   config, workdir = stage.config, stage.workdir
@@ -281,6 +294,10 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
         optim.head_max_norm(source.params, thresh=stage.max_norm)))
   if stage.trainable is not None:
     tx = optim.freeze(tx, stage.trainable)
+  use_sam = bool(config.sam.rho > 0 or config.sam.rho_values)
+  if use_sam:  # Outermost: SAM must see the raw gradient tree.
+    tx = optim.sam(tx, rho=_sam_rho(config.sam, steps_per_epoch), adaptive=config.sam.adaptive,
+                   perturb_mask=functools.partial(optim.path_mask, regex=config.sam.perturb))
   objective = losses.build_objective(config.loss, train_counts,
                                      steps_per_epoch=steps_per_epoch,
                                      num_epochs=config.num_epochs)
@@ -303,7 +320,8 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
         batch_stats=_merge_params(state.batch_stats, source.batch_stats))
   start_step = int(state.step)
 
-  train_step = make_train_step(state, mesh, objective=objective, train_bn=stage.train_bn)
+  train_step = make_train_step(state, mesh, objective=objective, train_bn=stage.train_bn,
+                               sam=use_sam)
   writer = MetricWriter(workdir)
   eval_on = functools.partial(
       evaluate, eval_step=make_eval_step(state, mesh, flip_tta=config.eval.flip_tta),

@@ -21,7 +21,8 @@ from ltjax.train.state import TrainState
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Callable,
-               train_bn: bool = True) -> tuple[TrainState, dict[str, jax.Array]]:
+               train_bn: bool = True,
+               sam: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}.
 
   A mixup batch (``ltjax.data.augment.mixup``) also carries 'mixup_label' (the
@@ -30,6 +31,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
 
   ``train_bn=False`` runs BatchNorm in inference mode (running statistics, not
   updated): a frozen backbone in classifier re-training.
+
+  ``sam=True``: ``state.tx`` is ``ltjax.optim.sam(...)``; it receives the
+  gradient of the same objective on the same batch as ``grad_fn`` and calls it
+  at the perturbed parameters. BatchNorm running statistics come from the clean
+  pass only; the perturbed pass's are discarded.
   """
 
   def compute_loss(params):
@@ -52,7 +58,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
 
   (loss, (batch_stats, logits, loss_metrics)), grads = jax.value_and_grad(
       compute_loss, has_aux=True)(state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  if sam:
+    grad_fn = lambda p: jax.grad(compute_loss, has_aux=True)(p)[0]
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
+                                         grad_fn=grad_fn)
+  else:
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
       **loss_metrics,
@@ -82,13 +93,13 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
 
 
 def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable,
-                    train_bn: bool = True):
+                    train_bn: bool = True, sam: bool = False):
   """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded.
 
   ``objective``: ``ltjax.losses.build_objective`` (or ``simple_objective``).
   """
   state_sharding = sharding.replicated_like(state, mesh)
-  return jax.jit(functools.partial(train_step, objective=objective, train_bn=train_bn),
+  return jax.jit(functools.partial(train_step, objective=objective, train_bn=train_bn, sam=sam),
                  in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),
                  donate_argnums=(0,))
