@@ -134,6 +134,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.stage2.mixup_alpha = 0.0
   config.stage2.eval_every_epochs = 1
   config.stage2.max_norm = 0.0        # > 0: projected MaxNorm on head/kernel with this thresh.
+  config.stage2.max_norm_per_epoch = False  # Project once per epoch (WB demo) not per step (paper).
   config.stage2.loss = loss_config()
   config.stage2.optim = optim_config()
   config.stage2.schedule = schedule_config()

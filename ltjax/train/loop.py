@@ -138,6 +138,7 @@ class Stage:
     train_bn: BatchNorm in train mode (batch statistics, running averages
       updated), as the official stage-2 code; False freezes it.
     max_norm: > 0: projected MaxNorm on head/kernel with this threshold.
+    max_norm_per_epoch: project once per epoch instead of every step.
   """
   name: str
   config: ml_collections.ConfigDict
@@ -149,6 +150,7 @@ class Stage:
   trainable: str | None = None
   train_bn: bool = True
   max_norm: float = 0.0
+  max_norm_per_epoch: bool = False
 
 
 def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -183,7 +185,8 @@ def plan_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
         'stage2', stage2_config(config), os.path.join(workdir, 'stage2'), init_dir=workdir,
         init_which=s2.init_from, init_config=config,
         reinit_head=s2.head == 'reinit',
-        trainable=s2.trainable or None, train_bn=s2.bn == 'update', max_norm=s2.max_norm))
+        trainable=s2.trainable or None, train_bn=s2.bn == 'update', max_norm=s2.max_norm,
+        max_norm_per_epoch=s2.max_norm_per_epoch))
   return stages
 
 
@@ -290,8 +293,9 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
                           input_shape=batches.image_shape(), mesh=mesh)
   if stage.max_norm > 0:
     # Per-class thresholds from the stage-1 classifier (weight balancing, reference §2.3).
+    every = steps_per_epoch if stage.max_norm_per_epoch else 1
     tx = optax.chain(tx, optim.projected_max_norm(
-        optim.head_max_norm(source.params, thresh=stage.max_norm)))
+        optim.head_max_norm(source.params, thresh=stage.max_norm), every_n_steps=every))
   if stage.trainable is not None:
     tx = optim.freeze(tx, stage.trainable)
   use_sam = bool(config.sam.rho > 0 or config.sam.rho_values)
