@@ -55,6 +55,17 @@ def torch_linear_init(fan_in: int):
   return init
 
 
+def linear_params(module: nn.Module, fan_in: int, num_classes: int):
+  """``kernel`` (fan_in, C) and ``bias`` (C,) of ``module``, with PyTorch's Linear init.
+
+  Shared by every head that is a linear layer underneath, so their parameters
+  keep LinearHead's names, shapes and init and load from its checkpoints.
+  """
+  kernel = module.param('kernel', torch_linear_init(fan_in), (fan_in, num_classes))
+  bias = module.param('bias', torch_linear_init(fan_in), (num_classes,))
+  return kernel, bias
+
+
 class LinearHead(nn.Module):
   """A linear classifier with bias, z = W f + b (computed in float32)."""
 
@@ -63,10 +74,7 @@ class LinearHead(nn.Module):
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
     features = features.astype(jnp.float32)
-    fan_in = features.shape[-1]
-    kernel = self.param('kernel', torch_linear_init(fan_in),
-                        (fan_in, self.num_classes))
-    bias = self.param('bias', torch_linear_init(fan_in), (self.num_classes,))
+    kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
     return features @ kernel + bias
 
 
@@ -156,10 +164,7 @@ class LWSHead(nn.Module):
   def __call__(self, features: jax.Array) -> jax.Array:
     """(B, d) features -> (B, C) float32 logits."""
     features = features.astype(jnp.float32)
-    fan_in = features.shape[-1]
-    kernel = self.param('kernel', torch_linear_init(fan_in),
-                        (fan_in, self.num_classes))
-    bias = self.param('bias', torch_linear_init(fan_in), (self.num_classes,))
+    kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
     scale = self.param('scale', nn.initializers.ones, (self.num_classes,))
     return scale * (features @ kernel + bias)
 
@@ -217,10 +222,7 @@ class TauNormHead(nn.Module):
   def __call__(self, features: jax.Array) -> jax.Array:
     """(B, d) features -> (B, C) float32 logits."""
     features = features.astype(jnp.float32)
-    fan_in = features.shape[-1]
-    kernel = self.param('kernel', torch_linear_init(fan_in),
-                        (fan_in, self.num_classes))
-    bias = self.param('bias', torch_linear_init(fan_in), (self.num_classes,))
+    kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
     return features @ tau_normalize(kernel, self.tau) + bias
 
 
@@ -421,10 +423,7 @@ class LWRHead(nn.Module):
   def __call__(self, features: jax.Array) -> jax.Array:
     """(B, d) features -> (B, C) float32 logits."""
     features = features.astype(jnp.float32)
-    fan_in = features.shape[-1]
-    kernel = self.param('kernel', torch_linear_init(fan_in),
-                        (fan_in, self.num_classes))
-    bias = self.param('bias', torch_linear_init(fan_in), (self.num_classes,))
+    kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
     projection = ProjectionMLP(features=self.projection_features,
                                name='projection')
     if self.is_initializing():
