@@ -118,6 +118,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.adaptive = False         # ASAM: e = rho T^2 g / ||T g||, T = |theta|.
   config.sam.perturb = '.*'           # Regex of the perturbed parameter paths.
 
+  # Class-conditional SAM, stage 1 (Zhou et al., CVPR 2023): the linear head is
+  # perturbed per class; total = (1 - flat_ratio) * clean + flat_ratio * flat.
+  config.cc_sam = ml_collections.ConfigDict()
+  config.cc_sam.flat_ratio = 0.0      # > 0 turns CC-SAM on (official: 0.3 CIFAR-10, 0.5 CIFAR-100).
+  config.cc_sam.noise_ratio = 1e-6    # The official radius scale (both CIFAR configs).
+  config.cc_sam.radius = 'official'   # 'official' (released code), 'paper' (Eq. 8-9) or 'fixed'.
+  config.cc_sam.rho = 0.0             # |eps_c| for radius='fixed'.
+  config.cc_sam.implementation = 'closed_form'  # 'closed_form' (B x B Gram) or 'vmap' (per class).
+
   # Stage 2: classifier re-training on the stage-1 model (cRT, LWS, tau-norm,
   # weight balancing's MaxNorm stage, CC-SAM's adversarial stage, LORT). It runs
   # in <workdir>/stage2 after stage 1 when num_epochs > 0.

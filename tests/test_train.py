@@ -51,26 +51,36 @@ def read_rows(workdir):
 
 @requires_fashion_mnist
 def test_smoke_config_end_to_end(tmp_path):
+  """The default two-stage CC-SAM recipe, shortened: every output of both stages."""
   workdir = str(tmp_path / 'smoke')
   config = smoke.get_config()
   state, results = train.train_and_evaluate(config, workdir)
-  assert int(state.step) == config.num_train_steps
-  rows = read_rows(workdir)
-  train_rows = [r for r in rows if r['split'] == 'train']
-  test_rows = [r for r in rows if r['split'] == 'test']
-  assert train_rows and test_rows
-  for row in train_rows:
-    assert {'step', 'epoch', 'split', 'loss', 'learning_rate'} <= set(row)
-    assert np.isfinite(row['loss'])
+  stage2_steps = data.long_tail_counts(10, 1000, 100).sum() // config.batch_size
+  assert int(state.step) == stage2_steps  # One stage-2 epoch (class-aware: N samples).
+  for directory, last_step in ((workdir, config.num_train_steps),
+                               (os.path.join(workdir, 'stage2'), stage2_steps)):
+    rows = read_rows(directory)
+    train_rows = [r for r in rows if r['split'] == 'train']
+    test_rows = [r for r in rows if r['split'] == 'test']
+    assert train_rows and test_rows
+    for row in train_rows:
+      assert {'step', 'epoch', 'split', 'loss', 'learning_rate'} <= set(row)
+      assert np.isfinite(row['loss'])
+    for key in ('accuracy', 'balanced_accuracy', 'many', 'medium', 'few'):
+      assert 0.0 <= test_rows[-1][key] <= 1.0
+    assert os.path.getsize(os.path.join(directory, 'per_class_accuracy.png')) > 1000
+    assert any(f.startswith('events.out.tfevents')
+               for f in os.listdir(os.path.join(directory, 'tensorboard')))
+    assert os.listdir(os.path.join(directory, 'checkpoints')) == [str(last_step)]
+    assert os.listdir(os.path.join(directory, 'best')) == [str(last_step)]
+  stage1_rows = [r for r in read_rows(workdir) if r['split'] == 'train']
+  assert 'cc_sam_flat_loss' in stage1_rows[-1]  # CC-SAM was on in stage 1 ...
+  stage2_rows = [r for r in read_rows(os.path.join(workdir, 'stage2')) if r['split'] == 'train']
+  assert 'adversarial_loss' in stage2_rows[-1]  # ... and adversarial features in stage 2.
+  test_rows = [r for r in read_rows(os.path.join(workdir, 'stage2')) if r['split'] == 'test']
   for key in ('accuracy', 'balanced_accuracy', 'many', 'medium', 'few'):
-    assert 0.0 <= test_rows[-1][key] <= 1.0
     assert test_rows[-1][key] == pytest.approx(results[key])
   assert len(results['per_class_accuracy']) == 10
-  assert os.path.getsize(os.path.join(workdir, 'per_class_accuracy.png')) > 1000
-  assert any(f.startswith('events.out.tfevents')
-             for f in os.listdir(os.path.join(workdir, 'tensorboard')))
-  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(config.num_train_steps)]
-  assert os.listdir(os.path.join(workdir, 'best')) == [str(config.num_train_steps)]
 
 
 class Interrupt(Exception):
@@ -129,13 +139,15 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored.params))
 
 
-def run_steps(mesh, batches, dtype=jnp.float32):
+def run_steps(mesh, batches, dtype=jnp.float32, cc_sam=False):
   config = tiny_config()
+  if cc_sam:  # A radius large enough to matter.
+    config.cc_sam.flat_ratio, config.cc_sam.noise_ratio = 0.5, 0.5
   model = models.build_model(config.model, 10, dtype=dtype)
   tx = optim.torch_sgd(0.05, momentum=0.9, weight_decay=5e-4)
   state = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=0, mesh=mesh)
-  objective = losses.build_objective(config.loss, np.ones(10), steps_per_epoch=10,
-                                     num_epochs=1)
+  objective = losses.build_objective(config.loss, np.arange(10) * 10 + 5, steps_per_epoch=10,
+                                     num_epochs=1, cc_sam_config=config.cc_sam)
   step = train.make_train_step(state, mesh, objective=objective)
   for batch in batches:
     state, metrics = step(state, sharding.to_global(batch, mesh))
@@ -149,11 +161,14 @@ def random_batches(n, size=32):
            'label': rng.integers(0, 10, size).astype(np.int32)} for _ in range(n)]
 
 
-def test_eight_device_step_equals_one_device_step():
+@pytest.mark.parametrize('cc_sam', [False, True])
+def test_eight_device_step_equals_one_device_step(cc_sam):
   assert jax.device_count() == 8
   batches = random_batches(3)
-  one, one_metrics = run_steps(sharding.make_mesh(jax.devices()[:1]), batches)
-  eight, eight_metrics = run_steps(sharding.make_mesh(), batches)
+  one, one_metrics = run_steps(sharding.make_mesh(jax.devices()[:1]), batches, cc_sam=cc_sam)
+  eight, eight_metrics = run_steps(sharding.make_mesh(), batches, cc_sam=cc_sam)
+  if cc_sam:
+    assert one_metrics['cc_sam_flat_loss'] > 0
   # Global BatchNorm statistics: the sharded step is the same computation.
   for a, b in zip(jax.tree.leaves((one.params, one.batch_stats)),
                   jax.tree.leaves((eight.params, eight.batch_stats))):

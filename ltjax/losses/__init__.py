@@ -8,6 +8,7 @@ training objective of a config from three explicit tables:
   SCHEDULES  config.loss.schedule  -> class re-weighting / TLA over the epochs
   regularisers                     -> FR (loss.feature_norm_weight) and LWR
                                       (loss.lwr_weight, with lambda(t))
+  CC-SAM stage 1                   -> the class-conditional flat loss (config.cc_sam)
   CC-SAM stage 2                   -> adversarial features (loss.adversarial_weight)
 
 The objective is ``objective(logits, labels, *, features, head_params, head_fn,
@@ -135,9 +136,39 @@ def _classifier_vectors(head_params) -> jax.Array:
   return head_params['kernel'].T
 
 
+def _cc_sam_flat_loss(cc: ml_collections.ConfigDict, counts: np.ndarray):
+  """(logits, labels, features, head_params, mixup) -> (flat loss, metrics) of CC-SAM."""
+  from ltjax.optim import cc_sam  # pylint: disable=g-import-not-at-top
+  implementations = {'closed_form': cc_sam.head_flat_loss, 'vmap': cc_sam.head_flat_loss_vmap}
+  if cc.implementation not in implementations:
+    raise ValueError(f'Unknown cc_sam.implementation {cc.implementation!r}; valid: '
+                     f'{sorted(implementations)}.')
+  flat_loss = implementations[cc.implementation]
+
+  def compute(logits, labels, features, head_params, mixup):
+    def clean_per_example(z):  # The official code's (mixup-mixed) CE, grouped by y.
+      per = softmax_cross_entropy(z, labels)
+      if mixup is not None:
+        partner_labels, lam = mixup
+        per = lam * per + (1 - lam) * softmax_cross_entropy(z, partner_labels)
+      return per
+
+    kwargs = {'logits': logits} if cc.implementation == 'closed_form' else {}
+    return flat_loss(features, labels, head_params, clean_per_example, class_counts=counts,
+                     noise_ratio=cc.noise_ratio, radius=cc.radius, rho=cc.rho or None,
+                     **kwargs)
+
+  return compute
+
+
 def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.ndarray, *,
-                    steps_per_epoch: int, num_epochs: int):
-  """The training objective of ``config.loss`` with the class counts bound in."""
+                    steps_per_epoch: int, num_epochs: int,
+                    cc_sam_config: ml_collections.ConfigDict | None = None):
+  """The training objective of ``config.loss`` with the class counts bound in.
+
+  ``cc_sam_config`` (``config.cc_sam``) with ``flat_ratio > 0`` adds CC-SAM's
+  stage-1 flat loss: loss = (1 - flat_ratio) * loss + flat_ratio * flat.
+  """
   c = loss_config
   if c.name not in LOSSES:
     raise ValueError(f'Unknown loss.name {c.name!r}; valid: {sorted(LOSSES)}.')
@@ -153,6 +184,8 @@ def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.nda
     raise ValueError(f"loss.schedule={c.schedule!r} truncates the VS loss; set loss.name='vs'.")
   counts = np.asarray(class_counts)
   base = spec.build(c, counts)
+  cc = cc_sam_config if cc_sam_config is not None and cc_sam_config.flat_ratio > 0 else None
+  cc_flat = _cc_sam_flat_loss(cc, counts) if cc is not None else None
 
   def objective(logits, labels, *, features, head_params, head_fn=None, step, mixup=None):
     epoch = step // steps_per_epoch  # Schedules switch at epoch boundaries, as the official code.
@@ -162,6 +195,10 @@ def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.nda
       partner_labels, lam = mixup
       loss = lam * loss + (1 - lam) * base(logits, partner_labels, weights, epoch)
     metrics = {'classification_loss': loss}
+    if cc_flat is not None:
+      flat, flat_metrics = cc_flat(logits, labels, features, head_params, mixup)
+      loss = (1 - cc.flat_ratio) * loss + cc.flat_ratio * flat
+      metrics.update(flat_metrics)
     if c.adversarial_weight:
       adversarial = jnp.mean(adversarial_feature_losses(
           features, labels, head_fn, class_counts=counts, weight=c.adversarial_weight,

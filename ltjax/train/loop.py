@@ -168,7 +168,8 @@ def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   if s2.head not in ('keep', 'reinit'):
     c.model.head = s2.head
   c.stage2.num_epochs = 0
-  c.sam.rho, c.sam.rho_values = 0.0, ()  # Stage 1's optimiser only.
+  c.sam.rho, c.sam.rho_values = 0.0, ()  # Stage 1's optimiser and flat loss only.
+  c.cc_sam.flat_ratio = 0.0
   return c
 
 
@@ -302,9 +303,13 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
   if use_sam:  # Outermost: SAM must see the raw gradient tree.
     tx = optim.sam(tx, rho=_sam_rho(config.sam, steps_per_epoch), adaptive=config.sam.adaptive,
                    perturb_mask=functools.partial(optim.path_mask, regex=config.sam.perturb))
+  if config.cc_sam.flat_ratio > 0 and config.model.head != 'linear':
+    raise ValueError("cc_sam perturbs a linear classifier; set model.head='linear' (got "
+                     f'{config.model.head!r}).')
   objective = losses.build_objective(config.loss, train_counts,
                                      steps_per_epoch=steps_per_epoch,
-                                     num_epochs=config.num_epochs)
+                                     num_epochs=config.num_epochs,
+                                     cc_sam_config=config.cc_sam)
   model = models.build_model(config.model, train_set.num_classes,
                              dtype=DTYPES[config.dtype])
   state = create_train_state(model, tx, input_shape=batches.image_shape(),
