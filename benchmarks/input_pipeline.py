@@ -1,0 +1,162 @@
+r"""Input-pipeline throughput on this machine, next to the train steps it must feed.
+
+Cases (images per second, host-local batches fully materialised as the train
+loop receives them):
+
+  cifar_crop_flip   CIFAR-10-LT-sized in-memory data (12,406 images 32x32x3),
+                    RandomCrop(32, 4) + flip + normalise, batch 128.
+  jpeg_rrc_224      a list-file folder of 375x500 JPEGs (ImageNet-sized), decode +
+                    RandomResizedCrop(224) + flip + ColorJitter + normalise, batch 64.
+
+each at 0, 1 and 2 grain worker processes (0: one grain read thread in the
+training process). Beside them, the train-step rate of ResNet-32 (batch 128,
+32x32) and ResNet-50 (224x224, small batch, converted to images/s) on the same
+CPU, measured in the same run, so the ratio pipeline/step says which bounds
+training.
+
+    python benchmarks/input_pipeline.py [--quick] [--no_resnet50]
+
+Writes benchmarks/results/input_pipeline.json (convention: benchmarks/README.md).
+"""
+
+import argparse
+import functools
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=wrong-import-position
+import jax  # pylint: disable=wrong-import-position
+import ml_collections  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+from PIL import Image  # pylint: disable=wrong-import-position
+
+from ltjax import data  # pylint: disable=wrong-import-position
+from ltjax import losses  # pylint: disable=wrong-import-position
+from ltjax import models  # pylint: disable=wrong-import-position
+from ltjax import optim  # pylint: disable=wrong-import-position
+from ltjax import train  # pylint: disable=wrong-import-position
+from ltjax.data import listfile  # pylint: disable=wrong-import-position
+from ltjax.train import sharding  # pylint: disable=wrong-import-position
+
+
+def cifar_source() -> data.ArrayDataset:
+  rng = np.random.default_rng(0)
+  n = 12_406
+  return data.ArrayDataset(images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                           labels=rng.integers(0, 10, n).astype(np.int32), num_classes=10,
+                           mean=(0.49, 0.48, 0.45), std=(0.2, 0.2, 0.2),
+                           class_names=tuple(map(str, range(10))))
+
+
+def jpeg_source(root: str, num_files: int = 64, num_lines: int = 4096):
+  """A list-file folder of 375x500 JPEGs; list lines cycle over the files."""
+  rng = np.random.default_rng(0)
+  # Smooth random images compress like photos (noise would be unrealistically large).
+  for i in range(num_files):
+    small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((500, 375), Image.Resampling.BICUBIC).save(
+        os.path.join(root, f'{i}.jpg'), quality=90)
+  list_file = os.path.join(root, 'train.txt')
+  with open(list_file, 'w') as f:
+    for j in range(num_lines):
+      f.write(f'{j % num_files}.jpg {j % 1000}\n')
+  return listfile.ListFileSource(root, list_file, num_classes=1000,
+                                 mean=listfile.IMAGENET_MEAN, std=listfile.IMAGENET_STD)
+
+
+def pipeline_rate(batches: data.TrainBatches, *, num_workers: int, num_batches: int):
+  """(images/s in steady state, seconds to the first batch)."""
+  t0 = time.perf_counter()
+  it = batches.iterate(0, num_batches + 2, num_threads=1, num_workers=num_workers)
+  next(it)
+  first = time.perf_counter() - t0
+  next(it)  # Let the workers reach steady state.
+  t1 = time.perf_counter()
+  count = 0
+  for batch in it:
+    count += len(batch['label'])
+  return count / (time.perf_counter() - t1), first
+
+
+def step_rate(model_name: str, batch: int, size: int, num_classes: int, repeats: int):
+  """Images/s of the jitted train step (median of ``repeats``), and its compile time."""
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  model = models.build_model(ml_collections.ConfigDict({'name': model_name, 'head': 'linear'}),
+                             num_classes)
+  tx = optim.torch_sgd(0.1, momentum=0.9, weight_decay=5e-4)
+  state = train.create_train_state(model, tx, input_shape=(size, size, 3), seed=0, mesh=mesh)
+  loss_fn = functools.partial(losses.softmax_cross_entropy, reduction='mean')
+  step = train.make_train_step(state, mesh, objective=losses.simple_objective(loss_fn))
+  rng = np.random.default_rng(0)
+  global_batch = sharding.to_global(
+      {'image': rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+       'label': rng.integers(0, num_classes, batch).astype(np.int32)}, mesh)
+  t0 = time.perf_counter()
+  state, metrics = step(state, global_batch)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    state, metrics = step(state, global_batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  return batch / float(np.median(times)), compile_s
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--quick', action='store_true', help='fewer batches, no ResNet-50')
+  parser.add_argument('--no_resnet50', action='store_true')
+  parser.add_argument('--workers', default='0,1,2')
+  parser.add_argument('--wait_for_quiet', type=float, default=120.0,
+                      help='seconds to wait for the load average to drop below 0.5')
+  args = parser.parse_args()
+  flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags.
+  quiet = _common.wait_for_quiet(max_wait_s=args.wait_for_quiet)
+  workers = [int(w) for w in args.workers.split(',')]
+  n_cifar, n_jpeg = (20, 4) if args.quick else (60, 12)
+  rows = []
+
+  resnet32_rate, resnet32_compile = step_rate('resnet32', 128, 32, 10, 3 if args.quick else 8)
+  rows.append(_common.emit(_common.record('train_step/resnet32_b128', 'throughput',
+                                          resnet32_rate, 'images/s',
+                                          compile_s=resnet32_compile)))
+  resnet50_rate = None
+  if not (args.quick or args.no_resnet50):
+    resnet50_rate, compile_s = step_rate('resnet50', 8, 224, 1000, 3)
+    rows.append(_common.emit(_common.record('train_step/resnet50_b8_224', 'throughput',
+                                            resnet50_rate, 'images/s', compile_s=compile_s)))
+
+  cifar = data.TrainBatches(cifar_source(), global_batch_size=128, seed=0, augment='crop_flip')
+  for w in workers:
+    rate, first = pipeline_rate(cifar, num_workers=w, num_batches=n_cifar)
+    rows.append(_common.emit(_common.record(
+        f'pipeline/cifar_crop_flip/workers={w}', 'throughput', rate, 'images/s',
+        first_batch_s=first, reference='train_step/resnet32_b128',
+        ratio=rate / resnet32_rate)))
+
+  with tempfile.TemporaryDirectory() as root:
+    jpegs = data.TrainBatches(jpeg_source(root), global_batch_size=64, seed=0,
+                              augment='imagenet', image_size=224)
+    for w in workers:
+      rate, first = pipeline_rate(jpegs, num_workers=w, num_batches=n_jpeg)
+      extra = {}
+      if resnet50_rate:
+        extra = {'reference': 'train_step/resnet50_b8_224', 'ratio': rate / resnet50_rate}
+      rows.append(_common.emit(_common.record(
+          f'pipeline/jpeg_rrc_224/workers={w}', 'throughput', rate, 'images/s',
+          first_batch_s=first, **extra)))
+
+  path = _common.write_results(os.path.join(_common.RESULTS_DIR, 'input_pipeline.json'),
+                               rows, quiet=quiet)
+  _common.log(f'wrote {path}')
+
+
+if __name__ == '__main__':
+  main()
