@@ -66,11 +66,13 @@ M_ij = [y_i = y_j] is the same-class mask: u = (M o F F^T) R, one (B, B) x
   m_c^2 |g_c^b|^2 = |sum_{j in c} r_j|^2.
 
 Class sums are segment sums keyed by the index of each class's first sample in
-the batch, so nothing is indexed by the class id: cost O(B^2 (d + C)) (plus the
-B d C of the head itself, shared with the clean loss), no (B, d, C) tensor, and
-independent of how many classes are present (or of C beyond the B x C
-residuals). In u, f_i (row) is live and f_j (column) constant, so the
-gradients match the per-class loop; R is constant.
+the batch, so no buffer is per class: cost O(B^2 (d + C)) (plus the B d C of
+the head itself, shared with the clean loss when the model's logits are
+passed), no (B, d, C) tensor, and independent of how many classes are present.
+In u, f_i (row) is live and f_j (column) constant, so the gradients match the
+per-class loop; R is constant. Like the official loop (which runs on the
+outputs DataParallel gathers), the class statistics are over the global batch:
+on a data-sharded batch the B x B products all-gather F (B, d) and R (B, C).
 
 Generic path (``generic_flat_loss``): per-class gradients of any parameter
 subset by one forward + a vmapped VJP over class weight vectors, the perturbed
@@ -242,7 +244,12 @@ def head_flat_loss(features: jax.Array, labels: jax.Array, head_params: dict[str
                      f'bias (C,); got {sorted(head_params)}. Use generic_flat_loss for '
                      'other heads.')
   kernel, bias = head_params['kernel'], head_params['bias']
+  labels = jnp.asarray(labels, jnp.int32)
   dtype = jnp.promote_types(kernel.dtype, jnp.float32)
+  counts = jnp.asarray(class_counts, dtype)
+  if counts.shape != bias.shape:
+    raise ValueError(f'class_counts must have shape {bias.shape} (one count per class), '
+                     f'got {counts.shape}.')
   f = features.astype(dtype)
   if logits is None:
     logits = f @ kernel + bias
@@ -269,7 +276,7 @@ def head_flat_loss(features: jax.Array, labels: jax.Array, head_params: dict[str
   theta = jax.lax.stop_gradient(
       jnp.sqrt(jnp.sum(kernel.astype(dtype)**2) + jnp.sum(bias.astype(dtype)**2)) + THETA_EPS)
   num_params = kernel.size + bias.size
-  n_minus_one = jnp.asarray(class_counts, dtype)[labels] - 1.0
+  n_minus_one = counts[labels] - 1.0
   s_w, s_b = _scales([gw_sq, gb_sq], n_minus_one, theta, num_params, radius=radius,
                      noise_ratio=noise_ratio, rho=rho)
   s_w, s_b = jax.lax.stop_gradient(s_w), jax.lax.stop_gradient(s_b)
@@ -365,12 +372,15 @@ def generic_flat_loss(params: Any, labels: jax.Array,
     (flat_loss, metrics) with 'cc_sam_flat_loss' and 'cc_sam_classes_present'.
   """
   _check_radius(radius, rho)
+  labels = jnp.asarray(labels, jnp.int32)
   leaves, treedef = jax.tree_util.tree_flatten(params)
   flags = _mask_leaves(params, mask)
   idx = [i for i, flag in enumerate(flags) if flag]
   if not idx:
     raise ValueError('mask selects no parameter to perturb.')
   counts = jnp.asarray(class_counts)
+  if counts.ndim != 1:
+    raise ValueError(f'class_counts must be (C,) training counts, got shape {counts.shape}.')
   num_classes = counts.shape[0]
   batch = labels.shape[0]
 
