@@ -137,6 +137,73 @@ def wait_for_quiet(threshold: float = 0.5, max_wait_s: float = 600.0, poll_s: fl
           'quiet': load is None or load < threshold}
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+  """(CPU-seconds used by everything, by this process and its waited-for children)."""
+  try:
+    with open('/proc/stat') as f:
+      fields = [float(v) for v in f.readline().split()[1:]]
+  except (OSError, ValueError):
+    return None
+  hz = os.sysconf('SC_CLK_TCK')
+  idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+  busy = (sum(fields[:8]) - idle) / hz  # user nice system idle iowait irq softirq steal
+  t = os.times()
+  return busy, t.user + t.system + t.children_user + t.children_system
+
+
+class OtherCpu:
+  """Context manager: how many cores *other* processes kept busy meanwhile.
+
+  Unlike the load average it excludes this process (whose own threads are the
+  measurement) and reacts within seconds. ``cores`` is None where /proc is
+  missing.
+
+      with OtherCpu() as other:
+        ...timed work...
+      row['other_cpu_cores'] = other.cores
+  """
+
+  def __enter__(self):
+    self._start, self._t0, self.cores = _cpu_seconds(), time.monotonic(), None
+    return self
+
+  def __exit__(self, *exc):
+    end = _cpu_seconds()
+    wall = time.monotonic() - self._t0
+    if self._start and end and wall > 0:
+      self.cores = max(0.0, ((end[0] - self._start[0]) - (end[1] - self._start[1])) / wall)
+    return False
+
+
+def other_cpu_cores(sample_s: float = 2.0) -> float | None:
+  """Cores used by other processes over the next ``sample_s`` seconds (sleeps)."""
+  with OtherCpu() as other:
+    time.sleep(sample_s)
+  return other.cores
+
+
+def wait_for_idle(max_other_cores: float = 0.25, max_wait_s: float = 300.0,
+                  sample_s: float = 3.0,
+                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+                  ) -> dict[str, Any]:
+  """Waits until other processes use < ``max_other_cores`` cores (sampled).
+
+  Meant *between* measurement groups of one benchmark, where the load average
+  still counts the benchmark's own work of the last minute.
+  """
+  t0 = time.monotonic()
+  cores = other_cpu_cores(sample_s)
+  first = cores
+  while cores is not None and cores >= max_other_cores and time.monotonic() - t0 < max_wait_s:
+    log(f'other processes use {cores:.2f} cores >= {max_other_cores}; waiting '
+        f'({time.monotonic() - t0:.0f}s so far): {busy_processes()[:3]}')
+    time.sleep(10)
+    cores = other_cpu_cores(sample_s)
+  return {'other_cores_before': first, 'other_cores_after': cores,
+          'waited_s': round(time.monotonic() - t0, 1),
+          'idle': cores is None or cores < max_other_cores}
+
+
 def busy_processes(min_cpu: float = 20.0, exclude_pid: int | None = None) -> list[str]:
   """'pid %cpu command' of other processes using >= ``min_cpu`` % CPU right now (best effort)."""
   try:
@@ -159,7 +226,7 @@ def busy_processes(min_cpu: float = 20.0, exclude_pid: int | None = None) -> lis
 def summarize(times_s: list[float]) -> dict[str, float]:
   """Median, min, inter-quartile range (ms) of a list of durations in seconds."""
   ms = sorted(t * 1e3 for t in times_s)
-  q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
+  q = statistics.quantiles(ms, n=4, method='inclusive') if len(ms) >= 2 else [ms[0]] * 3
   return {'median_ms': statistics.median(ms), 'min_ms': ms[0], 'p25_ms': q[0],
           'p75_ms': q[2], 'n': len(ms)}
 
