@@ -293,7 +293,8 @@ def test_tfds_stock_format_png_images(tmp_path, monkeypatch, no_tensorflow):
 
   with monkeypatch.context() as patch:
     patch.setattr(tfds.features.Image, 'encode_example', encode_png)
-    StockLike(data_dir=str(tmp_path), file_format='array_record').download_and_prepare(
+    builder = StockLike(data_dir=str(tmp_path), file_format='array_record')
+    builder.download_and_prepare(  # Generates from the arrays above: no network.
         download_dir=str(tmp_path / 'downloads'))
   with pytest.raises(ValueError, match='No normalisation known.*pass mean= and std='):
     tfds_source.load_tfds_split('stock_like', 'train', data_dir=str(tmp_path))
