@@ -512,8 +512,10 @@ def run_sweep(args) -> list[dict]:
       spread_of_medians=max(medians) / min(medians), classes_present=list(SWEEP),
       min_ms=[round(x, 1) for x in mins], median_ms=[round(x, 1) for x in medians],
       same_compiled_program=len(programs) == 1,
-      target='flat: spread of the fastest steps <= 1.15x',
-      target_met=bool(max(mins) / min(mins) <= 1.15)))
+      timing_spread_within_1_15=bool(max(mins) / min(mins) <= 1.15),
+      target='flat: one compiled program for every point (exact), and the fastest steps '
+      'within 1.15x of each other (timing, subject to machine noise)',
+      target_met=bool(len(programs) == 1 and max(mins) / min(mins) <= 1.15)))
   return rows
 
 
