@@ -677,14 +677,23 @@ def parse_args(argv=None):
 
 
 def timed_group(fns, args, *, repeats: int, warmup: int, what: str):
-  """wait_for_idle, then time_interleaved under OtherCpu: (times, other_cpu_cores)."""
-  if args.group_wait > 0:
-    _common.wait_for_idle(max_wait_s=args.group_wait)
-  with _common.OtherCpu() as other:
-    times = _common.time_interleaved(fns, repeats=repeats, warmup=warmup)
-  if other.cores is not None and other.cores >= NOISY_CORES:
+  """wait_for_idle, then time_interleaved under OtherCpu: (times, other_cpu_cores).
+
+  If other processes kept >= NOISY_CORES busy meanwhile, waits again and
+  re-times once (unless --group-wait 0); the rows then carry the second try.
+  """
+  for attempt in range(2):
+    if args.group_wait > 0:
+      _common.wait_for_idle(max_wait_s=args.group_wait)
+    with _common.OtherCpu() as other:
+      times = _common.time_interleaved(fns, repeats=repeats, warmup=warmup if not attempt else 0)
+    if other.cores is None or other.cores < NOISY_CORES:
+      break
     log(f'WARNING: other processes used {other.cores:.2f} cores while timing {what}; '
-        f'busy: {_common.busy_processes()[:3]}')
+        f'busy: {_common.busy_processes()[:3]}' + ('; re-timing' if not attempt and
+                                                   args.group_wait > 0 else ''))
+    if args.group_wait <= 0:
+      break
   return times, other.cores
 
 
@@ -796,78 +805,101 @@ def run_in_subprocess(label: str, cases: list[str], args, *, env: dict[str, str]
 
 
 def investigate(args, mesh, threads: int, base_runner: JaxRunner | None):
-  """The experiments of the README's 'Why JAX is slower' section (mostly resnet32)."""
+  """The experiments of the README's 'Why JAX is slower' section (mostly resnet32).
+
+  Variants are timed in small groups; every group contains the baseline and
+  PyTorch, so its ratios are self-contained, and it is re-timed once if other
+  processes were busy meanwhile.
+  """
   import shutil  # pylint: disable=g-import-not-at-top
   name, case = 'resnet32', CASES['resnet32']
-  reps = max(3, args.repeats // 3)
+  reps = max(3, args.repeats // 4)
   rows = []
-  variants: dict[str, Callable[[], Any]] = {}
   notes: dict[str, str] = {}
   base = base_runner or make_jax_step(case, mesh)
-  variants['baseline (ltjax train step)'] = base
+  base_label = 'baseline (ltjax train step)'
+  use_torch = torch_available() and not args.no_torch
+  torch_label = f'torch eager, {_threads(threads)}' if use_torch else None
+  torch_step = make_torch_step(case, threads=threads)[0] if use_torch else None
+  kept: dict[str, Any] = {}
 
-  def add(label, build, note=None):
+  def build(label, fn, note=None):
     log(f'[investigate] compiling: {label}')
     try:
-      variants[label] = build()
+      runner = fn()
       if note:
         notes[label] = note
+      return runner
     except Exception as e:  # pylint: disable=broad-except
       log(f'[investigate] {label} failed: {type(e).__name__}: {str(e)[:300]}')
-      rows.append(_common.record(f'{name}/investigate/{label}', 'step_time', float('nan'), 'ms',
-                                 error=f'{type(e).__name__}: {str(e)[:300]}'))
+      rows.append(_common.emit(_common.record(
+          f'{name}/investigate/{label}', 'step_time', float('nan'), 'ms',
+          error=f'{type(e).__name__}: {str(e)[:300]}')))
+      return None
 
-  add('no donation', lambda: make_jax_step(case, mesh, donate=False))
-  add('forward only (train mode + loss)', lambda: make_jax_step(case, mesh, kind='forward'))
-  add('forward + backward (no optimiser update)',
-      lambda: make_jax_step(case, mesh, kind='forward_backward'))
-  add('optimiser update alone (optax torch_sgd)',
-      lambda: make_jax_step(case, mesh, kind='sgd_update'))
-  add('NCHW layout (same parameter shapes)', lambda: make_jax_step_nchw(case, mesh))
-  add('BN hand-written (fused stats, folded affine)',
-      lambda: make_jax_step_patched_bn(case, mesh, custom_grad=False))
-  add('BN hand-written + closed-form custom_vjp backward',
-      lambda: make_jax_step_patched_bn(case, mesh, custom_grad=True))
-  for label, opts in XLA_VARIANTS.items():
-    add(label, functools.partial(make_jax_step, case, mesh, compiler_options=opts),
-        note=f'compiler_options={opts}')
-  torch_label = None
-  if torch_available() and not args.no_torch:
-    torch_label = f'torch eager, {_threads(threads)}'
-    variants[torch_label] = make_torch_step(case, threads=threads)[0]
+  def group(title, builders, extra_torch=None):
+    variants = {base_label: base}
+    for label, fn, *note in builders:
+      runner = build(label, fn, *note)
+      if runner is not None:
+        variants[label] = runner
+    if torch_label:
+      variants[torch_label] = torch_step
+    variants.update(extra_torch or {})
+    log(f'[investigate] {title}: timing {len(variants)} variants, {reps} interleaved rounds')
+    times, other = timed_group(variants, args, repeats=reps, warmup=1, what=title)
+    base_ms = _common.summarize(times[base_label])['median_ms']
+    torch_ms = _common.summarize(times[torch_label])['median_ms'] if torch_label else None
+    for label, ts in times.items():
+      s = _common.summarize(ts)
+      extra = {}
+      if isinstance(variants[label], JaxRunner):
+        extra['compile_s'] = variants[label].info['compile_s']
+      rows.append(_common.emit(_common.record(
+          f'{name}/investigate/{title}/{label}', 'step_time', s['median_ms'], 'ms',
+          vs_baseline=s['median_ms'] / base_ms,
+          ratio=(s['median_ms'] / torch_ms if torch_ms else None),
+          reference=torch_label if torch_ms else None,
+          min_ms=s['min_ms'], p25_ms=s['p25_ms'], p75_ms=s['p75_ms'], n=s['n'],
+          note=notes.get(label), **extra, **noise_fields(other))))
+    return variants
+
+  group('pieces', [
+      ('no donation', lambda: make_jax_step(case, mesh, donate=False)),
+      ('forward only (train mode + loss)', lambda: make_jax_step(case, mesh, kind='forward')),
+      ('forward + backward (no optimiser update)',
+       lambda: make_jax_step(case, mesh, kind='forward_backward')),
+      ('optimiser update alone (optax torch_sgd)',
+       lambda: make_jax_step(case, mesh, kind='sgd_update')),
+  ])
+  group('formulations', [
+      ('NCHW layout (same parameter shapes)', lambda: make_jax_step_nchw(case, mesh)),
+      ('BN hand-written (fused stats, folded affine)',
+       lambda: make_jax_step_patched_bn(case, mesh, custom_grad=False)),
+      ('BN hand-written + closed-form custom_vjp backward',
+       lambda: make_jax_step_patched_bn(case, mesh, custom_grad=True)),
+  ])
+  eigen_label = 'xla: YNNPACK for reductions only (Eigen convs)'
+  xla = group('xla options', [
+      (label, functools.partial(make_jax_step, case, mesh, compiler_options=opts),
+       f'compiler_options={opts}') for label, opts in XLA_VARIANTS.items()])
+  kept[eigen_label] = xla.get(eigen_label)
+  del xla
+  if use_torch:
+    extra_torch = {f'torch eager channels_last, {_threads(threads)}': make_torch_step(
+        case, threads=threads, channels_last=True)[0]}
     if threads != 1:
-      variants['torch eager, 1 thread'] = make_torch_step(case, threads=1)[0]
-    variants[f'torch eager channels_last, {_threads(threads)}'] = make_torch_step(
-        case, threads=threads, channels_last=True)[0]
-
-  log(f'[investigate] timing {len(variants)} variants, {reps} interleaved rounds')
-  times, other = timed_group(variants, args, repeats=reps, warmup=1, what='resnet32 variants')
-  base_ms = _common.summarize(times['baseline (ltjax train step)'])['median_ms']
-  torch_ms = _common.summarize(times[torch_label])['median_ms'] if torch_label else None
-  for label, ts in times.items():
-    s = _common.summarize(ts)
-    extra = {}
-    if isinstance(variants[label], JaxRunner):
-      extra['compile_s'] = variants[label].info['compile_s']
-    rows.append(_common.record(
-        f'{name}/investigate/{label}', 'step_time', s['median_ms'], 'ms',
-        vs_baseline=s['median_ms'] / base_ms,
-        ratio=(s['median_ms'] / torch_ms if torch_ms else None),
-        reference=torch_label if torch_ms else None,
-        min_ms=s['min_ms'], p25_ms=s['p25_ms'], p75_ms=s['p75_ms'], n=s['n'],
-        note=notes.get(label), **extra, **noise_fields(other)))
-  for r in rows:
-    _common.emit(r)
+      extra_torch['torch eager, 1 thread'] = make_torch_step(case, threads=1)[0]
+    group('torch threads and layout', [], extra_torch=extra_torch)
 
   # Where does the time go? Profiles of the baseline and of the Eigen-conv
   # variant. XLA's Eigen convolution thunks run asynchronously on the intra-op
   # pool and are not attributed to their HLO name, so their time appears as
   # 'unattributed' (wall minus attributed); YNNPACK fusions are attributed.
   prof_rows = []
-  eigen_label = 'xla: YNNPACK for reductions only (Eigen convs)'
   profiles = {'profile': base}
-  if isinstance(variants.get(eigen_label), JaxRunner):
-    profiles['profile with Eigen convs'] = variants[eigen_label]
+  if isinstance(kept.get(eigen_label), JaxRunner):
+    profiles['profile with Eigen convs'] = kept[eigen_label]
   for prefix, runner in profiles.items():
     log(f'[investigate] {prefix}')
     try:
@@ -879,7 +911,7 @@ def investigate(args, mesh, threads: int, base_runner: JaxRunner | None):
                                         share=ms / wall, profiled_wall_ms=wall))
     except Exception as e:  # pylint: disable=broad-except
       log(f'[investigate] profile failed: {e}')
-  del variants, times
+  kept.clear()
 
   log('[investigate] per-convolution micro-benchmarks')
   if args.group_wait > 0:
