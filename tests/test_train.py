@@ -309,3 +309,18 @@ def test_sam_config_trains_end_to_end(tmp_path):
                                              'sam.rho_values': (0.05, 0.1)})
   state, results = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 3 and np.isfinite(results['accuracy'])
+
+
+def test_cpu_steps_keep_convolutions_off_ynnpack(monkeypatch):
+  """The CPU compile option is applied, and either opt-out leaves XLA's defaults."""
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  monkeypatch.delenv('LTJAX_XLA_CPU_DEFAULTS', raising=False)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+  options = train.steps.compiler_options(mesh)
+  assert options == {'xla_cpu_experimental_ynn_fusion_type':
+                     'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'}
+  monkeypatch.setenv('LTJAX_XLA_CPU_DEFAULTS', '0')
+  assert train.steps.compiler_options(mesh) is None
+  monkeypatch.delenv('LTJAX_XLA_CPU_DEFAULTS')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
+  assert train.steps.compiler_options(mesh) is None

@@ -9,10 +9,12 @@ donated, so the old parameters' buffers are reused for the new ones.
 """
 
 import functools
+import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -92,6 +94,37 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
   return {'logits': logits, 'features': features}
 
 
+# XLA:CPU (jaxlib 0.10) hands convolutions with more than 16 channels to
+# YNNPACK, whose weight-gradient kernels run up to 15x slower than XLA's Eigen
+# convolutions; keeping YNNPACK for dots and reductions only halves a ResNet-32
+# CPU step (benchmarks/README.md). Setting the option in XLA_FLAGS yourself, or
+# LTJAX_XLA_CPU_DEFAULTS=0, keeps XLA's own choice.
+_YNN_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
+_YNN_WITHOUT_CONVOLUTIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'
+
+
+@functools.cache
+def _compiles_with(device, option: str, value: str) -> bool:
+  """Whether this jaxlib knows the compile option (unknown ones are errors)."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options={option: value}).lower(
+        jax.device_put(np.float32(0), device)).compile()
+    return True
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def compiler_options(mesh: Mesh) -> dict[str, str] | None:
+  """XLA options for the train/eval steps on ``mesh``'s platform (None: XLA's defaults)."""
+  device = mesh.devices.flat[0]
+  if (device.platform != 'cpu' or _YNN_OPTION in os.environ.get('XLA_FLAGS', '')
+      or os.environ.get('LTJAX_XLA_CPU_DEFAULTS', '1') == '0'):
+    return None
+  if not _compiles_with(device, _YNN_OPTION, _YNN_WITHOUT_CONVOLUTIONS):
+    return None
+  return {_YNN_OPTION: _YNN_WITHOUT_CONVOLUTIONS}
+
+
 def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable,
                     train_bn: bool = True, sam: bool = False):
   """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded.
@@ -102,7 +135,7 @@ def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable,
   return jax.jit(functools.partial(train_step, objective=objective, train_bn=train_bn, sam=sam),
                  in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),
-                 donate_argnums=(0,))
+                 donate_argnums=(0,), compiler_options=compiler_options(mesh))
 
 
 def make_eval_step(state: TrainState, mesh: Mesh, *, flip_tta: bool = False):
@@ -110,4 +143,5 @@ def make_eval_step(state: TrainState, mesh: Mesh, *, flip_tta: bool = False):
   return jax.jit(functools.partial(eval_step, flip_tta=flip_tta),
                  in_shardings=(sharding.replicated_like(state, mesh),
                                sharding.batch_sharded(mesh)),
-                 out_shardings=sharding.batch_sharded(mesh))
+                 out_shardings=sharding.batch_sharded(mesh),
+                 compiler_options=compiler_options(mesh))
