@@ -144,6 +144,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.stage2.eval_every_epochs = 1
   config.stage2.max_norm = 0.0        # > 0: projected MaxNorm on head/kernel with this thresh.
   config.stage2.max_norm_per_epoch = False  # Project once per epoch (WB demo) not per step (paper).
+  # 'auto': with only the head training, stage2.bn='frozen', stage2.augment='none' and no
+  # mixup, extract the features once and train the head on them (exact, much faster);
+  # 'on': the same, an error when those conditions fail; 'off': always run the backbone.
+  config.stage2.feature_cache = 'auto'
   config.stage2.loss = loss_config()
   config.stage2.optim = optim_config()
   config.stage2.schedule = schedule_config()

@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -259,6 +260,56 @@ def test_two_stage_run_freezes_the_backbone_and_retrains_the_head(tmp_path, bn):
   # Running again resumes both stages from their checkpoints and trains nothing.
   again, again_results = train.train_and_evaluate(config, workdir)
   np.testing.assert_equal(again_results, results)
+
+
+def test_feature_cache_stage2_equals_the_backbone_path(tmp_path):
+  """Frozen BN, no augmentation: the head trained on cached features matches."""
+  config = tiny_config(num_train_steps=6, eval_every_epochs=1)
+  config.eval.flip_tta = True
+  s2 = config.stage2
+  s2.num_epochs, s2.head, s2.sampler, s2.bn, s2.augment = 2, 'reinit', 'class_aware', 'frozen', 'none'
+  s2.loss.adversarial_weight, s2.loss.adversarial_cap = 1.0, 0.3  # CC-SAM stage 2.
+  s2.optim.lr, s2.optim.weight_decay = 0.05, 0.01
+  s2.feature_cache = 'on'
+  cached_dir, plain_dir = str(tmp_path / 'cached'), str(tmp_path / 'plain')
+  cached, cached_results = train.train_and_evaluate(config, cached_dir)
+  shutil.copytree(cached_dir, plain_dir, ignore=shutil.ignore_patterns('stage2'))
+  config.stage2.feature_cache = 'off'
+  plain, plain_results = train.train_and_evaluate(config, plain_dir)  # Stage 1 is complete.
+  np.testing.assert_allclose(jax.device_get(cached.params['head']['kernel']),
+                             jax.device_get(plain.params['head']['kernel']), atol=1e-5)
+  np.testing.assert_allclose(cached_results['per_class_accuracy'],
+                             plain_results['per_class_accuracy'], atol=1e-3)
+  rows = lambda d: [r for r in read_rows(os.path.join(d, 'stage2')) if r['split'] == 'train']
+  np.testing.assert_allclose([r['loss'] for r in rows(cached_dir)],
+                             [r['loss'] for r in rows(plain_dir)], rtol=1e-5)
+
+
+def test_feature_cache_on_names_what_makes_it_inexact(tmp_path):
+  config = tiny_config(num_train_steps=2)
+  config.stage2.num_epochs, config.stage2.feature_cache = 1, 'on'  # bn 'update', crop_flip.
+  with pytest.raises(ValueError, match="stage2.bn='frozen'.*stage2.augment='none'"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_head_only_step_equals_the_full_backward_step():
+  """stop_gradient at the features changes nothing when the backbone is frozen."""
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  model = models.build_model(tiny_config().model, 10)
+  tx = optim.freeze(optim.torch_sgd(0.1, momentum=0.9, weight_decay=5e-4), 'head/.*')
+  state = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=0, mesh=mesh)
+  rng = np.random.default_rng(0)
+  batch = sharding.to_global({'image': rng.normal(size=(8, 28, 28, 1)).astype(np.float32),
+                              'label': rng.integers(0, 10, 8).astype(np.int32)}, mesh)
+  objective = losses.simple_objective(
+      functools.partial(losses.softmax_cross_entropy, reduction='mean'))
+  outs = [train.steps.train_step(state, batch, objective=objective, head_only=h)
+          for h in (False, True)]
+  for a, b in zip(jax.tree.leaves(outs[0][0].params), jax.tree.leaves(outs[1][0].params)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(outs[0][0].batch_stats), jax.tree.leaves(outs[1][0].batch_stats)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  assert np.isclose(outs[0][1]['loss'], outs[1][1]['loss'])
 
 
 def test_stage2_without_stage1_checkpoint_fails_clearly(tmp_path):

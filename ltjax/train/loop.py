@@ -35,6 +35,7 @@ from ltjax import losses
 from ltjax import models
 from ltjax import optim
 from ltjax.eval import plots
+from ltjax.train import feature_cache
 from ltjax.train import sharding
 from ltjax.train.checkpoint import Checkpoints
 from ltjax.train.state import TrainState
@@ -139,6 +140,8 @@ class Stage:
       updated), as the official stage-2 code; False freezes it.
     max_norm: > 0: projected MaxNorm on head/kernel with this threshold.
     max_norm_per_epoch: project once per epoch instead of every step.
+    feature_cache: 'auto' (train the head on features extracted once when that
+      is exact), 'on' (an error when it is not) or 'off'.
   """
   name: str
   config: ml_collections.ConfigDict
@@ -151,6 +154,7 @@ class Stage:
   train_bn: bool = True
   max_norm: float = 0.0
   max_norm_per_epoch: bool = False
+  feature_cache: str = 'off'
 
 
 def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -182,12 +186,15 @@ def plan_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
       raise ValueError(f"Unknown stage2.init_from {s2.init_from!r}; valid: ['best', 'latest'].")
     if s2.bn not in ('update', 'frozen'):
       raise ValueError(f"Unknown stage2.bn {s2.bn!r}; valid: ['update', 'frozen'].")
+    if s2.feature_cache not in ('auto', 'on', 'off'):
+      raise ValueError(f'Unknown stage2.feature_cache {s2.feature_cache!r}; valid: '
+                       "['auto', 'on', 'off'].")
     stages.append(Stage(
         'stage2', stage2_config(config), os.path.join(workdir, 'stage2'), init_dir=workdir,
         init_which=s2.init_from, init_config=config,
         reinit_head=s2.head == 'reinit',
         trainable=s2.trainable or None, train_bn=s2.bn == 'update', max_norm=s2.max_norm,
-        max_norm_per_epoch=s2.max_norm_per_epoch))
+        max_norm_per_epoch=s2.max_norm_per_epoch, feature_cache=s2.feature_cache))
   return stages
 
 
@@ -242,6 +249,37 @@ def _load_source(stage: Stage, *, num_classes: int, input_shape, mesh) -> TrainS
   logging.info('%s: initialised from %s (%s checkpoint, step %d).', stage.name,
                stage.init_dir, stage.init_which, int(source.step))
   return source
+
+
+def _paths(tree) -> list[tuple[str, object]]:
+  return [(optim.path_str(path), leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+def _feature_cache(stage: Stage, state: TrainState, mesh, *, head_only: bool, train_set,
+                   eval_splits: dict) -> feature_cache.FeatureCache | None:
+  """The stage's feature cache when ``stage.feature_cache`` asks for one and it is exact."""
+  if stage.feature_cache == 'off':
+    return None
+  config = stage.config
+  reasons = feature_cache.unavailable_reasons(
+      head_only=head_only, train_bn=stage.train_bn, augment=config.data.augment,
+      mixup_alpha=config.data.mixup_alpha)
+  if reasons:
+    message = 'the feature cache would not be exact: ' + '; '.join(reasons)
+    if stage.feature_cache == 'on':
+      raise ValueError(f'{stage.name}: stage2.feature_cache=\'on\' but {message}.')
+    logging.info('%s: training through the backbone, since %s.', stage.name, message)
+    return None
+  start = time.perf_counter()
+  cache = feature_cache.FeatureCache(
+      state, mesh, train_set=train_set, eval_sets=eval_splits,
+      batch_size=config.eval_batch_size,
+      image_size=config.eval.image_size if config.eval.image_size > 0 else None,
+      flip_tta=config.eval.flip_tta)
+  logging.info('%s: feature cache of %d training images (dimension %d) built in %.1f s; '
+               'the head trains on it.', stage.name, len(cache.train_labels),
+               cache.feature_dim, time.perf_counter() - start)
+  return cache
 
 
 def _sam_rho(sam_config: ml_collections.ConfigDict, steps_per_epoch: int):
@@ -329,22 +367,33 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
         batch_stats=_merge_params(state.batch_stats, source.batch_stats))
   start_step = int(state.step)
 
+  # Only head parameters train: no gradient needs to reach the backbone.
+  head_only = stage.trainable is not None and all(
+      name.startswith('head/') for name, trains in _paths(optim.path_mask(
+          state.params, stage.trainable)) if trains)
   train_step = make_train_step(state, mesh, objective=objective, train_bn=stage.train_bn,
-                               sam=use_sam)
+                               sam=use_sam, head_only=head_only)
   writer = MetricWriter(workdir)
-  eval_on = functools.partial(
-      evaluate, eval_step=make_eval_step(state, mesh, flip_tta=config.eval.flip_tta),
-      mesh=mesh, batch_size=config.eval_batch_size, train_counts=train_counts,
-      eval_config=config.eval)
   eval_splits = {'test': splits.test}
   if splits.val is not None:
     eval_splits['val'] = splits.val
+  cache = _feature_cache(stage, state, mesh, head_only=head_only, train_set=train_set,
+                         eval_splits=eval_splits)
+  if cache is not None:
+    eval_on = functools.partial(cache.evaluate, train_counts=train_counts,
+                                eval_config=config.eval)
+  else:
+    eval_images = functools.partial(
+        evaluate, eval_step=make_eval_step(state, mesh, flip_tta=config.eval.flip_tta),
+        mesh=mesh, batch_size=config.eval_batch_size, train_counts=train_counts,
+        eval_config=config.eval)
+    eval_on = lambda state, split: eval_images(state, dataset=eval_splits[split])
 
   def run_eval(state, step):
     """Evaluates every split, writes its rows; returns {split: metrics}."""
     out = {}
-    for name, dataset in eval_splits.items():
-      out[name] = eval_on(state, dataset=dataset)
+    for name in eval_splits:
+      out[name] = eval_on(state, name)
       writer.write(step=step, epoch=step / steps_per_epoch, split=name, **out[name])
     return out
 
@@ -353,11 +402,14 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
                        disable=not config.progress_bar or jax.process_index() != 0,
                        dynamic_ncols=True, file=sys.stdout)
   results = None
-  local_batches = batches.iterate(start_step, total_steps - start_step,
-                                  num_threads=config.data.read_threads,
-                                  num_workers=config.data.num_workers)
   try:
-    device_batches = sharding.prefetch_to_device(local_batches, mesh)
+    if cache is not None:
+      device_batches = cache.train_batches(batches, start_step, total_steps - start_step)
+    else:
+      device_batches = sharding.prefetch_to_device(
+          batches.iterate(start_step, total_steps - start_step,
+                          num_threads=config.data.read_threads,
+                          num_workers=config.data.num_workers), mesh)
     for step, batch in zip(range(start_step, total_steps), device_batches):
       state, metrics = train_step(state, batch)
       train_log.add(step, metrics, config.batch_size)
@@ -400,7 +452,7 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
     logging.warning('%d unreadable images were skipped (data.skip_corrupt); they are '
                     'listed in %s.', len(skipped), skip_log_dir)
   if results is None:  # Nothing left to train: the run was already complete.
-    results = eval_on(state, dataset=splits.test)
+    results = eval_on(state, 'test')
   if jax.process_index() == 0:
     plots.plot_per_class_accuracy(
         results['per_class_accuracy'], train_counts,

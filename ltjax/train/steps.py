@@ -22,9 +22,19 @@ from ltjax.train import sharding
 from ltjax.train.state import TrainState
 
 
+def backbone_method(model, x, *, train: bool):
+  """``apply_fn(..., method=backbone_method)``: the features of ``x``."""
+  return model.backbone(x, train=train)
+
+
+def head_method(model, features):
+  """``apply_fn(..., method=head_method)``: the head's logits of ``features``."""
+  return model.head(features)
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Callable,
-               train_bn: bool = True,
-               sam: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+               train_bn: bool = True, sam: bool = False,
+               head_only: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}.
 
   A mixup batch (``ltjax.data.augment.mixup``) also carries 'mixup_label' (the
@@ -38,21 +48,36 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
   gradient of the same objective on the same batch as ``grad_fn`` and calls it
   at the perturbed parameters. BatchNorm running statistics come from the clean
   pass only; the perturbed pass's are discarded.
+
+  ``head_only=True`` (only head parameters train): no gradient flows into the
+  backbone, which saves its backward pass; the updates are those of the full
+  backward pass with the backbone frozen. A batch with 'features' instead of
+  'image' (``ltjax.train.feature_cache``) skips the backbone altogether.
   """
 
   def compute_loss(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    if train_bn:
+    head_fn = lambda f: state.apply_fn({'params': params}, f, method=head_method)
+    new_vars = {'batch_stats': state.batch_stats}
+    if 'features' in batch:  # Cached features of the frozen backbone.
+      features = batch['features']
+    elif head_only:
+      if train_bn:
+        features, new_vars = state.apply_fn(variables, batch['image'], train=True,
+                                            method=backbone_method, mutable=['batch_stats'])
+      else:
+        features = state.apply_fn(variables, batch['image'], train=False, method=backbone_method)
+      features = jax.lax.stop_gradient(features)
+    elif train_bn:
       (logits, features), new_vars = state.apply_fn(variables, batch['image'], train=True,
                                                     mutable=['batch_stats'])
     else:
       logits, features = state.apply_fn(variables, batch['image'], train=False)
-      new_vars = {'batch_stats': state.batch_stats}
+    if 'features' in batch or head_only:
+      logits = head_fn(features).astype(jnp.float32)  # As models.Classifier.
     mixup = None
     if 'mixup_label' in batch:
       mixup = (batch['mixup_label'], jnp.mean(batch['mixup_lambda']))
-    head_fn = lambda f: state.apply_fn({'params': params}, f,
-                                       method=lambda model, f: model.head(f))
     loss, loss_metrics = objective(logits, batch['label'], features=features,
                                    head_params=params['head'], head_fn=head_fn,
                                    step=state.step, mixup=mixup)
@@ -126,13 +151,14 @@ def compiler_options(mesh: Mesh) -> dict[str, str] | None:
 
 
 def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable,
-                    train_bn: bool = True, sam: bool = False):
+                    train_bn: bool = True, sam: bool = False, head_only: bool = False):
   """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded.
 
   ``objective``: ``ltjax.losses.build_objective`` (or ``simple_objective``).
   """
   state_sharding = sharding.replicated_like(state, mesh)
-  return jax.jit(functools.partial(train_step, objective=objective, train_bn=train_bn, sam=sam),
+  return jax.jit(functools.partial(train_step, objective=objective, train_bn=train_bn, sam=sam,
+                                   head_only=head_only),
                  in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),
                  donate_argnums=(0,), compiler_options=compiler_options(mesh))
