@@ -12,15 +12,33 @@ is complete, and deletes old ones only after a newer one is finished, so a
 crash (or a NaN stop) never destroys a finished checkpoint.
 """
 
+import json
 import os
 
+from etils import epath
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
 from ltjax.train.state import TrainState
 
 _SAVED_FIELDS = ('step', 'params', 'batch_stats', 'opt_state', 'rng')
 _SCORE = 'selection_score'
+CONFIG_FILE = 'config.json'
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes the config a stage trains with to ``<workdir>/config.json``."""
+  (epath.Path(workdir) / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config saved by ``save_config`` (tuples come back as lists)."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f'{path} does not exist: {workdir} is not a workdir written by '
+                            'launch/train.py (a two-stage run keeps stage 2 in <workdir>/stage2).')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def _pytree(state: TrainState) -> dict:
@@ -73,6 +91,29 @@ class Checkpoints:
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _pytree(abstract_state))
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     return abstract_state.replace(**restored)
+
+  def restore_variables(self, abstract_variables: dict, *, which: str = 'best',
+                        step: int | None = None) -> dict | None:
+    """Restores only {'step', 'params', 'batch_stats'}: what evaluation needs.
+
+    ``abstract_variables``: {'params', 'batch_stats'} as shapes (e.g. from
+    ``jax.eval_shape(model.init, ...)``) with a ``sharding`` on each leaf or
+    not (then replicated on ``jax.devices()``). The optimiser state, whose
+    structure depends on the training recipe, is not read.
+    """
+    manager = {'latest': self.latest, 'best': self.best}[which]
+    if step is None:
+      step = manager.latest_step() if which == 'latest' else manager.best_step()
+    if step is None:
+      return None
+    item = {'step': jax.ShapeDtypeStruct((), 'int32'), **abstract_variables}
+    replicated = jax.sharding.NamedSharding(jax.sharding.Mesh(jax.devices(), ('data',)),
+                                            jax.sharding.PartitionSpec())
+    restore_args = jax.tree.map(
+        lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, 'sharding', None) or replicated),
+        item)
+    return manager.restore(step, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True))
 
   def wait(self) -> None:
     self.latest.wait_until_finished()

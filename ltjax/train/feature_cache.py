@@ -71,20 +71,6 @@ def make_feature_step(state: TrainState, mesh: Mesh, *, flip: bool):
                  compiler_options=steps.compiler_options(mesh))
 
 
-def extract_features(state: TrainState, feature_step, dataset, *, mesh: Mesh,
-                     batch_size: int, image_size: int | None) -> dict[str, np.ndarray]:
-  """{'features': (N, D), 'label': (N,)[, 'flipped': (N, D)]} of ``dataset`` in file order."""
-  chunks: dict[str, list[np.ndarray]] = {}
-  for local in data.eval_batches(dataset, global_batch_size=batch_size, image_size=image_size):
-    batch = sharding.to_global(local, mesh)
-    out = feature_step(state, {'image': batch['image']})
-    keep = local['mask']
-    out['label'] = batch['label']
-    for key, value in out.items():
-      chunks.setdefault(key, []).append(sharding.to_host(value)[keep])
-  return {key: np.concatenate(value) for key, value in chunks.items()}
-
-
 class FeatureCache:
   """Features of the training set (on device) and of the evaluation splits (on host)."""
 
@@ -92,7 +78,7 @@ class FeatureCache:
                batch_size: int, image_size: int | None, flip_tta: bool):
     self.mesh = mesh
     self.batch_size = batch_size
-    extract = functools.partial(extract_features, state, mesh=mesh, batch_size=batch_size,
+    extract = functools.partial(steps.collect_outputs, state, mesh=mesh, batch_size=batch_size,
                                 image_size=image_size)
     train = extract(make_feature_step(state, mesh, flip=False), train_set)
     self.train_labels = train['label']

@@ -38,6 +38,7 @@ from ltjax.eval import plots
 from ltjax.train import feature_cache
 from ltjax.train import sharding
 from ltjax.train.checkpoint import Checkpoints
+from ltjax.train.checkpoint import save_config
 from ltjax.train.state import TrainState
 from ltjax.train.state import create_train_state
 from ltjax.train.steps import make_eval_step
@@ -298,6 +299,8 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
   """Trains one stage in ``stage.workdir`` (resuming if possible) and evaluates it."""
   config, workdir = stage.config, stage.workdir
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    save_config(config, workdir)  # launch/eval.py rebuilds the data and model from it.
   if config.dtype not in DTYPES:
     raise ValueError(f'Unknown config.dtype {config.dtype!r}; valid: {sorted(DTYPES)}.')
   _check_batch_size(config.batch_size, 'batch_size')

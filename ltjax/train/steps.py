@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from ltjax import data
 from ltjax.train import sharding
 from ltjax.train.state import TrainState
 
@@ -171,3 +172,24 @@ def make_eval_step(state: TrainState, mesh: Mesh, *, flip_tta: bool = False):
                                sharding.batch_sharded(mesh)),
                  out_shardings=sharding.batch_sharded(mesh),
                  compiler_options=compiler_options(mesh))
+
+
+def collect_outputs(state: TrainState, step_fn, dataset, *, mesh: Mesh, batch_size: int,
+                    image_size: int | None = None) -> dict[str, np.ndarray]:
+  """``step_fn(state, {'image'})``'s outputs over ``dataset`` in file order, on the host.
+
+  Evaluation preprocessing (``ltjax.data.eval_batches``); padded rows are
+  dropped. Returns every output (N, ...) plus 'label' (N,).
+  """
+  chunks: dict[str, list[np.ndarray]] = {}
+  for local in data.eval_batches(dataset, global_batch_size=batch_size, image_size=image_size,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count()):
+    batch = sharding.to_global(local, mesh)
+    out = dict(step_fn(state, {'image': batch['image']}))
+    out['label'], out['mask'] = batch['label'], batch['mask']
+    out = {key: sharding.to_host(value) for key, value in out.items()}
+    keep = out.pop('mask')
+    for key, value in out.items():
+      chunks.setdefault(key, []).append(value[keep])
+  return {key: np.concatenate(value) for key, value in chunks.items()}

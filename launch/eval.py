@@ -1,0 +1,87 @@
+r"""Evaluates trained workdirs: report.json with every diagnostic, plots, comparisons.
+
+    python launch/eval.py --workdir=runs/default/stage2
+    python launch/eval.py --workdir=runs/ce --workdir=runs/lort/stage2 \
+        --output=runs/ce_vs_lort
+
+One workdir: ``<output>/report.json`` (default output ``<workdir>/report``)
+and its plots. Several: one report per workdir under ``<output>/<name>/`` and
+``comparison.txt`` / ``comparison.json`` with overlaid plots in ``<output>``.
+The metrics are described in ``ltjax.eval.report``.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import jax
+
+flags.DEFINE_multi_string('workdir', None, 'A workdir written by launch/train.py (repeat the '
+                          'flag to compare several).')
+flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+flags.DEFINE_string('output', None, 'Output directory (default <workdir>/report for one '
+                    'workdir; required for several).')
+flags.DEFINE_multi_string('name', None, 'Names of the workdirs in the comparison, in order '
+                          '(default: the workdir paths).')
+flags.DEFINE_integer('sharpness_directions', 10, 'Random directions per radius of the '
+                     'sharpness curve (0 skips it).')
+flags.DEFINE_integer('eval_batch_size', 0, "Evaluation batch size (0: the run's).")
+flags.DEFINE_multi_string('override', None, "Config changes before loading the data, e.g. "
+                          "--override=data.data_dir=/new/place.")
+flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/ltjax/jax'),
+                    'JAX persistent compilation cache directory ("" disables it).')
+flags.mark_flags_as_required(['workdir'])
+FLAGS = flags.FLAGS
+
+
+def _overrides(pairs) -> dict:
+  out = {}
+  for pair in pairs or ():
+    key, sep, value = pair.partition('=')
+    if not sep:
+      raise app.UsageError(f'--override needs key=value, got {pair!r}.')
+    out[key] = value
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.compilation_cache:
+    jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  from ltjax.eval import report as ltjax_report  # pylint: disable=g-import-not-at-top
+  from ltjax.eval import metrics  # pylint: disable=g-import-not-at-top
+  from ltjax.train import evaluation  # pylint: disable=g-import-not-at-top
+
+  workdirs = [w.rstrip('/') for w in FLAGS.workdir]
+  names = FLAGS.name or [w for w in workdirs]
+  if len(names) != len(workdirs):
+    raise app.UsageError(f'{len(names)} --name flags for {len(workdirs)} --workdir flags.')
+  if len(workdirs) > 1 and not FLAGS.output:
+    raise app.UsageError('Comparing several workdirs needs --output=<directory>.')
+  overrides = _overrides(FLAGS.override)
+  reports = {}
+  for name, workdir in zip(names, workdirs):
+    logging.info('Evaluating %s (%s checkpoint).', workdir, FLAGS.checkpoint)
+    report = evaluation.report_for_workdir(
+        workdir, checkpoint=FLAGS.checkpoint, sharpness_directions=FLAGS.sharpness_directions,
+        eval_batch_size=FLAGS.eval_batch_size or None, config_overrides=overrides)
+    outdir = (FLAGS.output or os.path.join(workdir, 'report')) if len(workdirs) == 1 else (
+        os.path.join(FLAGS.output, f'{len(reports):02d}_' + os.path.basename(name.rstrip('/'))))
+    paths = ltjax_report.write_report(report, outdir, title=name)
+    print(metrics.format_table(report, title=f'{name} (step {report["meta"]["step"]}):'))
+    print(f'Wrote {", ".join(paths)}')
+    reports[name] = report
+  if len(reports) > 1:
+    paths = ltjax_report.compare_reports(reports, FLAGS.output)
+    print(ltjax_report.format_comparison(reports))
+    print(f'Wrote {", ".join(paths)}')
+
+
+if __name__ == '__main__':
+  app.run(main)

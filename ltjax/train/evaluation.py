@@ -1,0 +1,150 @@
+"""From a workdir to an evaluation report: config, data, checkpoint, outputs.
+
+``report_for_workdir`` rebuilds what a stage trained on from the
+``config.json`` the loop saved, restores the parameters and BatchNorm
+statistics of its best (or latest, or a given step's) checkpoint, runs the
+jitted, sharded eval step over the test set (and validation, training and
+open-set splits) in fixed-size batches, and hands logits and features to
+``ltjax.eval.report.build_report``. Only features and logits leave the device,
+batch by batch, so memory is bounded by the outputs, never by the images.
+"""
+
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from ltjax import data
+from ltjax import models
+from ltjax.eval import report as ltjax_report
+from ltjax.train import sharding
+from ltjax.train import steps
+from ltjax.train.checkpoint import Checkpoints
+from ltjax.train.checkpoint import load_config
+from ltjax.train.state import TrainState
+
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def load_state(workdir: str, config: ml_collections.ConfigDict, *, num_classes: int,
+               input_shape, checkpoint: str = 'best') -> TrainState:
+  """The model of ``config`` with the parameters of ``workdir``'s checkpoint.
+
+  ``checkpoint``: 'best', 'latest' or a step number. The optimiser state is
+  not restored (``tx`` is the identity), so any recipe's checkpoint loads.
+  """
+  model = models.build_model(config.model, num_classes, dtype=_DTYPES[config.dtype])
+  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                               jnp.zeros((1, *input_shape)), train=False))
+  abstract = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
+  which, step = (checkpoint, None) if checkpoint in ('best', 'latest') else ('latest',
+                                                                             int(checkpoint))
+  checkpoints = Checkpoints(workdir)
+  try:
+    if which == 'best' and checkpoints.best.best_step() is None:
+      logging.warning('%s has no best checkpoint; evaluating the latest.', workdir)
+      which = 'latest'
+    restored = checkpoints.restore_variables(abstract, which=which, step=step)
+  finally:
+    checkpoints.close()
+  if restored is None:
+    raise FileNotFoundError(f'{workdir} holds no {checkpoint} checkpoint; train it first '
+                            '(python launch/train.py --config=... --workdir=...).')
+  tx = optax.identity()
+  return TrainState(step=restored['step'], params=restored['params'],
+                    batch_stats=restored['batch_stats'], opt_state=tx.init(restored['params']),
+                    rng=jax.random.PRNGKey(0), apply_fn=model.apply, tx=tx)
+
+
+def affine_head(state: TrainState, feature_dim: int,
+                rtol: float = 1e-4) -> tuple[np.ndarray, np.ndarray] | None:
+  """(kernel (D, C), bias (C,)) with head(f) = f W + b, or None if the head is not affine.
+
+  Linear, LWS, tau-norm and ETF heads are affine in the features; W and b are
+  read off the head itself (b = head(0), W = head(I) - b), so the diagnostics
+  see the classifier that produces the logits, scales and normalisations
+  included. A cosine or LWR head is not affine: None.
+  """
+  head = lambda f: state.apply_fn({'params': state.params}, f, method=steps.head_method)
+  probe = jnp.concatenate([jnp.zeros((1, feature_dim)), jnp.eye(feature_dim)])
+  out = np.asarray(jax.jit(head)(probe), np.float64)
+  bias, kernel = out[0], out[1:] - out[:1]
+  check = np.random.default_rng(0).normal(size=(4, feature_dim)).astype(np.float32)
+  expected = check.astype(np.float64) @ kernel + bias
+  actual = np.asarray(jax.jit(head)(jnp.asarray(check)), np.float64)
+  if not np.allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max()):
+    return None
+  return kernel, bias
+
+
+def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_directions: int = 10,
+                       max_train_images: int = 50_000, eval_batch_size: int | None = None,
+                       config_overrides: dict | None = None) -> dict:
+  """The full report (``ltjax.eval.report``) of ``workdir``'s checkpoint.
+
+  Args:
+    workdir: a stage's workdir (for a two-stage run, ``<workdir>/stage2`` is
+      the final model).
+    checkpoint: 'best', 'latest' or a step.
+    sharpness_directions: random directions per radius of the sharpness curve.
+    max_train_images: training images whose features give the open-set
+      prototypes and the sharpness curve: a seeded uniform subset when the
+      training set is larger (iNaturalist's 437k features would need 3.6 GB).
+    eval_batch_size: default the config's.
+    config_overrides: flattened config keys to change before loading the data
+      (e.g. {'data.data_dir': '/elsewhere'} when the data moved).
+  """
+  config = load_config(workdir)
+  if config_overrides:
+    config.update_from_flattened_dict(config_overrides)
+  batch_size = eval_batch_size or config.eval_batch_size
+  if batch_size % jax.device_count():
+    raise ValueError(f'eval batch size {batch_size} is not divisible by the '
+                     f'{jax.device_count()} devices.')
+  splits = data.load_datasets(config.data)
+  image_size = config.eval.image_size if config.eval.image_size > 0 else None
+  first = next(data.eval_batches(splits.test, global_batch_size=1, image_size=image_size))
+  num_classes = len(splits.train_counts)
+  state = load_state(workdir, config, num_classes=num_classes,
+                     input_shape=first['image'].shape[1:], checkpoint=checkpoint)
+  mesh = sharding.make_mesh()
+  state = jax.device_put(state, sharding.replicated_like(state, mesh))
+  eval_step = steps.make_eval_step(state, mesh, flip_tta=config.eval.flip_tta)
+
+  def outputs(dataset):
+    return steps.collect_outputs(state, eval_step, dataset, mesh=mesh, batch_size=batch_size,
+                                 image_size=image_size)
+
+  test = outputs(splits.test)
+  train_set = splits.train
+  if len(train_set) > max_train_images:
+    keep = np.random.default_rng(0).choice(len(train_set), max_train_images, replace=False)
+    train_set = train_set.subset(np.sort(keep))
+  train = outputs(train_set)
+  val = outputs(splits.val) if splits.val is not None else None
+  open_split = getattr(splits, 'open_test', None)
+  open_test = outputs(open_split) if open_split is not None else None
+  head = affine_head(state, test['features'].shape[-1])
+  if head is None:
+    logging.warning('model.head=%r is not affine in the features: weight statistics use its '
+                    'raw kernel and the sharpness curve is skipped.', config.model.head)
+    kernel = np.asarray(state.params['head'].get('kernel'))
+    bias = None
+  else:
+    kernel, bias = head
+  report = ltjax_report.build_report(
+      {k: test[k] for k in ('logits', 'features', 'label')}, train=train, kernel=kernel,
+      bias=bias, params=jax.device_get(state.params), train_counts=splits.train_counts,
+      class_names=splits.train.class_names, val=val, open_test=open_test,
+      many_threshold=config.eval.many_threshold, few_threshold=config.eval.few_threshold,
+      sharpness_directions=sharpness_directions if head is not None else 0,
+      meta={'workdir': os.path.abspath(workdir) if '://' not in workdir else workdir,
+            'checkpoint': checkpoint, 'step': int(state.step), 'data': config.data.name,
+            'imbalance_ratio': config.data.imbalance_ratio, 'model': config.model.name,
+            'head': config.model.head, 'loss': config.loss.name,
+            'flip_tta': bool(config.eval.flip_tta)})
+  return report
