@@ -85,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.selection = 'shuffle'   # Kept samples: 'shuffle' (seeded) or 'first' (file order).
   config.data.subsample_seed = 0      # Seed of the per-class shuffle.
   config.data.val_per_class = 0       # Held out of training per class as a validation split.
+  config.data.open_classes = ()       # Class ids held out as the open-set test split (OLTR); (): none.
   config.data.sampler = 'instance'    # 'instance', 'class_aware' or 'square_root'.
   config.data.read_threads = 1        # grain read threads (1 on small CPUs; 0: in the main thread).
   config.data.num_workers = 0         # grain worker processes (for JPEG decoding).

@@ -122,7 +122,7 @@ def synthetic_config(**overrides):
 
 
 def test_load_datasets_long_tail_and_label_check():
-  train, val, test, counts = data.load_datasets(synthetic_config())
+  train, val, test, counts, _ = data.load_datasets(synthetic_config())
   assert val is None
   np.testing.assert_array_equal(counts, data.long_tail_counts(10, 40, 4.0))
   assert len(train) == counts.sum() and len(test) == 400
@@ -131,7 +131,7 @@ def test_load_datasets_long_tail_and_label_check():
 
 
 def test_train_batches_are_a_function_of_the_step():
-  train, _, _, _ = data.load_datasets(synthetic_config(augment='crop_flip'))
+  train = data.load_datasets(synthetic_config(augment='crop_flip')).train
   make = lambda: data.TrainBatches(train, global_batch_size=16, seed=3, augment='crop_flip')
   a, b = make(), make()
   for step in (0, 5, a.steps_per_epoch + 2):
@@ -144,7 +144,7 @@ def test_train_batches_are_a_function_of_the_step():
 
 
 def test_per_host_shards_are_disjoint_and_cover_the_global_batch():
-  train, _, _, _ = data.load_datasets(synthetic_config())
+  train = data.load_datasets(synthetic_config()).train
   single = data.TrainBatches(train, global_batch_size=16, seed=0)
   hosts = [data.TrainBatches(train, global_batch_size=16, seed=0, process_index=i,
                              process_count=4) for i in range(4)]
@@ -171,7 +171,7 @@ def test_random_crop_flip_matches_explicit_slicing():
 
 
 def test_eval_batches_pad_and_mask():
-  train, _, _, _ = data.load_datasets(synthetic_config())
+  train = data.load_datasets(synthetic_config()).train
   batches = list(data.eval_batches(train, global_batch_size=64))
   assert all(b['image'].shape[0] == 64 for b in batches)
   labels = np.concatenate([b['label'][b['mask']] for b in batches])
@@ -212,7 +212,7 @@ def test_square_root_sampler_frequencies():
 
 @pytest.mark.parametrize('sampler', ['instance', 'class_aware', 'square_root'])
 def test_grain_pipeline_yields_the_batches_of_the_steps(sampler):
-  train, _, _, _ = data.load_datasets(synthetic_config())
+  train = data.load_datasets(synthetic_config()).train
   batches = data.TrainBatches(train, global_batch_size=16, seed=1, sampler=sampler,
                               augment='crop_flip')
   expected = [batches.batch(step) for step in range(5, 25)]
@@ -226,7 +226,7 @@ def test_grain_pipeline_yields_the_batches_of_the_steps(sampler):
 
 def test_grain_worker_processes_give_the_same_batches():
   flags.FLAGS.mark_as_parsed()  # As launch/train.py's absl app does.
-  train, _, _, _ = data.load_datasets(synthetic_config())
+  train = data.load_datasets(synthetic_config()).train
   batches = data.TrainBatches(train, global_batch_size=16, seed=1, augment='crop_flip')
   got = list(batches.iterate(3, 4, num_workers=1))
   for step, batch in zip(range(3, 7), got):

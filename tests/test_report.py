@@ -147,3 +147,18 @@ def test_comparison_table_lists_every_run():
   assert [line.split()[0] for line in lines[2:]] == ['ce', 'lort']
   assert '60.00' in lines[3] and 'n/a' in lines[3] and 'open-set' not in lines[0]
   assert math.isclose(float(lines[2].split('|')[6]), 3.0)
+
+
+def test_open_set_f_measure_on_held_out_classes(tmp_path):
+  """Classes 8 and 9 never seen in training: their test images are the open set."""
+  config = tiny_two_stage_config()
+  config.stage2.num_epochs, config.num_train_steps = 0, 6
+  config.data.open_classes = (8, 9)
+  workdir = str(tmp_path / 'open')
+  train.train_and_evaluate(config, workdir)
+  report = evaluation.report_for_workdir(workdir, checkpoint='latest', sharpness_directions=0)
+  assert len(report['per_class_accuracy']) == 8 and report['sharpness'] is None
+  open_set = report['open_set']
+  assert open_set['closed_images'] == 8 * 40 and open_set['open_images'] == 2 * 40
+  assert 0.0 < report['open_set_f_measure'] <= 1.0
+  assert 'open-set F' in ltjax_report.format_comparison({'run': report}).splitlines()[0]

@@ -20,6 +20,13 @@ Every source is random access with one protocol (``Source``): ``len``,
 
 ``load_datasets`` returns the train split (long-tailed by ``data.imbalance_ratio``
 unless the source already is), an optional validation split and the test split.
+
+Open long-tailed recognition (OLTR, Liu et al., CVPR 2019; CC-SAM §4.3):
+``data.open_classes`` holds classes of the source out of training. Their images
+leave train, val and test; the remaining "closed" classes are relabelled
+0..C'-1 in their original order (``class_names`` follow); the held-out classes'
+test images become ``Splits.open_test``, labelled -1 ("unknown", OLTR's
+convention), with their original class ids in ``open_test.original_labels``.
 """
 
 import dataclasses
@@ -158,6 +165,150 @@ class Source(Protocol):
     ...
 
 
+class RelabeledSource:
+  """A source whose labels pass through a class map (``data.open_classes``).
+
+  Record i is record i of ``source`` with its label replaced by
+  ``mapping[label]``; images are read from ``source`` as they are, so list-file
+  JPEGs are still decoded in the input workers. It holds only the wrapped
+  source and numpy arrays, so it pickles (into grain workers) whenever the
+  wrapped source does.
+
+  Attributes:
+    source: the wrapped source, in the original label space.
+    mapping: (source.num_classes,) int32: original class -> new label, -1 for
+      a class outside the new label space (open-set, "unknown").
+    labels: (N,) int32, ``mapping[source.labels]`` (no image is read).
+    original_labels: (N,) the wrapped source's labels.
+    num_classes: C', the size of the new label space (the model's outputs).
+    class_names: C' names.
+    mean, std: the wrapped source's normalisation.
+  """
+
+  def __init__(self, source: 'Source', mapping: np.ndarray, *, num_classes: int,
+               class_names: tuple[str, ...]):
+    mapping = np.asarray(mapping, np.int32)
+    if mapping.shape != (source.num_classes,):
+      raise ValueError(f'The class map has shape {mapping.shape}; the source has '
+                       f'{source.num_classes} classes.')
+    if mapping.size and (mapping.min() < -1 or mapping.max() >= num_classes):
+      raise ValueError(f'The class map has labels outside [-1, {num_classes}).')
+    if len(class_names) != num_classes:
+      raise ValueError(f'{len(class_names)} class names for {num_classes} classes.')
+    self.source = source
+    self.mapping = mapping
+    self.labels = mapping[np.asarray(source.labels)]
+    self.num_classes = int(num_classes)
+    self.class_names = tuple(class_names)
+    self.mean = tuple(source.mean)
+    self.std = tuple(source.std)
+
+  @property
+  def original_labels(self) -> np.ndarray:
+    return self.source.labels
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> dict:
+    """One record {'image': (H, W, C) uint8, 'label': int} (the source protocol)."""
+    record = dict(self.source[index])
+    # The record's own label: a list-file source with skip_corrupt may return a
+    # replacement image, which carries its own label.
+    record['label'] = int(self.mapping[record['label']])
+    return record
+
+  def subset(self, indices: np.ndarray) -> 'RelabeledSource':
+    """The same source restricted to ``indices``, in that order."""
+    return RelabeledSource(self.source.subset(indices), self.mapping,
+                           num_classes=self.num_classes, class_names=self.class_names)
+
+  def skipped(self) -> set[str]:
+    """The wrapped source's skipped images (list-file sources), else none."""
+    skipped = getattr(self.source, 'skipped', None)
+    return set(skipped()) if skipped is not None else set()
+
+  def __repr__(self) -> str:
+    return f'RelabeledSource({self.source!r}, n={len(self)}, num_classes={self.num_classes})'
+
+
+def relabel(source: 'Source', mapping: np.ndarray,
+            class_names: tuple[str, ...]) -> 'Source':
+  """``source`` with label c replaced by ``mapping[c]`` and ``class_names``.
+
+  An ``ArrayDataset`` whose new labels are all known (>= 0) stays an
+  ``ArrayDataset``, which the input pipeline slices at once; any other source
+  is wrapped in a ``RelabeledSource`` (a wrapped one is re-mapped, not nested).
+  """
+  mapping = np.asarray(mapping, np.int32)
+  num_classes = len(class_names)
+  if isinstance(source, RelabeledSource):
+    composed = np.where(source.mapping >= 0, mapping[np.maximum(source.mapping, 0)], -1)
+    return RelabeledSource(source.source, composed, num_classes=num_classes,
+                           class_names=class_names)
+  if isinstance(source, ArrayDataset):
+    if mapping.shape != (source.num_classes,):
+      raise ValueError(f'The class map has shape {mapping.shape}; the source has '
+                       f'{source.num_classes} classes.')
+    labels = mapping[source.labels]
+    if (labels >= 0).all():
+      return dataclasses.replace(source, labels=labels, num_classes=num_classes,
+                                 class_names=tuple(class_names))
+  return RelabeledSource(source, mapping, num_classes=num_classes, class_names=class_names)
+
+
+def open_class_map(open_classes, num_classes: int, name: str = '') -> np.ndarray:
+  """Validates ``data.open_classes``; returns the class map of the closed classes.
+
+  Args:
+    open_classes: original class ids held out as open-set classes.
+    num_classes: C, the classes of the source.
+    name: the data set, for messages.
+
+  Returns:
+    (C,) int32: closed class c -> its rank among the closed classes (0..C'-1,
+    in the original order); open class -> -1.
+
+  Raises:
+    ValueError: an id is not an integer or outside [0, C), an id repeats, or
+      fewer than 2 closed classes would remain.
+  """
+  key = 'config.data.open_classes'
+  valid = (f'valid ids are 0..{num_classes - 1} (the {num_classes} classes of '
+           f'{name or "the source"})')
+  try:
+    ids = tuple(open_classes)
+  except TypeError:
+    raise ValueError(f'{key} must be a tuple of class ids, got {open_classes!r}; '
+                     f'{valid}.') from None
+  bad = [c for c in ids if isinstance(c, bool) or not isinstance(c, (int, np.integer))]
+  if bad:
+    raise ValueError(f'{key} must hold integer class ids, got {bad}; {valid}.')
+  ids = [int(c) for c in ids]
+  outside = sorted({c for c in ids if not 0 <= c < num_classes})
+  if outside:
+    raise ValueError(f'{key} has ids {outside} outside the valid range; {valid}.')
+  duplicates = sorted({c for c in ids if ids.count(c) > 1})
+  if duplicates:
+    raise ValueError(f'{key} lists {duplicates} more than once; give each held-out '
+                     f'class once ({valid}).')
+  closed = np.setdiff1d(np.arange(num_classes), ids)
+  if len(closed) < 2:
+    raise ValueError(f'{key} holds out {len(ids)} of {num_classes} classes, leaving '
+                     f'{len(closed)} closed; at least 2 must remain for training '
+                     f'({valid}).')
+  mapping = np.full(num_classes, -1, np.int32)
+  mapping[closed] = np.arange(len(closed), dtype=np.int32)
+  return mapping
+
+
+def _closed(source: 'Source', mapping: np.ndarray,
+            class_names: tuple[str, ...]) -> 'Source':
+  """The closed-class records of ``source`` (file order), relabelled by ``mapping``."""
+  return relabel(source.subset(np.flatnonzero(mapping[source.labels] >= 0)), mapping,
+                 class_names)
+
+
 ARRAY_SOURCES = ('fashion_mnist', 'synthetic')
 SOURCES = ARRAY_SOURCES + ('tfds',) + tuple(listfile.SPLITS)
 
@@ -187,11 +338,17 @@ def load_split(data_config: ml_collections.ConfigDict, split: str, *,
 
 
 class Splits(NamedTuple):
-  """The splits of a run: long-tailed train, optional validation, balanced test."""
+  """The splits of a run: long-tailed train, optional validation, balanced test.
+
+  ``open_test`` (None unless ``data.open_classes`` is set) holds the test
+  images of the held-out open-set classes, every label -1 ("unknown"; the
+  original class ids are in ``open_test.original_labels``).
+  """
   train: Source
   val: Source | None
   test: Source
   train_counts: np.ndarray  # (C,) training samples per class.
+  open_test: Source | None = None
 
 
 def load_datasets(data_config: ml_collections.ConfigDict, *,
@@ -202,6 +359,13 @@ def load_datasets(data_config: ml_collections.ConfigDict, *,
   of the balanced training source (validation split), then the rest is
   subsampled to the long-tail profile (``imbalance_ratio`` > 1; 0 keeps the
   source as it is), with n_max defaulting to the largest remaining class.
+
+  With ``data.open_classes`` those classes are removed from every split first
+  (so the hold-out and the long tail are over the C' closed classes, head =
+  the first closed class), the closed classes are relabelled 0..C'-1 in their
+  original order, and the open classes' test images form ``open_test``
+  (labels -1; see ``Splits``). Open-class images of the train and val splits
+  are dropped.
   """
   train = load_split(data_config, 'train', skip_log_dir=skip_log_dir)
   test = load_split(data_config, 'test', skip_log_dir=skip_log_dir)
@@ -212,6 +376,17 @@ def load_datasets(data_config: ml_collections.ConfigDict, *,
   if layout is not None and layout.files['val'] != layout.files['test']:
     val = load_split(data_config, 'val', skip_log_dir=skip_log_dir)  # ImageNet-LT / Places-LT ship a validation list.
     check_labels(val.labels, train.num_classes, f'{data_config.name} val')
+  open_test = None
+  open_classes = data_config.get('open_classes', ())
+  if open_classes:
+    mapping = open_class_map(open_classes, train.num_classes, data_config.name)
+    names = tuple(n for n, m in zip(train.class_names, mapping) if m >= 0)
+    open_test = RelabeledSource(test.subset(np.flatnonzero(mapping[test.labels] < 0)),
+                                np.full_like(mapping, -1), num_classes=len(names),
+                                class_names=names)
+    train, test = _closed(train, mapping, names), _closed(test, mapping, names)
+    if val is not None:
+      val = _closed(val, mapping, names)
   if data_config.val_per_class > 0:
     keep, held = longtail.hold_out_indices(train.labels, data_config.val_per_class,
                                            selection=data_config.selection,
@@ -230,4 +405,4 @@ def load_datasets(data_config: ml_collections.ConfigDict, *,
   if (counts == 0).any():
     raise ValueError(f'Classes {np.flatnonzero(counts == 0).tolist()} have no training '
                      'samples; every class needs at least one.')
-  return Splits(train=train, val=val, test=test, train_counts=counts)
+  return Splits(train=train, val=val, test=test, train_counts=counts, open_test=open_test)
