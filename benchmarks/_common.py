@@ -84,6 +84,17 @@ def package_version(module: str) -> str | None:
     return None
 
 
+def distribution_version(*names: str) -> str | None:
+  """'name==version' of the first installed distribution of ``names`` (pip names)."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  for name in names:
+    try:
+      return f'{name}=={metadata.version(name)}'
+    except metadata.PackageNotFoundError:
+      continue
+  return None
+
+
 def machine_info(packages: Iterable[str] = ('jax', 'jaxlib', 'flax', 'optax', 'torch',
                                             'numpy')) -> dict[str, Any]:
   """CPU, cores, accelerator kind, library versions and relevant env variables."""
@@ -97,7 +108,9 @@ def machine_info(packages: Iterable[str] = ('jax', 'jaxlib', 'flax', 'optax', 't
       'load_average_1min': load_average(),
       'versions': {p: package_version(p) for p in packages},
       'env': {k: os.environ[k] for k in ('XLA_FLAGS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
-                                          'JAX_PLATFORMS') if k in os.environ},
+                                          'JAX_PLATFORMS', 'XLA_PYTHON_CLIENT_MEM_FRACTION',
+                                          'XLA_PYTHON_CLIENT_PREALLOCATE',
+                                          'CUDA_VISIBLE_DEVICES') if k in os.environ},
   }
   if sys.modules.get('jax') is not None or info['versions'].get('jax'):
     try:
@@ -106,13 +119,42 @@ def machine_info(packages: Iterable[str] = ('jax', 'jaxlib', 'flax', 'optax', 't
       info['jax_backend'] = jax.default_backend()
       info['jax_device_kind'] = devices[0].device_kind
       info['jax_device_count'] = len(devices)
+      # Precision of float32 matmuls/convolutions (on NVIDIA GPUs XLA's
+      # 'default' lets them use TF32 tensor cores).
+      info['jax_default_matmul_precision'] = str(jax.config.jax_default_matmul_precision)
+      if info['jax_backend'] == 'gpu':
+        info['jax_cuda_plugin'] = distribution_version('jax-cuda13-plugin',
+                                                       'jax-cuda12-plugin')
     except Exception as e:  # pylint: disable=broad-except
       info['jax_backend'] = f'unavailable: {e}'
   if info['versions'].get('torch'):
     import torch  # pylint: disable=g-import-not-at-top
     info['torch_num_threads'] = torch.get_num_threads()
     info['torch_mkldnn'] = bool(torch.backends.mkldnn.is_available())
+    if torch.cuda.is_available():
+      info['torch_cuda_device'] = torch.cuda.get_device_name(0)
+      info['torch_cuda_version'] = torch.version.cuda
+      info['torch_cudnn_version'] = torch.backends.cudnn.version()
+      info['torch_tf32'] = {'matmul': torch.backends.cuda.matmul.allow_tf32,
+                            'cudnn': torch.backends.cudnn.allow_tf32,
+                            'cudnn_benchmark': torch.backends.cudnn.benchmark}
+  gpu = nvidia_smi()
+  if gpu:
+    info['gpu'] = gpu
   return info
+
+
+def nvidia_smi() -> list[dict[str, str]] | None:
+  """Name, memory, driver and clocks of each NVIDIA GPU (None without nvidia-smi)."""
+  fields = ('name', 'memory.total', 'driver_version', 'clocks.max.sm', 'power.limit')
+  try:
+    out = subprocess.run(['nvidia-smi', f'--query-gpu={",".join(fields)}',
+                          '--format=csv,noheader'], capture_output=True, text=True, timeout=20,
+                         check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return [dict(zip(fields, (v.strip() for v in line.split(',')))) for line in
+          out.splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------

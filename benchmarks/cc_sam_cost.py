@@ -5,6 +5,10 @@ official radius (noise_ratio 1e-6) and flat_ratio 0.5; the total loss is
 (1 - r) * clean + r * flat:
 
   sgd          the plain step (mean CE), the baseline of every ratio;
+  sam          (ResNet-32 only) plain SAM around the same SGD,
+               ``ltjax.optim.sam(torch_sgd, rho=0.05)`` as ltjax's train step
+               calls it: a second forward-backward at the perturbed weights
+               (its BatchNorm statistics discarded), i.e. the usual ~2x;
   closed_form  ``head_flat_loss`` in the same jitted step, one backward:
                B x B Gram matrices, O(B^2 (d + C)) extra;
   vmapped      ``head_flat_loss_vmap`` (``generic_flat_loss`` on the head) in
@@ -47,16 +51,25 @@ Cases:
 ``ratio`` divides medians; ``ratio_min`` divides the fastest steps, which on a
 machine shared with other jobs is the better estimate of the intrinsic cost.
 
+On a GPU: each timed sample runs ``--steps-per-sample`` steps (default 5
+there, 1 on CPU) back to back and blocks on the last (``block_until_ready``),
+and times are divided by that count; the default repeats are larger (the
+steps take milliseconds); ``--full-loop`` and ``--full-vmapped`` time the
+per-class loop and the vmapped path at 400 classes present directly instead
+of extrapolating (seconds there, minutes to hours on CPU).
+
 Targets: closed form <= 1.3x SGD (ResNet-32), <= 1.5x head-only SGD at iNat
 scale and flat in the number of classes present.
 
 Usage:
   python benchmarks/cc_sam_cost.py            # everything: ~10 min on 2 busy cores, where
                                               # a ResNet-32 batch-512 step takes ~20 s
-  python benchmarks/cc_sam_cost.py --quick    # ResNet-32 batch 64 only, ~1 min
+  python benchmarks/cc_sam_cost.py --quick    # ResNet-32 batch 64 only, ~1-2 min, not written
   python benchmarks/cc_sam_cost.py --cases resnet32_64 inat_head inat_sweep   # ~5 min
   python benchmarks/cc_sam_cost.py --cases inat_sweep --merge   # re-run one case, keep the rest
   python benchmarks/cc_sam_cost.py --cases resnet32_64 inat_head
+  python benchmarks/cc_sam_cost.py --full-loop --full-vmapped --compile-cache '' \
+      --max-wait 0 --out benchmarks/results/cc_sam_cost_h100.json    # on a GPU
 
 Each result is a JSON line on stdout; the list goes to
 benchmarks/results/cc_sam_cost.json with the machine and date.
@@ -85,15 +98,22 @@ LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 2e-4
 INAT = dict(batch=512, dim=2048, classes=8142, present=400)
 SWEEP = (10, 50, 100, 200, 400, 500)
 ALL_CASES = ('resnet32_64', 'resnet32_512', 'inat_head', 'inat_sweep')
+SAM_RHO = 0.05
+# Default timed rounds per case: (CPU, GPU).
+REPEATS = {'resnet32_64': (5, 30), 'resnet32_512': (2, 20), 'inat_head': (4, 20),
+           'inat_sweep': (10, 20), 'head_extra': (200, 200)}
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--quick', action='store_true', help='ResNet-32 at batch 64 only (< 1 min).')
+  p.add_argument('--quick', action='store_true',
+                 help='ResNet-32 at batch 64 only (~1-2 min on CPU); not written unless --out.')
   p.add_argument('--cases', nargs='+', choices=ALL_CASES, default=None)
   p.add_argument('--repeats', type=int, default=None, help='Timed rounds per case.')
   p.add_argument('--max-wait', type=float, default=120.0, help='Seconds to wait for quiet.')
-  p.add_argument('--out', default=os.path.join(_common.RESULTS_DIR, 'cc_sam_cost.json'))
+  p.add_argument('--out', default=None,
+                 help='Results file (default benchmarks/results/cc_sam_cost.json; --quick: '
+                 'none unless given).')
   p.add_argument('--no-write', action='store_true', help='Do not write the results file.')
   p.add_argument('--compile-cache', default=os.path.join(
       os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.jax_cache'),
@@ -102,10 +122,19 @@ def parse_args(argv=None):
                  help='Keep the rows of cases not run now from the existing results file '
                  '(each row records its case and when it was measured).')
   p.add_argument('--full-loop', action='store_true',
-                 help='Also time the per-class loop at 400 classes present (~3 min).')
+                 help='Also time the per-class loop at 400 classes present (~3 min on CPU).')
+  p.add_argument('--full-vmapped', action='store_true',
+                 help='Also time the vmapped path at 400 classes present (hours on CPU; '
+                 'for a GPU).')
+  p.add_argument('--steps-per-sample', type=int, default=None,
+                 help='Steps run back to back per timed sample, blocking after the last '
+                 '(default: 1 on CPU, 5 on a GPU); times are per step.')
   args = p.parse_args(argv)
   if args.cases is None:
     args.cases = ['resnet32_64'] if args.quick else list(ALL_CASES)
+  if args.out is None:
+    args.no_write = args.no_write or args.quick
+    args.out = os.path.join(_common.RESULTS_DIR, 'cc_sam_cost.json')
   return args
 
 
@@ -163,19 +192,35 @@ def ce_clean_fn_of(y):
 
 
 class Runner:
-  """A jitted step with its own donated state; calling it runs one blocking step."""
+  """A jitted step with its own donated state.
+
+  A call runs ``Runner.steps`` steps back to back and blocks on the last one's
+  outputs (``steps`` is set by ``main``: 1 on CPU, more on a GPU, where
+  dispatch then overlaps device work as in a training loop); timings are
+  divided by it (``per_step``).
+  """
+  steps = 1
 
   def __init__(self, step, state, batch):
     import jax  # pylint: disable=g-import-not-at-top
     self._jax, self.step, self.state, self.batch = jax, step, state, batch
     t0 = time.perf_counter()
-    self()
+    self._run(1)
     self.compile_s = time.perf_counter() - t0  # First call: trace + compile + one step.
 
-  def __call__(self):
-    out = self.step(self.state, *self.batch)
-    self.state = out[0]
+  def _run(self, n):
+    for _ in range(n):
+      out = self.step(self.state, *self.batch)
+      self.state = out[0]
     self._jax.block_until_ready(out)
+
+  def __call__(self):
+    self._run(self.steps)
+
+
+def per_step(times: dict[str, list[float]], runners) -> dict[str, list[float]]:
+  """Divides each runner's sample durations by the steps one sample runs."""
+  return {k: [t / getattr(runners[k], 'steps', 1) for t in v] for k, v in times.items()}
 
 
 def resnet_runners(batch: int, kinds, seed: int = 0) -> dict[str, Runner]:
@@ -200,8 +245,12 @@ def resnet_runners(batch: int, kinds, seed: int = 0) -> dict[str, Runner]:
   variables = model.init(jax.random.PRNGKey(seed), images[:1], train=False)
   tx = optim.torch_sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
+  sam_tx = optim.sam(tx, rho=SAM_RHO)
+
   def build(kind):
-    flat_fn = None if kind == 'sgd' else make_flat(kind, labels_np, counts, ce_clean_fn_of)
+    flat_fn = (None if kind in ('sgd', 'sam')
+               else make_flat(kind, labels_np, counts, ce_clean_fn_of))
+    opt = sam_tx if kind == 'sam' else tx
 
     def step(state, x, y):
       params, batch_stats, opt_state = state
@@ -216,11 +265,15 @@ def resnet_runners(batch: int, kinds, seed: int = 0) -> dict[str, Runner]:
         return loss, new_vars['batch_stats']
 
       (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
+      if kind == 'sam':  # As ltjax.train.train_step(sam=True): perturbed pass's BN stats dropped.
+        grad_fn = lambda p: jax.grad(loss_fn, has_aux=True)(p)[0]
+        updates, opt_state = opt.update(grads, opt_state, params, grad_fn=grad_fn)
+      else:
+        updates, opt_state = opt.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), new_stats, opt_state), loss
 
     state = jax.tree_util.tree_map(jnp.copy, (variables['params'], variables['batch_stats'],
-                                              tx.init(variables['params'])))
+                                              opt.init(variables['params'])))
     return Runner(jax.jit(step, donate_argnums=(0,)), state, (images, labels))
 
   out = {}
@@ -358,11 +411,18 @@ class HeadLoopRunner:
       return optax.apply_updates(head, updates), opt_state
 
     self.clean_step, self.class_step, self.update = clean_step, class_step, update
+    self.steps = 1
     t0 = time.perf_counter()
     self()
     self.compile_s = time.perf_counter() - t0
+    self.steps = Runner.steps
 
   def __call__(self):
+    for _ in range(self.steps):
+      acc = self._one_step()
+    self._jax.block_until_ready((self.state, acc))
+
+  def _one_step(self):
     np, jnp = self._np, self._jax.numpy
     head = self.state[0]
     acc, theta = self.clean_step(head, self.features, self.labels)
@@ -374,7 +434,7 @@ class HeadLoopRunner:
                             jnp.asarray(np.resize(idx, pad) * valid), jnp.asarray(valid),
                             jnp.asarray(float(self.counts[c] - 1)), theta)
     self.state = self.update(self.state, acc[0], acc[1])
-    self._jax.block_until_ready((self.state, acc))
+    return acc
 
 
 # ----------------------------------------------------------------------------
@@ -383,7 +443,7 @@ class HeadLoopRunner:
 
 def measure(runners: dict[str, Runner], repeats: int, case: str, extra: dict[str, Any]):
   # Runner already ran (compiled) one step of each: no extra warm-up round.
-  times = _common.time_interleaved(runners, repeats=repeats, warmup=0)
+  times = per_step(_common.time_interleaved(runners, repeats=repeats, warmup=0), runners)
   stats = {k: _common.summarize(v) for k, v in times.items()}
   base = stats['sgd']['median_ms']
   rows = []
@@ -393,34 +453,42 @@ def measure(runners: dict[str, Runner], repeats: int, case: str, extra: dict[str
         ratio=s['median_ms'] / base if kind != 'sgd' else 1.0,
         ratio_min=s['min_ms'] / stats['sgd']['min_ms'], reference=f'{case}/sgd',
         min_ms=s['min_ms'], p25_ms=s['p25_ms'], p75_ms=s['p75_ms'], n=s['n'],
-        compile_plus_first_step_s=runners[kind].compile_s, **extra))
+        compile_plus_first_step_s=runners[kind].compile_s,
+        steps_per_sample=getattr(runners[kind], 'steps', 1), **extra))
   return rows
 
 
+def default_repeats(case: str, args) -> int:
+  return args.repeats or REPEATS[case][args.on_gpu]
+
+
 def run_resnet(batch: int, args) -> list[dict]:
-  kinds = ('sgd', 'closed_form', 'vmapped', 'loop')
+  kinds = ('sgd', 'sam', 'closed_form', 'vmapped', 'loop')
   runners, present = resnet_runners(batch, kinds)
-  repeats = args.repeats or (5 if batch <= 64 else 2)
+  repeats = default_repeats(f'resnet32_{batch}', args)
   rows = measure(runners, repeats, f'resnet32_b{batch}', {'batch': batch,
                                                            'classes_present': present})
   for r in rows:
     if r['name'].endswith('closed_form'):
       r['target'] = '<= 1.3x sgd'
       r['target_met'] = bool(r['ratio'] <= 1.3)
+    if r['name'].endswith('/sam'):
+      r['rho'] = SAM_RHO
   # The head's share is far below the timing noise of a full step, so time
   # the head part alone at these shapes (many cheap repeats) and add its
   # extra cost to the full SGD step: the implied ratio, free of that noise.
   full_sgd = next(r['value'] for r in rows if r['name'].endswith('/sgd'))
   head, _ = head_runners(present, ('sgd', 'closed_form', 'vmapped'), batch=batch, dim=64,
                          classes=100)
-  times = _common.time_interleaved(head, repeats=200, warmup=0)
+  n_head = REPEATS['head_extra'][args.on_gpu]
+  times = per_step(_common.time_interleaved(head, repeats=n_head, warmup=0), head)
   med = {k: _common.summarize(v)['median_ms'] for k, v in times.items()}
   for kind in ('closed_form', 'vmapped'):
     extra = med[kind] - med['sgd']
     rows.append(_common.record(
         f'resnet32_b{batch}/{kind}_head_extra', 'extra_step_time', extra, 'ms',
         head_sgd_ms=med['sgd'], head_ms=med[kind], implied_ratio=(full_sgd + extra) / full_sgd,
-        reference=f'resnet32_b{batch}/sgd', n=200, batch=batch, classes_present=present))
+        reference=f'resnet32_b{batch}/sgd', n=n_head, batch=batch, classes_present=present))
   return rows
 
 
@@ -428,7 +496,7 @@ def _single(runner: Runner | HeadLoopRunner, repeats: int) -> float:
   """Median ms of ``repeats`` sequential steps (for steps too slow to interleave)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   times = _common.time_interleaved({'x': runner}, repeats=repeats, warmup=0)['x']
-  return float(np.median(times)) * 1e3
+  return float(np.median(times)) * 1e3 / getattr(runner, 'steps', 1)
 
 
 def run_inat_head(args) -> list[dict]:
@@ -436,7 +504,7 @@ def run_inat_head(args) -> list[dict]:
   runners, shared = head_runners(INAT['present'], ('sgd', 'closed_form'))
   extra = {'batch': INAT['batch'], 'dim': INAT['dim'], 'classes': INAT['classes'],
            'classes_present': INAT['present']}
-  head_rows = measure(runners, args.repeats or 4, 'inat_head', extra)
+  head_rows = measure(runners, default_repeats('inat_head', args), 'inat_head', extra)
   for r in head_rows:
     if r['name'].endswith('closed_form'):
       r['target'] = '<= 1.5x head-only sgd'
@@ -465,7 +533,7 @@ def run_inat_head(args) -> list[dict]:
                              extrapolated=f'linear from {lo} and {hi} classes present',
                              per_class_ms=slope, **extra))
   if args.full_loop:
-    point('loop', INAT['present'], 1)
+    point('loop', INAT['present'], 3 if args.on_gpu else 1)
   # vmapped: one lax.map chunk of class_chunk = 8 classes; the cost is linear
   # in the number of non-empty chunks, ceil(400 / 8) = 50 at 400 classes present.
   t_chunk = point('vmapped', 8, 1)
@@ -474,6 +542,8 @@ def run_inat_head(args) -> list[dict]:
                              ratio=estimate / base_ms, reference='inat_head/sgd',
                              extrapolated='sgd + 50 x (one 8-class chunk step - sgd)',
                              **extra))
+  if args.full_vmapped:
+    point('vmapped', INAT['present'], 3)
   return rows
 
 
@@ -491,7 +561,8 @@ def run_sweep(args) -> list[dict]:
   # Same shapes, labels as data: every point should compile to the same program.
   programs = {hashlib.sha256(r.step.lower(r.state, *r.batch).as_text().encode()).hexdigest()
               for k, r in runners.items() if k != 'sgd'}
-  times = _common.time_interleaved(runners, repeats=args.repeats or 10, warmup=0)
+  times = per_step(_common.time_interleaved(runners, repeats=default_repeats('inat_sweep', args),
+                                             warmup=0), runners)
   stats = {k: _common.summarize(v) for k, v in times.items()}
   base = stats['sgd']
   rows = [_common.record('inat_sweep/sgd', 'step_time', base['median_ms'], 'ms', ratio=1.0,
@@ -530,6 +601,10 @@ def main(argv=None) -> int:
     jax.config.update('jax_compilation_cache_dir', args.compile_cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   log(f'jax {jax.__version__} on {jax.devices()[0].device_kind} x{len(jax.devices())}')
+  args.on_gpu = jax.default_backend() != 'cpu'
+  if args.steps_per_sample is None:
+    args.steps_per_sample = 5 if args.on_gpu else 1
+  Runner.steps = args.steps_per_sample
   t0 = time.perf_counter()
   rows = []
   now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
@@ -559,7 +634,10 @@ def main(argv=None) -> int:
         settings={'flat_ratio': FLAT_RATIO, 'noise_ratio': NOISE_RATIO, 'radius': 'official',
                   'lr': LR, 'momentum': MOMENTUM, 'weight_decay': WEIGHT_DECAY,
                   'repeats': args.repeats, 'cases': args.cases, 'inat': INAT,
-                  'compile_cache': args.compile_cache, 'full_loop': args.full_loop},
+                  'compile_cache': args.compile_cache, 'full_loop': args.full_loop,
+                  'full_vmapped': args.full_vmapped, 'sam_rho': SAM_RHO,
+                  'steps_per_sample': args.steps_per_sample,
+                  'default_repeats': {k: v[args.on_gpu] for k, v in REPEATS.items()}},
         load={'wait': quiet, 'load_at_end': _common.load_average(),
               'busy_at_end': _common.busy_processes()},
         elapsed_s=round(elapsed, 1),

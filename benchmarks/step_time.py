@@ -2,9 +2,30 @@
 
 Cases (``--cases``):
 
-  resnet32   CIFAR ResNet-32 (option-A shortcuts, [5, 5, 5]), batch 128 of
-             32x32x3, 100 classes.
-  small_cnn  ltjax's SmallCNN, batch 64 of 28x28x1, 10 classes.
+  resnet32       CIFAR ResNet-32 (option-A shortcuts, [5, 5, 5]), batch 128 of
+                 32x32x3, 100 classes.
+  resnet32_b512  the same at batch 512 (a size that fills a GPU better).
+  small_cnn      ltjax's SmallCNN, batch 64 of 28x28x1, 10 classes.
+  resnet50       torchvision-style ResNet-50, batch 128 of 224x224x3, 1000
+                 classes, float32 (PyTorch twin: torchvision.models.resnet50,
+                 skipped where torchvision is missing). For a GPU.
+  resnet50_bf16  the same with a bfloat16 backbone (``build_model(...,
+                 dtype=jnp.bfloat16)``: float32 parameters, head and logits);
+                 PyTorch runs under ``torch.autocast(dtype=torch.bfloat16)``.
+
+On a GPU (JAX backend 'gpu', PyTorch on 'cuda' when it sees one):
+``--steps-per-sample`` (default 10 there, 1 on CPU) steps run back to back per
+timed sample, which ends with ``jax.block_until_ready`` /
+``torch.cuda.synchronize()``, and the sample is divided by that count (the
+training loop's throughput, host dispatch overlapping device work);
+``torch.backends.cudnn.benchmark`` is on (XLA autotunes its convolutions
+too); float32 convolutions may use TF32 on both sides (the frameworks'
+defaults, recorded in the results' machine info); JAX may take at most
+``XLA_PYTHON_CLIENT_MEM_FRACTION`` (default here 0.45) of the GPU memory so
+that PyTorch fits beside it. ``--torch-channels-last`` adds PyTorch eager in
+channels_last (NHWC, cuDNN's fast layout) and ``--torch-compile`` PyTorch with
+``torch.compile(model)`` (inductor; compile time reported), each as its own
+row, with the JAX step's ratio to them on the JAX row.
 
 JAX side: ``ltjax.models.build_model`` + ``ltjax.train.create_train_state`` +
 ``ltjax.train.make_train_step`` with ``ltjax.optim.torch_sgd(0.1, momentum=0.9,
@@ -55,9 +76,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from _common import log  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+# On a GPU, JAX preallocates 75 % of the memory by default, which would leave
+# PyTorch (same process) too little for ResNet-50. No effect on CPU.
+os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.45')
+
 CASES = {
     'resnet32': dict(model='resnet32', batch=128, image=(32, 32, 3), classes=100),
+    'resnet32_b512': dict(model='resnet32', batch=512, image=(32, 32, 3), classes=100),
     'small_cnn': dict(model='small_cnn', batch=64, image=(28, 28, 1), classes=10),
+    'resnet50': dict(model='resnet50', batch=128, image=(224, 224, 3), classes=1000),
+    'resnet50_bf16': dict(model='resnet50', batch=128, image=(224, 224, 3), classes=1000,
+                          dtype='bfloat16'),
 }
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
 
@@ -163,6 +192,9 @@ def build_torch_model(name: str, num_classes: int):
     def forward(self, x):
       return self.head(self.features(x).mean((2, 3)))
 
+  if name == 'resnet50':  # torchvision's is ltjax's reference layout (v1.5).
+    import torchvision  # pylint: disable=g-import-not-at-top
+    return torchvision.models.resnet50(num_classes=num_classes)
   model = {'resnet32': CifarResNet, 'small_cnn': SmallCNN}[name]()
   for m in model.modules():
     if isinstance(m, nn.Conv2d):
@@ -172,33 +204,60 @@ def build_torch_model(name: str, num_classes: int):
 
 
 def make_torch_step(case: dict[str, Any], *, threads: int, channels_last: bool = False,
-                    seed: int = 0):
-  """(blocking step callable, info) for the PyTorch twin of ``case``."""
+                    seed: int = 0, device: str = 'cpu', steps: int = 1,
+                    torch_compile: bool = False):
+  """(blocking step callable, info) for the PyTorch twin of ``case``.
+
+  One call runs ``steps`` optimiser steps and returns when they are done (on
+  CUDA: ``torch.cuda.synchronize()``). ``case['dtype'] == 'bfloat16'`` runs
+  the forward and loss under ``torch.autocast(dtype=torch.bfloat16)``.
+  ``torch_compile``: ``torch.compile(model)``; the first call (compilation) is timed
+  and reported as ``info['compile_s']``.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
 
+  dev = torch.device(device)
   torch.manual_seed(seed)
-  model = build_torch_model(case['model'], case['classes']).train()
+  model = build_torch_model(case['model'], case['classes']).train().to(dev)
   h, w, c = case['image']
   rng = np.random.default_rng(seed)
-  x = torch.from_numpy(rng.standard_normal((case['batch'], c, h, w), np.float32))
-  y = torch.from_numpy(rng.integers(0, case['classes'], case['batch']).astype(np.int64))
+  x = torch.from_numpy(rng.standard_normal((case['batch'], c, h, w), np.float32)).to(dev)
+  y = torch.from_numpy(rng.integers(0, case['classes'], case['batch']).astype(np.int64)).to(dev)
   if channels_last:
     model = model.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
   opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
   criterion = torch.nn.CrossEntropyLoss()
+  amp = case.get('dtype') == 'bfloat16'
+  forward = torch.compile(model) if torch_compile else model
+  cuda = dev.type == 'cuda'
 
-  def step():
-    if torch.get_num_threads() != threads:
-      torch.set_num_threads(threads)
+  def one_step():
     opt.zero_grad(set_to_none=True)
-    loss = criterion(model(x), y)
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+      loss = criterion(forward(x), y)
     loss.backward()
     opt.step()
     return loss
 
-  info = {'params': sum(p.numel() for p in model.parameters()), 'threads': threads}
+  def step():
+    if torch.get_num_threads() != threads:
+      torch.set_num_threads(threads)
+    for _ in range(steps):
+      loss = one_step()
+    if cuda:
+      torch.cuda.synchronize()
+    return loss
+
+  info = {'params': sum(p.numel() for p in model.parameters()), 'threads': threads,
+          'device': str(dev), 'channels_last': channels_last, 'autocast_bf16': amp}
+  if torch_compile:
+    t0 = time.perf_counter()
+    one_step()
+    if cuda:
+      torch.cuda.synchronize()
+    info['compile_s'] = time.perf_counter() - t0
   return step, info
 
 
@@ -216,11 +275,13 @@ def jax_batch(case: dict[str, Any], mesh, seed: int = 0):
 
 
 def build_jax_model(case: dict[str, Any]):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   import ltjax.models  # pylint: disable=g-import-not-at-top
   return ltjax.models.build_model(
       ml_collections.ConfigDict({'name': case['model'], 'head': 'linear'}),
-      num_classes=case['classes'])
+      num_classes=case['classes'],
+      dtype={'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[case.get('dtype', 'float32')])
 
 
 def loss_fn():
@@ -252,17 +313,24 @@ def make_state(model, case, mesh, seed: int = 0):
 
 
 class JaxRunner:
-  """A compiled step and the state it threads through (the state is donated)."""
+  """A compiled step and the state it threads through (the state is donated).
 
-  def __init__(self, compiled, state, batch, *, donated: bool, info: dict[str, Any]):
+  One call runs ``steps`` steps back to back (dispatch is asynchronous) and
+  returns after ``jax.block_until_ready`` on the last one's outputs.
+  """
+
+  def __init__(self, compiled, state, batch, *, donated: bool, info: dict[str, Any],
+               steps: int = 1):
     self.compiled, self.state, self.batch, self.donated, self.info = (
         compiled, state, batch, donated, info)
+    self.steps = steps
 
   def __call__(self):
     import jax  # pylint: disable=g-import-not-at-top
-    out = self.compiled(self.state, self.batch)
-    if isinstance(out, tuple) and len(out) == 2 and hasattr(out[0], 'params'):
-      self.state = out[0]  # a train step: keep the new (donated-into) state
+    for _ in range(self.steps):
+      out = self.compiled(self.state, self.batch)
+      if isinstance(out, tuple) and len(out) == 2 and hasattr(out[0], 'params'):
+        self.state = out[0]  # a train step: keep the new (donated-into) state
     jax.block_until_ready(out)
     return out
 
@@ -649,6 +717,15 @@ def parse_args(argv=None):
   p.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
   p.add_argument('--torch-threads', type=int, default=None,
                  help='torch.set_num_threads (default: the core count)')
+  p.add_argument('--torch-device', default='auto',
+                 help="PyTorch device: 'cpu', 'cuda' or 'auto' (cuda when available)")
+  p.add_argument('--torch-channels-last', action='store_true',
+                 help='also time PyTorch eager in channels_last')
+  p.add_argument('--torch-compile', action='store_true',
+                 help='also time PyTorch with torch.compile(model) (compile time reported)')
+  p.add_argument('--steps-per-sample', type=int, default=None,
+                 help='steps run back to back per timed sample, blocking after the last '
+                      '(default: 1 on CPU, 10 on a GPU); times are per step')
   p.add_argument('--compile-cache', default=None, metavar='DIR',
                  help='use JAX\'s persistent compilation cache in DIR and also report a '
                       'warm-cache compile')
@@ -702,6 +779,15 @@ def noise_fields(other_cores):
           'noisy': (True if other_cores is not None and other_cores >= NOISY_CORES else None)}
 
 
+def train_step_compiler_options(mesh):
+  """The XLA options ``ltjax.train.make_train_step`` adds on this platform (None: none)."""
+  try:
+    from ltjax.train import steps  # pylint: disable=g-import-not-at-top
+    return steps.compiler_options(mesh) if hasattr(steps, 'compiler_options') else None
+  except Exception as e:  # pylint: disable=broad-except
+    return f'unknown: {type(e).__name__}'
+
+
 def setup_compile_cache(directory: str) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   os.makedirs(directory, exist_ok=True)
@@ -711,10 +797,15 @@ def setup_compile_cache(directory: str) -> int:
   return len(os.listdir(directory))
 
 
+def torch_reference_label(threads: int, device: str) -> str:
+  return 'torch eager, cuda' if device == 'cuda' else f'torch eager, {_threads(threads)}'
+
+
 def measure_case(name: str, args, mesh, torch_threads: int | None) -> tuple[list, dict]:
   """Compile + interleaved steady-state timing of one case; returns (rows, runners)."""
   import jax  # pylint: disable=g-import-not-at-top
   case = CASES[name]
+  steps = args.steps_per_sample
   rows = []
   cache_before = set(os.listdir(args.compile_cache)) if args.compile_cache else set()
   log(f'[{name}] building and compiling the ltjax train step')
@@ -734,32 +825,63 @@ def measure_case(name: str, args, mesh, torch_threads: int | None) -> tuple[list
                                's', trace_lower_s=warm.info['trace_lower_s'],
                                cache='persistent cache populated, in-memory caches cleared'))
     del warm
+  runner.steps = steps
   fns = {'jax': runner}
-  tinfo = None
+  tinfos: dict[str, dict[str, Any]] = {}
+  torch_errors: dict[str, str] = {}
   if torch_threads:
-    tstep, tinfo = make_torch_step(case, threads=torch_threads)
-    fns['torch'] = tstep
-    if tinfo['params'] != runner.info['params']:
-      log(f'WARNING: parameter counts differ: jax {runner.info["params"]} '
-          f'torch {tinfo["params"]}')
-  log(f'[{name}] timing {args.repeats} interleaved steps after {args.warmup} warm-up')
+    variants = {'torch': {}}
+    if args.torch_channels_last:
+      variants['torch_channels_last'] = {'channels_last': True}
+    if args.torch_compile:
+      variants['torch_compile'] = {'torch_compile': True}
+    for label, kw in variants.items():
+      try:
+        if kw.get('torch_compile'):
+          log(f'[{name}] torch.compile (inductor) of the PyTorch model')
+        tstep, tinfo = make_torch_step(case, threads=torch_threads, device=args.torch_device,
+                                       steps=steps, **kw)
+      except Exception as e:  # pylint: disable=broad-except
+        torch_errors[label] = f'{type(e).__name__}: {str(e)[:300]}'
+        log(f'[{name}] {label} unavailable: {torch_errors[label]}')
+        continue
+      fns[label], tinfos[label] = tstep, tinfo
+      if tinfo['params'] != runner.info['params']:
+        log(f'WARNING: parameter counts differ: jax {runner.info["params"]} '
+            f'{label} {tinfo["params"]}')
+  log(f'[{name}] timing {args.repeats} interleaved samples of {steps} step(s) after '
+      f'{args.warmup} warm-up')
   times, other = timed_group(fns, args, repeats=args.repeats, warmup=args.warmup, what=name)
-  js = _common.summarize(times['jax'])
-  ts = _common.summarize(times['torch']) if 'torch' in times else None
+  times = {k: [t / steps for t in v] for k, v in times.items()}  # per step
+  stats = {k: _common.summarize(v) for k, v in times.items()}
+  js = stats['jax']
+  ts = stats.get('torch')
   gflop = runner.info.get('gflop')
+  reference = torch_reference_label(torch_threads, args.torch_device) if torch_threads else None
+  extra_ratios = {f'ratio_vs_{k}': js['median_ms'] / v['median_ms'] for k, v in stats.items()
+                  if k not in ('jax', 'torch')}
   rows.append(_common.record(
       f'{name}/jax', 'step_time', js['median_ms'], 'ms',
       ratio=(js['median_ms'] / ts['median_ms'] if ts else None),
-      reference=(f'torch eager, {_threads(torch_threads)}' if ts else None),
+      reference=(reference if ts else None), **extra_ratios,
       min_ms=js['min_ms'], p25_ms=js['p25_ms'], p75_ms=js['p75_ms'], n=js['n'],
-      batch=case['batch'], images_per_s=case['batch'] / js['median_ms'] * 1e3,
+      steps_per_sample=steps, batch=case['batch'], dtype=case.get('dtype', 'float32'),
+      images_per_s=case['batch'] / js['median_ms'] * 1e3,
       params=runner.info['params'], xla_gflop_per_step=gflop, **noise_fields(other),
-      note=None if ts else 'torch not importable or --no-torch: no comparison'))
-  if ts:
+      note=None if ts else 'torch not importable or --no-torch: no comparison',
+      torch_errors=torch_errors or None))
+  for label, tinfo in tinfos.items():
+    st = stats[label]
+    if 'compile_s' in tinfo:
+      rows.append(_common.record(f'{name}/{label}', 'compile_time', tinfo['compile_s'], 's',
+                                 note='torch.compile + first step (inductor, cold)'))
     rows.append(_common.record(
-        f'{name}/torch', 'step_time', ts['median_ms'], 'ms', threads=torch_threads,
-        min_ms=ts['min_ms'], p25_ms=ts['p25_ms'], p75_ms=ts['p75_ms'], n=ts['n'],
-        batch=case['batch'], images_per_s=case['batch'] / ts['median_ms'] * 1e3,
+        f'{name}/{label}', 'step_time', st['median_ms'], 'ms', threads=torch_threads,
+        device=tinfo['device'], channels_last=tinfo['channels_last'],
+        autocast_bf16=tinfo['autocast_bf16'], compiled='compile_s' in tinfo,
+        min_ms=st['min_ms'], p25_ms=st['p25_ms'], p75_ms=st['p75_ms'], n=st['n'],
+        steps_per_sample=steps, batch=case['batch'],
+        images_per_s=case['batch'] / st['median_ms'] * 1e3,
         params=tinfo['params'], **noise_fields(other)))
   return rows, fns
 
@@ -984,8 +1106,16 @@ def main(argv=None) -> int:
   else:
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(threads)
-    log(f'torch.set_num_threads({threads}) (= the {_common.core_count()} cores this process '
-        f'may use), torch {torch.__version__}, mkldnn={torch.backends.mkldnn.is_available()}')
+    if args.torch_device == 'auto':
+      args.torch_device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if args.torch_device == 'cuda':
+      torch.backends.cudnn.benchmark = True  # XLA autotunes its convolutions too.
+      log(f'torch {torch.__version__} on {torch.cuda.get_device_name(0)} (cudnn.benchmark on, '
+          f'cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, '
+          f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32})')
+    else:
+      log(f'torch.set_num_threads({threads}) (= the {_common.core_count()} cores this process '
+          f'may use), torch {torch.__version__}, mkldnn={torch.backends.mkldnn.is_available()}')
 
   quiet = None
   if args.max_load > 0 and not args.quick:
@@ -1001,6 +1131,8 @@ def main(argv=None) -> int:
   from ltjax.train import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh()
   log(f'jax {jax.__version__} on {jax.devices()[0].device_kind} x{len(jax.devices())}')
+  if args.steps_per_sample is None:
+    args.steps_per_sample = 1 if jax.default_backend() == 'cpu' else 10
 
   t_start = time.perf_counter()
   rows, resnet_runner = [], None
@@ -1011,7 +1143,10 @@ def main(argv=None) -> int:
     rows += case_rows
     if name == 'resnet32':
       resnet_runner = fns['jax']
-  if args.investigate:
+  if args.investigate and jax.default_backend() != 'cpu':
+    log('--investigate is about XLA:CPU (its options fail elsewhere): skipped on '
+        f'{jax.default_backend()}')
+  elif args.investigate:
     rows += investigate(args, mesh, threads, resnet_runner)
   elapsed = time.perf_counter() - t_start
   log(f'done in {elapsed:.0f}s (after the load wait)')
@@ -1019,7 +1154,12 @@ def main(argv=None) -> int:
     path = _common.write_results(
         args.out, rows,
         settings={'repeats': args.repeats, 'warmup': args.warmup, 'torch_threads': threads
-                  if have_torch else None, 'quick': args.quick,
+                  if have_torch else None, 'torch_device': args.torch_device if have_torch
+                  else None, 'steps_per_sample': args.steps_per_sample,
+                  'torch_channels_last': args.torch_channels_last,
+                  'torch_compile': args.torch_compile, 'cases': args.cases,
+                  'train_step_compiler_options': train_step_compiler_options(mesh),
+                  'quick': args.quick,
                   'investigate': args.investigate, 'compile_cache': args.compile_cache,
                   'lr': LR, 'momentum': MOMENTUM, 'weight_decay': WEIGHT_DECAY},
         load={'wait': quiet, 'load_at_end': _common.load_average(),
