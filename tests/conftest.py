@@ -17,6 +17,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 jax.config.update('jax_compilation_cache_dir',
                   os.environ.get('LTJAX_TEST_CACHE', os.path.join(REPO, '.jax_cache')))
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
+# Tests compare against float64 numpy: full float32 products on GPUs too (whose
+# default is TF32 and would need 1e-3 tolerances). No effect on CPU.
+jax.config.update('jax_default_matmul_precision', 'float32')
 
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 requires_fashion_mnist = pytest.mark.skipif(

@@ -96,7 +96,7 @@ def test_launch_eval_compares_two_workdirs(trained, tmp_path):
        f'--workdir={workdir}/stage2', '--name=stage1', '--name=stage2', f'--output={out}',
        '--checkpoint=latest', '--sharpness_directions=2', '--compilation_cache='],
       capture_output=True, text=True, cwd=REPO, timeout=300,
-      env={**os.environ, 'XLA_FLAGS': ''})
+      env={**os.environ, 'XLA_FLAGS': '', 'JAX_PLATFORMS': 'cpu'})  # CPU even beside a GPU.
   assert result.returncode == 0, result.stderr[-3000:]
   table = (out / 'comparison.txt').read_text().splitlines()
   assert table[0].split()[0] == 'run' and len(table) == 4

@@ -69,13 +69,16 @@ def affine_head(state: TrainState, feature_dim: int,
   see the classifier that produces the logits, scales and normalisations
   included. A cosine or LWR head is not affine: None.
   """
-  head = lambda f: state.apply_fn({'params': state.params}, f, method=steps.head_method)
+  # Full float32 products: GPUs' default TF32 matmuls would fail the check.
+  head = jax.jit(lambda f: state.apply_fn({'params': state.params}, f,
+                                          method=steps.head_method))
   probe = jnp.concatenate([jnp.zeros((1, feature_dim)), jnp.eye(feature_dim)])
-  out = np.asarray(jax.jit(head)(probe), np.float64)
-  bias, kernel = out[0], out[1:] - out[:1]
   check = np.random.default_rng(0).normal(size=(4, feature_dim)).astype(np.float32)
+  with jax.default_matmul_precision('float32'):
+    out = np.asarray(head(probe), np.float64)
+    actual = np.asarray(head(jnp.asarray(check)), np.float64)
+  bias, kernel = out[0], out[1:] - out[:1]
   expected = check.astype(np.float64) @ kernel + bias
-  actual = np.asarray(jax.jit(head)(jnp.asarray(check)), np.float64)
   if not np.allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max()):
     return None
   return kernel, bias
