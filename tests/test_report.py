@@ -49,7 +49,8 @@ def trained(tmp_path_factory):
 
 def test_report_of_a_workdir_matches_the_training_evaluation(trained):
   workdir, state, results = trained
-  report = evaluation.report_for_workdir(os.path.join(workdir, 'stage2'), checkpoint='latest',
+  report = evaluation.report_for_workdir(os.path.relpath(os.path.join(workdir, 'stage2')),
+                                         checkpoint='latest',
                                          sharpness_directions=2)
   for key in REQUIRED_KEYS:
     assert key in report, key

@@ -1,9 +1,12 @@
-"""Plots of evaluation results (matplotlib, Agg backend: no display needed)."""
+"""Plots of evaluation results.
+
+Figures are ``matplotlib.figure.Figure`` objects saved straight to files, never
+pyplot: no display is needed and a notebook's own backend (inline plots) is
+left alone.
+"""
 
 import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import figure
 import numpy as np
 
 
@@ -12,7 +15,8 @@ def plot_per_class_accuracy(per_class_accuracy, train_counts, path: str, *,
   """Accuracy of each class against its training count (log x axis)."""
   acc = 100 * np.asarray(per_class_accuracy, float)
   counts = np.asarray(train_counts)
-  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+  fig = figure.Figure(figsize=(6, 4), dpi=120)
+  ax = fig.subplots()
   ax.scatter(counts, acc, s=30, zorder=3)
   if class_names is not None and len(counts) <= 20:
     for n, a, name in zip(counts, acc, class_names):
@@ -27,4 +31,3 @@ def plot_per_class_accuracy(per_class_accuracy, train_counts, path: str, *,
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)

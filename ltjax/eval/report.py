@@ -16,6 +16,7 @@ most to the least frequent classes):
   regularized_std, regularized_std_groups, regularized_std_deciles      LORT Def. 2
   fdr, cosine_similarity {intra, inter}, class_cosine_matrix            EWB §4
   feature_norm, feature_norm_groups, weight_norm, weight_norm_groups    EWB §4.5, §5.1
+  feature_norm_train (+ _groups, _deciles): on training features         EWB Fig. 3
   batchnorm_scale                                                       EWB §4.3
   nc1, etf_distance                                                     Papyan et al. 2020
   weight_cosine_matrix, weight_angles {pair: {mean, min, count}}        LWR
@@ -33,9 +34,7 @@ import os
 from typing import Mapping, Sequence
 
 import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import figure
 import numpy as np
 
 from ltjax.eval import diagnostics
@@ -104,6 +103,9 @@ def build_report(test: Mapping[str, np.ndarray], *, train: Mapping[str, np.ndarr
   _per_class_with_summaries(report, 'feature_norm',
                             diagnostics.feature_norm_per_class(features, labels, num_classes),
                             counts, thresholds)
+  # EWB Fig. 3 looks at training features: the norm gap is a training-set effect.
+  _per_class_with_summaries(report, 'feature_norm_train', diagnostics.feature_norm_per_class(
+      train['features'], train['label'], num_classes), counts, thresholds)
   _per_class_with_summaries(report, 'weight_norm', diagnostics.weight_norm_per_class(kernel),
                             counts, thresholds)
   report['batchnorm_scale'] = diagnostics.batchnorm_scale_stats(params)
@@ -188,7 +190,8 @@ def write_report(report: dict, outdir: str, *, title: str = '') -> list[str]:
        'regularized std r_i': report['regularized_std_groups']},
       os.path.join(outdir, 'logits_magnitude.png'), title=title))
   written.append(_plot_vs_count(
-      {'feature norm': {'': report['feature_norm']},
+      {'feature norm (test)': {'': report['feature_norm']},
+       'feature norm (train)': {'': report['feature_norm_train']},
        'classifier weight norm': {'': report['weight_norm']}},
       counts, os.path.join(outdir, 'norms.png'), title=title))
   written.append(_plot_cosine_heatmap(report['class_cosine_matrix'], counts,
@@ -256,15 +259,14 @@ def compare_reports(reports: Mapping[str, dict], outdir: str) -> list[str]:
 def _save(fig, path: str) -> str:
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
   return path
 
 
 def _plot_group_bars(panels: Mapping[str, Mapping[str, float]], path: str, *,
                      title: str = '') -> str:
   """One bar chart per panel: a value per class group."""
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), dpi=120,
-                           squeeze=False)
+  fig = figure.Figure(figsize=(3.2 * len(panels), 3.2), dpi=120)
+  axes = fig.subplots(1, len(panels), squeeze=False)
   for ax, (name, groups) in zip(axes[0], panels.items()):
     values = [np.nan if groups[g] is None else groups[g] for g in GROUPS]
     ax.bar(GROUPS, values, color=['tab:blue', 'tab:orange', 'tab:red'])
@@ -278,8 +280,8 @@ def _plot_group_bars(panels: Mapping[str, Mapping[str, float]], path: str, *,
 def _plot_vs_count(panels: Mapping[str, Mapping[str, Sequence[float]]], counts, path: str, *,
                    title: str = '') -> str:
   """Per-class values against training count (log x), one series per run."""
-  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), dpi=120,
-                           squeeze=False)
+  fig = figure.Figure(figsize=(4 * len(panels), 3.4), dpi=120)
+  axes = fig.subplots(1, len(panels), squeeze=False)
   order = np.argsort(-np.asarray(counts), kind='stable')
   for ax, (name, series) in zip(axes[0], panels.items()):
     for label, values in series.items():
@@ -300,7 +302,8 @@ def _plot_cosine_heatmap(matrix, counts, path: str, *, title: str = '') -> str:
   """Class-pair mean cosine similarity, classes ordered from head to tail."""
   order = np.argsort(-np.asarray(counts), kind='stable')
   m = np.asarray(matrix, float)[np.ix_(order, order)]
-  fig, ax = plt.subplots(figsize=(4.6, 4), dpi=120)
+  fig = figure.Figure(figsize=(4.6, 4), dpi=120)
+  ax = fig.subplots()
   image = ax.imshow(m, cmap='viridis', vmin=np.nanmin(m), vmax=np.nanmax(m))
   fig.colorbar(image, ax=ax, fraction=0.046)
   ax.set_xlabel('class (most to least frequent)')
@@ -311,9 +314,10 @@ def _plot_cosine_heatmap(matrix, counts, path: str, *, title: str = '') -> str:
 
 def _plot_sharpness(curves: Mapping[str, Mapping], path: str, *, title: str = '') -> str:
   """Training loss against |eps| / |theta| of the classifier, per class group."""
-  fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+  fig = figure.Figure(figsize=(5, 3.6), dpi=120)
+  ax = fig.subplots()
   styles = {'many': '-', 'medium': '--', 'few': ':'}
-  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  colors = matplotlib.rcParams['axes.prop_cycle'].by_key()['color']
   for i, (run, curve) in enumerate(curves.items()):
     for group in GROUPS:
       values = [np.nan if v is None else v for v in curve[group]]

@@ -101,6 +101,8 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
     config_overrides: flattened config keys to change before loading the data
       (e.g. {'data.data_dir': '/elsewhere'} when the data moved).
   """
+  if '://' not in workdir:  # orbax needs absolute local paths.
+    workdir = os.path.abspath(workdir)
   config = load_config(workdir)
   if config_overrides:
     config.update_from_flattened_dict(config_overrides)
@@ -145,7 +147,7 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
       class_names=splits.train.class_names, val=val, open_test=open_test,
       many_threshold=config.eval.many_threshold, few_threshold=config.eval.few_threshold,
       sharpness_directions=sharpness_directions if head is not None else 0,
-      meta={'workdir': os.path.abspath(workdir) if '://' not in workdir else workdir,
+      meta={'workdir': workdir,
             'checkpoint': checkpoint, 'step': int(state.step), 'data': config.data.name,
             'imbalance_ratio': config.data.imbalance_ratio, 'model': config.model.name,
             'head': config.model.head, 'loss': config.loss.name,
