@@ -52,7 +52,8 @@ def test_report_of_a_workdir_matches_the_training_evaluation(trained):
   report = evaluation.report_for_workdir(os.path.relpath(os.path.join(workdir, 'stage2')),
                                          checkpoint='latest',
                                          sharpness_directions=2)
-  for key in REQUIRED_KEYS:
+  for key in REQUIRED_KEYS + ('fdr_train', 'nc1_train', 'etf_distance_train',
+                              'cosine_similarity_train', 'feature_norm_train'):
     assert key in report, key
   assert report['meta']['step'] == int(state.step)
   np.testing.assert_allclose(report['per_class_accuracy'], results['per_class_accuracy'])
@@ -83,6 +84,9 @@ def test_report_json_is_strict_json_and_plots_are_written(trained, tmp_path):
   loaded = json.loads(text, parse_constant=lambda c: pytest.fail(f'non-JSON constant {c}'))
   assert loaded['fdr'] is None
   assert loaded['accuracy'] == pytest.approx(report['accuracy'])
+  with np.load(tmp_path / 'matrices.npz') as matrices:
+    np.testing.assert_allclose(matrices['class_cosine_matrix'],
+                               np.asarray(report['class_cosine_matrix'], float), atol=1e-6)
   for name in ('per_class_accuracy', 'logits_magnitude', 'norms', 'cosine_similarity',
                'sharpness'):
     path = str(tmp_path / f'{name}.png')
@@ -162,4 +166,13 @@ def test_open_set_f_measure_on_held_out_classes(tmp_path):
   open_set = report['open_set']
   assert open_set['closed_images'] == 8 * 40 and open_set['open_images'] == 2 * 40
   assert 0.0 < report['open_set_f_measure'] <= 1.0
-  assert 'open-set F' in ltjax_report.format_comparison({'run': report}).splitlines()[0]
+  assert 0.0 <= open_set['f_measure_softmax'] <= 1.0  # OLTR's fixed softmax threshold.
+  assert 'open F*' in ltjax_report.format_comparison({'run': report}).splitlines()[0]
+
+
+def test_class_capped_subset_keeps_every_class():
+  labels = np.repeat(np.arange(5), [100, 40, 10, 2, 1])
+  keep = evaluation.class_capped_subset(labels, 50)
+  np.testing.assert_array_equal(np.bincount(labels[keep]), [18, 18, 10, 2, 1])  # k = 18.
+  assert len(np.unique(keep)) == len(keep) == 49
+  assert len(evaluation.class_capped_subset(labels, 1000)) == len(labels)

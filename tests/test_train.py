@@ -375,3 +375,11 @@ def test_cpu_steps_keep_convolutions_off_ynnpack(monkeypatch):
   monkeypatch.delenv('LTJAX_XLA_CPU_DEFAULTS')
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
   assert train.steps.compiler_options(mesh) is None
+
+
+def test_feature_cache_reasons_cover_every_inexact_setting():
+  reasons = lambda **kw: train.feature_cache.unavailable_reasons(**{
+      'head_only': True, 'train_bn': False, 'augment': 'none', 'mixup_alpha': 0.0, **kw})
+  assert reasons() == []
+  assert reasons(eval_image_size=224) == [train.feature_cache.RESIZED_FOR_EVAL]
+  assert len(reasons(head_only=False, train_bn=True, augment='flip', mixup_alpha=1.0)) == 4

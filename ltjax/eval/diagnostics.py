@@ -388,15 +388,16 @@ def nc1(features, labels, num_classes: int) -> float:
     Tr(S_W S_B^+) = (C / N) sum_k |(H - M_y) v_k|^2 / s_k^2.
 
   Returns:
-    NC1 >= 0 (0 for zero within-class variance).
+    NC1 >= 0 (0 for zero within-class variance); NaN when all class means
+    coincide (S_B = 0).
   """
   x, y, _, means = _present_means(features, labels, num_classes)
   k = len(means)
   centred = means - means.mean(axis=0)
   _, singular, right = np.linalg.svd(centred, full_matrices=False)
   keep = singular > singular.max() * max(centred.shape) * np.finfo(np.float64).eps
-  if not keep.any():
-    raise ValueError('All class means coincide: S_B is zero and NC1 is undefined.')
+  if not keep.any():  # All class means coincide: S_B = 0, NC1 undefined.
+    return float('nan')
   directions = right[keep].T
   projected = np.zeros(directions.shape[1])
   for start in range(0, len(x), _BLOCK_ROWS):

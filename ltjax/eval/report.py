@@ -15,18 +15,23 @@ most to the least frequent classes):
   logits_magnitude, logits_magnitude_groups, logits_magnitude_deciles   LORT Def. 1
   regularized_std, regularized_std_groups, regularized_std_deciles      LORT Def. 2
   fdr, cosine_similarity {intra, inter}, class_cosine_matrix            EWB §4
+  fdr_train, cosine_similarity_train, nc1_train, etf_distance_train     the same on training features
   feature_norm, feature_norm_groups, weight_norm, weight_norm_groups    EWB §4.5, §5.1
   feature_norm_train (+ _groups, _deciles): on training features         EWB Fig. 3
   batchnorm_scale                                                       EWB §4.3
   nc1, etf_distance                                                     Papyan et al. 2020
   weight_cosine_matrix, weight_angles {pair: {mean, min, count}}        LWR
   sharpness {relative_radius, many, medium, few, all}                   CC-SAM Fig. 1
-  open_set {f_measure, threshold, ...}         when an open-set split is given
+  open_set {f_measure, threshold, f_measure_softmax, ...}   when an open-set split is given
   val {accuracy, ...}                          when a validation split is given
   train_counts, class_names, meta
 
-Feature statistics are computed on the balanced test set; the sharpness curve
-on the training set (the loss the optimiser sees), as CC-SAM's Fig. 1.
+Feature statistics are computed on the balanced test set and, with the
+``_train`` suffix, on the training features (EWB's Fig. 1/Tables 2-4 and
+neural collapse are training-set quantities); the sharpness curve on the
+training set, class-balanced ('all' is the mean over classes). The C x C
+matrices are written to ``matrices.npz``, and into report.json only up to
+``MAX_JSON_MATRIX_CLASSES`` classes.
 """
 
 import json
@@ -47,7 +52,10 @@ GROUPS = diagnostics.GROUPS
 TABLE_COLUMNS = (('accuracy', 'acc', 100), ('balanced_accuracy', 'bal. acc', 100),
                  ('many', 'many', 100), ('medium', 'medium', 100), ('few', 'few', 100),
                  ('fdr', 'FDR', 1), ('nc1', 'NC1', 1), ('etf_distance', 'ETF dist.', 1),
-                 ('open_set_f_measure', 'open-set F', 100))
+                 ('open_set_f_measure', 'open F*', 100))
+# Matrices with more classes than this go to matrices.npz only (iNat's 8142^2 would be GBs of JSON).
+MAX_JSON_MATRIX_CLASSES = 100
+MATRIX_KEYS = ('class_cosine_matrix', 'weight_cosine_matrix')
 
 
 def _per_class_with_summaries(report: dict, name: str, values: np.ndarray,
@@ -111,6 +119,13 @@ def build_report(test: Mapping[str, np.ndarray], *, train: Mapping[str, np.ndarr
   report['batchnorm_scale'] = diagnostics.batchnorm_scale_stats(params)
   report['nc1'] = diagnostics.nc1(features, labels, num_classes)
   report['etf_distance'] = diagnostics.etf_distance(features, labels, num_classes)
+  train_features, train_labels = train['features'], train['label']
+  report['fdr_train'] = diagnostics.fisher_discriminant_ratio(train_features, train_labels)
+  report['cosine_similarity_train'] = diagnostics.cosine_similarity_stats(train_features,
+                                                                          train_labels)
+  report['nc1_train'] = diagnostics.nc1(train_features, train_labels, num_classes)
+  report['etf_distance_train'] = diagnostics.etf_distance(train_features, train_labels,
+                                                          num_classes)
   report['weight_cosine_matrix'] = diagnostics.weight_cosine_matrix(kernel)
   report['weight_angles'] = {pair: {k: v for k, v in stats.items() if k != 'angles'}
                              for pair, stats in diagnostics.head_tail_angles(
@@ -123,7 +138,7 @@ def build_report(test: Mapping[str, np.ndarray], *, train: Mapping[str, np.ndarr
   if val is not None:
     report['val'] = metrics.classification_metrics(np.argmax(val['logits'], -1), val['label'],
                                                    counts, **thresholds)
-  if open_test is not None and len(open_test['features']):
+  if open_test is not None and len(open_test.get('features', ())):
     report['open_set'] = _open_set(test, train, open_test, num_classes)
     report['open_set_f_measure'] = report['open_set']['f_measure']
   report['train_counts'] = counts
@@ -135,9 +150,11 @@ def build_report(test: Mapping[str, np.ndarray], *, train: Mapping[str, np.ndarr
 def _open_set(test, train, open_test, num_classes: int) -> dict:
   """CC-SAM §4.3: prototype cosine scores, OLTR's F-measure.
 
-  The threshold is the one maximising the F-measure over the score
-  percentiles of the closed + open test images, so this F-measure is an upper
-  bound; OLTR's fixed threshold applies to softmax scores, not cosines.
+  'f_measure': prototype cosine scores with the threshold maximising the
+  F-measure over the score percentiles of the closed + open test images --
+  an oracle upper bound (no split with open images exists to select it on),
+  marked 'open F*' in comparisons. 'f_measure_softmax': OLTR's own fixed
+  protocol, max softmax probability with threshold 0.1, comparable across runs.
   """
   features = np.concatenate([test['features'], open_test['features']])
   is_open = np.concatenate([np.zeros(len(test['features']), bool),
@@ -148,7 +165,13 @@ def _open_set(test, train, open_test, num_classes: int) -> dict:
   predictions = np.argmax(np.concatenate([test['logits'], open_test['logits']]), -1)
   threshold, f_measure, _ = open_set.select_threshold(predictions, labels, scores,
                                                       is_open=is_open)
+  all_logits = np.concatenate([test['logits'], open_test['logits']])
+  softmax, softmax_predictions = open_set.softmax_scores(all_logits)
+  f_softmax = open_set.open_set_f_measure(softmax_predictions, labels, softmax, is_open=is_open,
+                                          threshold=open_set.OLTR_SOFTMAX_THRESHOLD)
   return {'f_measure': float(f_measure), 'threshold': float(threshold),
+          'f_measure_softmax': float(f_softmax),
+          'softmax_threshold': float(open_set.OLTR_SOFTMAX_THRESHOLD),
           'score': 'max cosine similarity to the class means of training features',
           'threshold_selection': 'best over score percentiles of the test images (upper bound)',
           'closed_images': int((~is_open).sum()), 'open_images': int(is_open.sum()),
@@ -175,11 +198,16 @@ def to_jsonable(value):
 def write_report(report: dict, outdir: str, *, title: str = '') -> list[str]:
   """``report.json`` and the plots under ``outdir``; returns the paths written."""
   os.makedirs(outdir, exist_ok=True)
-  path = os.path.join(outdir, 'report.json')
-  with open(path, 'w') as f:
-    json.dump(to_jsonable(report), f, indent=1)
   counts = np.asarray(report['train_counts'])
-  written = [path]
+  matrices = {k: np.asarray(report[k], np.float32) for k in MATRIX_KEYS if k in report}
+  written = [os.path.join(outdir, 'matrices.npz'), os.path.join(outdir, 'report.json')]
+  np.savez_compressed(written[0], **matrices)
+  in_json = dict(report)
+  if len(counts) > MAX_JSON_MATRIX_CLASSES:
+    for key in matrices:
+      in_json[key] = 'matrices.npz'
+  with open(written[1], 'w') as f:
+    json.dump(to_jsonable(in_json), f, indent=1)
 
   out = os.path.join(outdir, 'per_class_accuracy.png')
   plots.plot_per_class_accuracy(report['per_class_accuracy'], counts, out,

@@ -67,7 +67,8 @@ def affine_head(state: TrainState, feature_dim: int,
   Linear, LWS, tau-norm and ETF heads are affine in the features; W and b are
   read off the head itself (b = head(0), W = head(I) - b), so the diagnostics
   see the classifier that produces the logits, scales and normalisations
-  included. A cosine or LWR head is not affine: None.
+  included (LWR's head is linear too; its projection MLP only enters the
+  loss). A cosine head normalises the features, so it is not affine: None.
   """
   # Full float32 products: GPUs' default TF32 matmuls would fail the check.
   head = jax.jit(lambda f: state.apply_fn({'params': state.params}, f,
@@ -84,6 +85,23 @@ def affine_head(state: TrainState, feature_dim: int,
   return kernel, bias
 
 
+def class_capped_subset(labels: np.ndarray, max_images: int, seed: int = 0) -> np.ndarray:
+  """Sorted indices of at most ``max_images`` samples, min(n_c, k) from each class.
+
+  k is the largest per-class cap that fits, so tail classes keep all their
+  images and no class disappears (a uniform subsample of iNaturalist would
+  drop most two-image classes); the samples of a capped class are seeded.
+  """
+  counts = np.bincount(labels)
+  lo, hi = 0, int(counts.max())
+  while lo < hi:  # Largest k with sum(min(n_c, k)) <= max_images.
+    mid = (lo + hi + 1) // 2
+    lo, hi = (mid, hi) if np.minimum(counts, mid).sum() <= max_images else (lo, mid - 1)
+  rng = np.random.default_rng(seed)
+  keep = [rng.permutation(np.flatnonzero(labels == c))[:lo] for c in range(len(counts))]
+  return np.sort(np.concatenate(keep))
+
+
 def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_directions: int = 10,
                        max_train_images: int = 50_000, eval_batch_size: int | None = None,
                        config_overrides: dict | None = None) -> dict:
@@ -95,8 +113,10 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
     checkpoint: 'best', 'latest' or a step.
     sharpness_directions: random directions per radius of the sharpness curve.
     max_train_images: training images whose features give the open-set
-      prototypes and the sharpness curve: a seeded uniform subset when the
-      training set is larger (iNaturalist's 437k features would need 3.6 GB).
+      prototypes, the ``_train`` statistics and the sharpness curve. A larger
+      training set is capped per class (``class_capped_subset``), so every
+      class keeps its images up to the cap (iNaturalist's 437k features would
+      need 3.6 GB).
     eval_batch_size: default the config's.
     config_overrides: flattened config keys to change before loading the data
       (e.g. {'data.data_dir': '/elsewhere'} when the data moved).
@@ -127,8 +147,8 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
   test = outputs(splits.test)
   train_set = splits.train
   if len(train_set) > max_train_images:
-    keep = np.random.default_rng(0).choice(len(train_set), max_train_images, replace=False)
-    train_set = train_set.subset(np.sort(keep))
+    train_set = train_set.subset(class_capped_subset(np.asarray(train_set.labels),
+                                                     max_train_images))
   train = outputs(train_set)
   val = outputs(splits.val) if splits.val is not None else None
   open_split = getattr(splits, 'open_test', None)

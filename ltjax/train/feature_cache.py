@@ -10,8 +10,10 @@ updates as running the frozen backbone each step -- and removes the backbone
 from the loop: an epoch costs a gather and a head step per batch.
 
 Features come from the evaluation preprocessing: the normalised image for
-fixed-size sources (exactly what ``augment='none'`` trains on) and, with
-``eval.image_size``, the resize + centre crop of large-scale test sets.
+fixed-size sources (exactly what ``augment='none'`` trains on). With
+``eval.image_size`` (large-scale sets) they are the resize + centre crop of
+evaluation, which the training path does not apply: 'auto' then trains
+through the backbone, 'on' trains on those features with a warning.
 Evaluation during the stage uses cached test/validation features as well
 (with ``eval.flip_tta``, the features of the flipped images too).
 
@@ -34,9 +36,19 @@ from ltjax.train import steps
 from ltjax.train.state import TrainState
 
 
+RESIZED_FOR_EVAL = ('eval.image_size > 0: cached features come from the evaluation resize + '
+                    'centre crop, which the training path does not apply')
+
+
 def unavailable_reasons(*, head_only: bool, train_bn: bool, augment: str,
-                        mixup_alpha: float) -> list[str]:
-  """Why cached features would not equal the ordinary path (empty: they would)."""
+                        mixup_alpha: float, eval_image_size: int = 0) -> list[str]:
+  """Why cached features would not equal the ordinary path (empty: they would).
+
+  ``RESIZED_FOR_EVAL`` is the one reason ``stage2.feature_cache='on'``
+  accepts (with a warning): for list-file data sets of varying image sizes,
+  classifier re-training without augmentation has no uncached equivalent, and
+  the centre-cropped features are what cRT-style re-training then means.
+  """
   reasons = []
   if not head_only:
     reasons.append('stage2.trainable trains parameters outside head/')
@@ -47,6 +59,8 @@ def unavailable_reasons(*, head_only: bool, train_bn: bool, augment: str,
     reasons.append(f"images are augmented ({augment!r}; set stage2.augment='none')")
   if mixup_alpha > 0:
     reasons.append('stage2.mixup_alpha > 0 mixes images')
+  if eval_image_size > 0:
+    reasons.append(RESIZED_FOR_EVAL)
   if jax.process_count() > 1:
     reasons.append('more than one process')
   return reasons

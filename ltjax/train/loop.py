@@ -264,7 +264,11 @@ def _feature_cache(stage: Stage, state: TrainState, mesh, *, head_only: bool, tr
   config = stage.config
   reasons = feature_cache.unavailable_reasons(
       head_only=head_only, train_bn=stage.train_bn, augment=config.data.augment,
-      mixup_alpha=config.data.mixup_alpha)
+      mixup_alpha=config.data.mixup_alpha, eval_image_size=config.eval.image_size)
+  if stage.feature_cache == 'on' and reasons == [feature_cache.RESIZED_FOR_EVAL]:
+    logging.warning('%s: %s; training the head on them as stage2.feature_cache=\'on\' asks.',
+                    stage.name, feature_cache.RESIZED_FOR_EVAL)
+    reasons = []
   if reasons:
     message = 'the feature cache would not be exact: ' + '; '.join(reasons)
     if stage.feature_cache == 'on':
