@@ -25,3 +25,31 @@ FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 requires_fashion_mnist = pytest.mark.skipif(
     not os.path.exists(FASHION_MNIST_DIR) and not os.environ.get('CI'),
     reason='Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)')
+
+
+def synthetic_data_config(**overrides):
+  """config.data of synthetic 10-class gratings, 40 per class, long-tailed to 40 ... 10."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  config = base.get_config().data
+  config.name = 'synthetic'
+  config.synthetic.per_class = 40
+  config.imbalance_ratio = 4.0
+  config.update(overrides)
+  return config
+
+
+def tiny_config(**overrides):
+  """A whole run on that data: small CNN, batch 16, 12 steps; flattened-key overrides."""
+  from configs import base  # pylint: disable=g-import-not-at-top
+  config = base.get_config()
+  config.data = synthetic_data_config(augment='crop_flip', crop_padding=2)
+  config.batch_size = 16
+  config.eval_batch_size = 200
+  config.num_epochs = 1
+  config.num_train_steps = 12
+  config.log_every_steps = 4
+  config.eval_every_epochs = 100
+  config.optim.lr = 0.05
+  config.progress_bar = False
+  config.update_from_flattened_dict(overrides)
+  return config

@@ -1,15 +1,14 @@
 """Data: IDX reading, long-tail profiles, subsampling and deterministic batching."""
 
 import gzip
-import os
 
 from absl import flags
-import ml_collections
 import numpy as np
 import pytest
 
 from configs import base
 from conftest import requires_fashion_mnist
+from conftest import synthetic_data_config
 from ltjax import data
 from ltjax.data import idx
 from ltjax.data import pipeline
@@ -112,17 +111,9 @@ def test_long_tail_indices_selection_modes():
       shuffled, data.long_tail_indices(labels, counts, selection='shuffle', seed=2))
 
 
-def synthetic_config(**overrides):
-  config = base.get_config().data
-  config.name = 'synthetic'
-  config.synthetic.per_class = 40
-  config.imbalance_ratio = 4.0
-  config.update(overrides)
-  return config
-
 
 def test_load_datasets_long_tail_and_label_check():
-  train, val, test, counts, _ = data.load_datasets(synthetic_config())
+  train, val, test, counts, _ = data.load_datasets(synthetic_data_config())
   assert val is None
   np.testing.assert_array_equal(counts, data.long_tail_counts(10, 40, 4.0))
   assert len(train) == counts.sum() and len(test) == 400
@@ -131,7 +122,7 @@ def test_load_datasets_long_tail_and_label_check():
 
 
 def test_train_batches_are_a_function_of_the_step():
-  train = data.load_datasets(synthetic_config(augment='crop_flip')).train
+  train = data.load_datasets(synthetic_data_config(augment='crop_flip')).train
   make = lambda: data.TrainBatches(train, global_batch_size=16, seed=3, augment='crop_flip')
   a, b = make(), make()
   for step in (0, 5, a.steps_per_epoch + 2):
@@ -144,7 +135,7 @@ def test_train_batches_are_a_function_of_the_step():
 
 
 def test_per_host_shards_are_disjoint_and_cover_the_global_batch():
-  train = data.load_datasets(synthetic_config()).train
+  train = data.load_datasets(synthetic_data_config()).train
   single = data.TrainBatches(train, global_batch_size=16, seed=0)
   hosts = [data.TrainBatches(train, global_batch_size=16, seed=0, process_index=i,
                              process_count=4) for i in range(4)]
@@ -171,7 +162,7 @@ def test_random_crop_flip_matches_explicit_slicing():
 
 
 def test_eval_batches_pad_and_mask():
-  train = data.load_datasets(synthetic_config()).train
+  train = data.load_datasets(synthetic_data_config()).train
   batches = list(data.eval_batches(train, global_batch_size=64))
   assert all(b['image'].shape[0] == 64 for b in batches)
   labels = np.concatenate([b['label'][b['mask']] for b in batches])
@@ -212,7 +203,7 @@ def test_square_root_sampler_frequencies():
 
 @pytest.mark.parametrize('sampler', ['instance', 'class_aware', 'square_root'])
 def test_grain_pipeline_yields_the_batches_of_the_steps(sampler):
-  train = data.load_datasets(synthetic_config()).train
+  train = data.load_datasets(synthetic_data_config()).train
   batches = data.TrainBatches(train, global_batch_size=16, seed=1, sampler=sampler,
                               augment='crop_flip')
   expected = [batches.batch(step) for step in range(5, 25)]
@@ -226,7 +217,7 @@ def test_grain_pipeline_yields_the_batches_of_the_steps(sampler):
 
 def test_grain_worker_processes_give_the_same_batches():
   flags.FLAGS.mark_as_parsed()  # As launch/train.py's absl app does.
-  train = data.load_datasets(synthetic_config()).train
+  train = data.load_datasets(synthetic_data_config()).train
   batches = data.TrainBatches(train, global_batch_size=16, seed=1, augment='crop_flip')
   got = list(batches.iterate(3, 4, num_workers=1))
   for step, batch in zip(range(3, 7), got):
@@ -234,15 +225,15 @@ def test_grain_worker_processes_give_the_same_batches():
 
 
 def test_validation_split_is_held_out_before_the_long_tail():
-  splits = data.load_datasets(synthetic_config(val_per_class=5))
+  splits = data.load_datasets(synthetic_data_config(val_per_class=5))
   np.testing.assert_array_equal(np.bincount(splits.val.labels), [5] * 10)
   # n_max is the largest class after the hold-out: 40 - 5 = 35.
   np.testing.assert_array_equal(splits.train_counts, data.long_tail_counts(10, 35, 4.0))
-  source = data.load_split(synthetic_config(), 'train')
+  source = data.load_split(synthetic_data_config(), 'train')
   val_images = {x.tobytes() for x in splits.val.images}
   assert not any(x.tobytes() in val_images for x in splits.train.images)
   assert len(val_images) == 50 and len(source) == 400
-  no_lt = data.load_datasets(synthetic_config(imbalance_ratio=0.0))
+  no_lt = data.load_datasets(synthetic_data_config(imbalance_ratio=0.0))
   np.testing.assert_array_equal(no_lt.train_counts, [40] * 10)
 
 

@@ -119,7 +119,7 @@ def test_invalid_combinations_fail_with_the_valid_choices():
 
 
 def test_ldam_drw_with_cosine_head_and_lwr_head_train_end_to_end(tmp_path):
-  from test_train import tiny_config  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
   for i, overrides in enumerate([
       {'loss.name': 'ldam', 'model.head': 'cosine', 'loss.schedule': 'drw',
        'loss.switch_epoch': 0, 'loss.feature_norm_weight': 0.01},

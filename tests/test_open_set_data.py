@@ -11,6 +11,8 @@ import pytest
 
 from configs import base
 from conftest import requires_fashion_mnist
+from conftest import synthetic_data_config
+from conftest import tiny_config
 from ltjax import data
 from ltjax import train
 from ltjax.data import datasets
@@ -24,33 +26,6 @@ OPEN = (3, 7)
 CLOSED = np.array([0, 1, 2, 4, 5, 6, 8, 9])
 
 
-def synthetic_config(**overrides):
-  config = base.get_config().data
-  config.name = 'synthetic'
-  config.synthetic.per_class = 40
-  config.imbalance_ratio = 4.0
-  config.update(overrides)
-  return config
-
-
-def tiny_config(**overrides):
-  """Synthetic 10-class data, a small CNN, a few steps (as tests/test_train.py)."""
-  config = base.get_config()
-  config.data.name = 'synthetic'
-  config.data.synthetic.per_class = 40
-  config.data.imbalance_ratio = 4.0
-  config.data.augment = 'crop_flip'
-  config.data.crop_padding = 2
-  config.batch_size = 16
-  config.eval_batch_size = 200
-  config.num_epochs = 1
-  config.num_train_steps = 4
-  config.log_every_steps = 2
-  config.eval_every_epochs = 100
-  config.optim.lr = 0.05
-  config.progress_bar = False
-  config.update_from_flattened_dict(overrides)
-  return config
 
 
 def expected_train_indices(config, source_labels):
@@ -102,7 +77,7 @@ def check_open_set_splits(config, splits):
 
 
 def test_synthetic_open_classes():
-  config = synthetic_config(open_classes=OPEN)
+  config = synthetic_data_config(open_classes=OPEN)
   splits = data.load_datasets(config)
   check_open_set_splits(config, splits)
   assert splits.val is None
@@ -111,11 +86,11 @@ def test_synthetic_open_classes():
   assert isinstance(splits.open_test, data.RelabeledSource)
   np.testing.assert_array_equal(splits.train_counts, data.long_tail_counts(8, 40, 4.0))
   # open_test is None without open classes.
-  assert data.load_datasets(synthetic_config()).open_test is None
+  assert data.load_datasets(synthetic_data_config()).open_test is None
 
 
 def test_open_classes_with_validation_hold_out():
-  splits = data.load_datasets(synthetic_config(open_classes=OPEN, val_per_class=5))
+  splits = data.load_datasets(synthetic_data_config(open_classes=OPEN, val_per_class=5))
   np.testing.assert_array_equal(np.bincount(splits.val.labels), [5] * 8)
   assert splits.val.num_classes == 8
   # n_max is the largest closed class after the hold-out: 40 - 5 = 35.
@@ -148,7 +123,7 @@ def test_fashion_mnist_open_classes():
 ])
 def test_invalid_open_classes_raise(open_classes, match):
   with pytest.raises(ValueError, match=r'config\.data\.open_classes') as error:
-    data.load_datasets(synthetic_config(open_classes=open_classes))
+    data.load_datasets(synthetic_data_config(open_classes=open_classes))
   assert error.match(match)
   assert 'synthetic' in str(error.value)
 
@@ -162,7 +137,7 @@ def test_open_class_map():
 
 
 def test_relabelled_sources_and_splits_pickle():
-  splits = data.load_datasets(synthetic_config(open_classes=OPEN))
+  splits = data.load_datasets(synthetic_data_config(open_classes=OPEN))
   again = pickle.loads(pickle.dumps(splits))
   assert isinstance(again, data.Splits) and len(again) == 5
   np.testing.assert_array_equal(again.open_test.labels, splits.open_test.labels)
@@ -202,7 +177,7 @@ def test_list_file_source_open_classes(tmp_path, monkeypatch):
              for split in ('train', 'test')}
   monkeypatch.setattr(datasets, 'load_split',
                       lambda config, split, skip_log_dir=None: sources[split])
-  config = synthetic_config(open_classes=(1,), imbalance_ratio=0.0)
+  config = synthetic_data_config(open_classes=(1,), imbalance_ratio=0.0)
   splits = data.load_datasets(config)
   closed = np.array([0, 2, 3, 4])
   assert isinstance(splits.train, data.RelabeledSource)
@@ -236,7 +211,7 @@ def test_list_file_source_open_classes(tmp_path, monkeypatch):
 
 
 def test_relabel_composes_instead_of_nesting():
-  source = data.load_split(synthetic_config(), 'test')
+  source = data.load_split(synthetic_data_config(), 'test')
   names = tuple(f'class_{c}' for c in CLOSED)
   closed = source.subset(np.flatnonzero(np.isin(source.labels, CLOSED)))
   first = data.relabel(closed, data.open_class_map((3, 7), 10), names)
@@ -262,7 +237,7 @@ def test_tfds_source_open_classes(tmp_path):
   data.tfds_source.prepare_from_arrays('tiny_open', str(tmp_path),
                                        {'train': train_arrays, 'test': test_arrays},
                                        class_names=names)
-  config = synthetic_config(name='tfds', tfds_name='tiny_open', data_dir=str(tmp_path),
+  config = synthetic_data_config(name='tfds', tfds_name='tiny_open', data_dir=str(tmp_path),
                             imbalance_ratio=0.0, open_classes=(2,))
   splits = data.load_datasets(config)
   assert splits.train.class_names == ('cat', 'dog', 'fox')
@@ -279,7 +254,7 @@ def test_tfds_source_open_classes(tmp_path):
 
 
 def test_training_on_closed_classes_end_to_end(tmp_path):
-  config = tiny_config(**{'data.open_classes': OPEN})
+  config = tiny_config(num_train_steps=4, log_every_steps=2, **{'data.open_classes': OPEN})
   state, results = train.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 4
   kernel = jax.device_get(state.params['head']['kernel'])

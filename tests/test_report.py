@@ -12,6 +12,7 @@ import pytest
 
 from configs import base
 from conftest import REPO
+from conftest import tiny_config
 from ltjax import models
 from ltjax import train
 from ltjax.eval import report as ltjax_report
@@ -21,23 +22,12 @@ REQUIRED_KEYS = ('accuracy', 'balanced_accuracy', 'many', 'medium', 'few', 'logi
                  'regularized_std', 'fdr', 'feature_norm', 'weight_norm', 'nc1', 'etf_distance')
 
 
+
 def tiny_two_stage_config():
-  """Synthetic 10-class data (counts 40 ... 10), 12 steps, one stage-2 epoch."""
-  config = base.get_config()
-  config.data.name = 'synthetic'
-  config.data.synthetic.per_class = 40
-  config.data.imbalance_ratio = 4.0
-  config.eval.many_threshold, config.eval.few_threshold = 30, 15  # All three groups.
-  config.batch_size = 16
-  config.eval_batch_size = 200
-  config.num_epochs = 1
-  config.num_train_steps = 12
-  config.eval_every_epochs = 100
-  config.optim.lr = 0.05
-  config.progress_bar = False
-  config.stage2.num_epochs = 1
-  config.stage2.head = 'reinit'
-  return config
+  """tiny_config with all three class groups and one stage-2 epoch (cRT head)."""
+  return tiny_config(**{'data.augment': 'none', 'eval.many_threshold': 30,
+                        'eval.few_threshold': 15, 'stage2.num_epochs': 1,
+                        'stage2.head': 'reinit'})
 
 
 @pytest.fixture(scope='module')

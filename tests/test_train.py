@@ -13,10 +13,10 @@ import numpy as np
 import optax
 import pytest
 
-from configs import base
 from configs import smoke
 from conftest import REPO
 from conftest import requires_fashion_mnist
+from conftest import tiny_config
 from ltjax import data
 from ltjax import losses
 from ltjax import models
@@ -24,25 +24,6 @@ from ltjax import optim
 from ltjax import train
 from ltjax.train import sharding
 
-
-def tiny_config(**overrides):
-  """Synthetic 10-class data (counts 40 ... 10), a small CNN, a few steps."""
-  config = base.get_config()
-  config.data.name = 'synthetic'
-  config.data.synthetic.per_class = 40
-  config.data.imbalance_ratio = 4.0
-  config.data.augment = 'crop_flip'
-  config.data.crop_padding = 2
-  config.batch_size = 16
-  config.eval_batch_size = 200
-  config.num_epochs = 1
-  config.num_train_steps = 12
-  config.log_every_steps = 4
-  config.eval_every_epochs = 100
-  config.optim.lr = 0.05
-  config.progress_bar = False
-  config.update_from_flattened_dict(overrides)
-  return config
 
 
 def read_rows(workdir):

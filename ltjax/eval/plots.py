@@ -5,7 +5,6 @@ pyplot: no display is needed and a notebook's own backend (inline plots) is
 left alone.
 """
 
-import matplotlib
 from matplotlib import figure
 import numpy as np
 
