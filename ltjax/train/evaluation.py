@@ -21,14 +21,12 @@ import optax
 from ltjax import data
 from ltjax import models
 from ltjax.eval import report as ltjax_report
+from ltjax.train import loop
 from ltjax.train import sharding
 from ltjax.train import steps
 from ltjax.train.checkpoint import Checkpoints
 from ltjax.train.checkpoint import load_config
 from ltjax.train.state import TrainState
-
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
 
 def load_state(workdir: str, config: ml_collections.ConfigDict, *, num_classes: int,
                input_shape, checkpoint: str = 'best') -> TrainState:
@@ -37,7 +35,7 @@ def load_state(workdir: str, config: ml_collections.ConfigDict, *, num_classes: 
   ``checkpoint``: 'best', 'latest' or a step number. The optimiser state is
   not restored (``tx`` is the identity), so any recipe's checkpoint loads.
   """
-  model = models.build_model(config.model, num_classes, dtype=_DTYPES[config.dtype])
+  model = models.build_model(config.model, num_classes, dtype=loop.DTYPES[config.dtype])
   abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                jnp.zeros((1, *input_shape)), train=False))
   abstract = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
@@ -127,9 +125,7 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
   if config_overrides:
     config.update_from_flattened_dict(config_overrides)
   batch_size = eval_batch_size or config.eval_batch_size
-  if batch_size % jax.device_count():
-    raise ValueError(f'eval batch size {batch_size} is not divisible by the '
-                     f'{jax.device_count()} devices.')
+  loop.check_batch_size(batch_size, 'eval_batch_size')
   splits = data.load_datasets(config.data)
   image_size = config.eval.image_size if config.eval.image_size > 0 else None
   first = next(data.eval_batches(splits.test, global_batch_size=1, image_size=image_size))

@@ -70,7 +70,7 @@ def evaluate(state: TrainState, eval_step, dataset: data.ArrayDataset, *,
       few_threshold=eval_config.few_threshold)
 
 
-def _check_batch_size(batch_size: int, name: str) -> None:
+def check_batch_size(batch_size: int, name: str) -> None:
   devices = jax.device_count()
   if batch_size % devices:
     raise ValueError(f'config.{name}={batch_size} is not divisible by the {devices} '
@@ -307,8 +307,8 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
     save_config(config, workdir)  # launch/eval.py rebuilds the data and model from it.
   if config.dtype not in DTYPES:
     raise ValueError(f'Unknown config.dtype {config.dtype!r}; valid: {sorted(DTYPES)}.')
-  _check_batch_size(config.batch_size, 'batch_size')
-  _check_batch_size(config.eval_batch_size, 'eval_batch_size')
+  check_batch_size(config.batch_size, 'batch_size')
+  check_batch_size(config.eval_batch_size, 'eval_batch_size')
 
   # Data.
   skip_log_dir = os.path.join(workdir, 'skipped_images')
