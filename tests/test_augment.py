@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from ltjax.data import augment
-from ltjax.data import pipeline
 
 
 def _images(shape, seed=0):
@@ -136,7 +135,7 @@ def test_horizontal_flip_probability_and_replay():
   batch = _images((16, 8, 8, 3))
   np.testing.assert_array_equal(
       augment.horizontal_flip(batch, np.random.default_rng(5)),
-      pipeline.random_crop_flip(batch, np.random.default_rng(5), padding=0, flip=True))
+      augment.random_crop_flip(batch, np.random.default_rng(5), padding=0, flip=True))
 
 
 # ----- color_jitter ----------------------------------------------------------
@@ -256,7 +255,7 @@ def test_cutout_small_image_fully_covered_and_uint8():
   out = augment.cutout(images, np.random.default_rng(0), length=16)
   assert out.dtype == np.uint8 and not out.any()
   # On normalised data the holes are exact zeros, everything else unchanged.
-  norm = pipeline.normalize(_images((8, 32, 32, 3)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+  norm = augment.normalize(_images((8, 32, 32, 3)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
   out = augment.cutout(norm, np.random.default_rng(0), length=16)
   changed = out != norm
   assert np.all(out[changed] == 0) and 0 < changed.mean() < 0.25
@@ -405,10 +404,10 @@ def test_cifar_recipe_order():
   mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
   out = augment.cifar_autoaugment_cutout(images, np.random.default_rng(0), mean=mean, std=std)
   rng = np.random.default_rng(0)
-  x = pipeline.random_crop_flip(images, rng, padding=4, flip=True)
+  x = augment.random_crop_flip(images, rng, padding=4, flip=True)
   x = np.stack([augment.auto_augment_cifar10(im, rng) for im in x])
   x = augment.cutout(x, rng, length=16)
-  np.testing.assert_array_equal(out, pipeline.normalize(x, mean, std))
+  np.testing.assert_array_equal(out, augment.normalize(x, mean, std))
   assert out.dtype == np.float32
   # Holes are black pixels: (0 - mean) / std after normalisation.
   black = np.all(np.isclose(out, -np.array(mean) / np.array(std), atol=1e-6), axis=-1)
@@ -421,8 +420,8 @@ def test_large_scale_recipe_order():
   out = augment.large_scale_train_batch(images, np.random.default_rng(1), mean=mean, std=std)
   rng = np.random.default_rng(1)
   x = augment.color_jitter(augment.horizontal_flip(images, rng), rng)
-  np.testing.assert_array_equal(out, pipeline.normalize(x, mean, std))
+  np.testing.assert_array_equal(out, augment.normalize(x, mean, std))
   out = augment.large_scale_train_batch(images, np.random.default_rng(1), mean=mean, std=std,
                                         jitter=False)
   x = augment.horizontal_flip(images, np.random.default_rng(1))
-  np.testing.assert_array_equal(out, pipeline.normalize(x, mean, std))
+  np.testing.assert_array_equal(out, augment.normalize(x, mean, std))

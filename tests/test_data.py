@@ -10,8 +10,8 @@ from configs import base
 from conftest import requires_fashion_mnist
 from conftest import synthetic_data_config
 from ltjax import data
+from ltjax.data import augment
 from ltjax.data import idx
-from ltjax.data import pipeline
 from ltjax.data import samplers
 
 
@@ -146,7 +146,7 @@ def test_per_host_shards_are_disjoint_and_cover_the_global_batch():
 
 def test_random_crop_flip_matches_explicit_slicing():
   rng_images = np.random.default_rng(0).integers(0, 256, (6, 5, 7, 2), dtype=np.uint8)
-  out = pipeline.random_crop_flip(rng_images, np.random.default_rng(9), padding=2, flip=True)
+  out = augment.random_crop_flip(rng_images, np.random.default_rng(9), padding=2, flip=True)
   # Replay the same random draws by hand.
   rng = np.random.default_rng(9)
   dy, dx = rng.integers(0, 5, 6), rng.integers(0, 5, 6)
@@ -157,7 +157,7 @@ def test_random_crop_flip_matches_explicit_slicing():
     if flips[i]:
       expected = expected[:, ::-1]
     np.testing.assert_array_equal(out[i], expected)
-  same = pipeline.random_crop_flip(rng_images, np.random.default_rng(0), padding=0, flip=False)
+  same = augment.random_crop_flip(rng_images, np.random.default_rng(0), padding=0, flip=False)
   np.testing.assert_array_equal(same, rng_images)
 
 

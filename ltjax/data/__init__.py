@@ -11,5 +11,6 @@ from ltjax.data.longtail import class_groups
 from ltjax.data.longtail import hold_out_indices
 from ltjax.data.longtail import long_tail_counts
 from ltjax.data.longtail import long_tail_indices
+from ltjax.data.pipeline import AUGMENTATIONS
 from ltjax.data.pipeline import TrainBatches
 from ltjax.data.pipeline import eval_batches

@@ -22,15 +22,17 @@ batching; uint8 (H, W, C) arrays or PIL images in, uint8 (H, W, C) out):
 Batch ops ((B, H, W, C) in and out; vectorised over the batch, except
 color_jitter's arithmetic, which measured faster image by image):
 
+  random_crop_flip      torchvision ``RandomCrop(H, padding)`` +
+                        ``RandomHorizontalFlip()`` (the CIFAR standard).
   horizontal_flip       torchvision ``RandomHorizontalFlip(p)``.
   color_jitter          torchvision ``ColorJitter(b, c, s, hue=0)`` semantics.
   cutout                Cutout (DeVries & Taylor 2017, uoguelph-mlrg/Cutout).
+  normalize             ``ToTensor`` + ``Normalize(mean, std)``: uint8 -> float32.
   mixup                 mixup (Zhang et al., ICLR'18) as CC-SAM's
                         ``mixup_data``: one lambda ~ Beta(a, a) per batch.
 
-``pipeline.random_crop_flip`` (RandomCrop(pad) + flip) and
-``pipeline.normalize`` live in ``pipeline.py``; the two recipes at the end
-compose them with the ops here in the official order.
+The two recipes at the end compose these ops in the official order
+(``pipeline.AUGMENTATIONS`` maps ``config.data.augment`` onto them).
 
 Deliberate deviations from the PyTorch code, all sub-quantisation-level:
 ColorJitter computes in float32 and rounds once at the end (PIL truncates to
@@ -186,12 +188,48 @@ def resize_center_crop(image, resize: int = 256, crop=224) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 
+def random_crop_flip(images: np.ndarray, rng: np.random.Generator, *,
+                     padding: int, flip: bool) -> np.ndarray:
+  """torchvision ``RandomCrop(H, padding)`` + ``RandomHorizontalFlip()`` on a batch.
+
+  Each image is zero-padded by ``padding`` pixels a side and an (H, W) window
+  cut out of it (one strided view of the batch, no per-image loop); then,
+  with ``flip``, mirrored left-right with probability 1/2.
+
+  Random draws: with ``padding > 0``, ``dy = rng.integers(0, 2 * padding + 1,
+  B)``, then ``dx`` the same (the window's top-left corner in the padded
+  image); with ``flip``, ``rng.random(B) < 0.5`` (the draw of
+  ``horizontal_flip``, so ``padding=0`` agrees with it).
+
+  Args:
+    images: (B, H, W, C), any dtype (uint8 pixels in the pipelines).
+    rng: generator.
+    padding: zero padding a side; 0 skips the crop and its draws.
+    flip: apply the random horizontal flip.
+
+  Returns:
+    (B, H, W, C) of the input dtype; the input itself when nothing applies.
+  """
+  b, h, w, _ = images.shape
+  if padding > 0:
+    padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))
+    dy = rng.integers(0, 2 * padding + 1, b)
+    dx = rng.integers(0, 2 * padding + 1, b)
+    images = windows[np.arange(b), dy, dx].transpose(0, 2, 3, 1)  # (B, C, H, W) -> NHWC
+  if flip:
+    flips = rng.random(b) < 0.5
+    images = np.array(images)  # Copy only the flipped images' pixels below.
+    images[flips] = images[flips, :, ::-1]
+  return images
+
+
 def horizontal_flip(images: np.ndarray, rng: np.random.Generator,
                     p: float = 0.5) -> np.ndarray:
   """torchvision ``RandomHorizontalFlip(p)`` per image of a batch.
 
-  Draws ``rng.random(B) < p`` (the same draw as ``pipeline.random_crop_flip``
-  with ``padding=0``, so the two agree for p = 0.5).
+  Draws ``rng.random(B) < p`` (the same draw as ``random_crop_flip`` with
+  ``padding=0``, so the two agree for p = 0.5).
 
   Args:
     images: (B, H, W, C), any dtype.
@@ -309,7 +347,7 @@ def cutout(images: np.ndarray, rng: np.random.Generator, length: int = 16,
   Where it goes: DDC ("RandAug") and the DeepVoltaire recipe run
   ToTensor -> Cutout -> Normalize, so the holes are *black* and become
   (0 - mean) / std after normalisation. To reproduce that, call this on the
-  uint8 (or [0, 1]) batch *before* ``pipeline.normalize`` (as
+  uint8 (or [0, 1]) batch *before* ``normalize`` (as
   ``cifar_autoaugment_cutout`` does). Called after ``normalize`` it zeroes the
   normalised values, i.e. fills holes with the data-set mean colour.
 
@@ -340,6 +378,22 @@ def cutout(images: np.ndarray, rng: np.random.Generator, length: int = 16,
   return out
 
 
+def normalize(images: np.ndarray, mean, std) -> np.ndarray:
+  """``ToTensor`` + ``Normalize(mean, std)``: uint8 (B, H, W, C) -> float32.
+
+  ``(x / 255 - mean) / std`` per channel, computed in float32 (no randomness).
+
+  Args:
+    images: uint8 (B, H, W, C) (or any shape ending in C).
+    mean, std: per-channel statistics in [0, 1] pixel units, length C.
+
+  Returns:
+    float32 of the input shape.
+  """
+  x = images.astype(np.float32) * (1.0 / 255.0)
+  return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
 def mixup(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
           alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
   """mixup (Zhang et al., ICLR'18) in CC-SAM's formulation (``mixup_data``).
@@ -349,7 +403,7 @@ def mixup(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
   x[perm]``. Train with ``lam * loss(y) + (1 - lam) * loss(y[perm])``. For
   ``alpha <= 0`` nothing is drawn: lam = 1 and perm is the identity. CC-SAM
   mixes the normalised float batch on the device side of the loader, so pass
-  the output of ``pipeline.normalize``.
+  the output of ``normalize``.
 
   Args:
     images: (B, H, W, C) float (uint8 is promoted to float32).
@@ -570,11 +624,10 @@ def cifar_autoaugment_cutout(images: np.ndarray, rng: np.random.Generator, *, me
   Returns:
     float32 (B, H, W, C).
   """
-  from ltjax.data import pipeline  # pylint: disable=g-import-not-at-top  (pipeline may import us)
-  images = pipeline.random_crop_flip(images, rng, padding=padding, flip=True)
+  images = random_crop_flip(images, rng, padding=padding, flip=True)
   images = np.stack([auto_augment_cifar10(image, rng) for image in images])
   images = cutout(images, rng, length=cutout_length, holes=1)
-  return pipeline.normalize(images, mean, std)
+  return normalize(images, mean, std)
 
 
 def large_scale_train_batch(images: np.ndarray, rng: np.random.Generator, *, mean, std,
@@ -594,8 +647,7 @@ def large_scale_train_batch(images: np.ndarray, rng: np.random.Generator, *, mea
   Returns:
     float32 (B, H, W, C).
   """
-  from ltjax.data import pipeline  # pylint: disable=g-import-not-at-top
   images = horizontal_flip(images, rng)
   if jitter:
     images = color_jitter(images, rng)
-  return pipeline.normalize(images, mean, std)
+  return normalize(images, mean, std)

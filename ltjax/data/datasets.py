@@ -91,8 +91,10 @@ def check_labels(labels: np.ndarray, num_classes: int, name: str) -> None:
   if bad.any():
     raise ValueError(
         f'{name}: {int(bad.sum())} labels outside [0, {num_classes}) '
-        f'(e.g. {np.unique(labels[bad])[:5].tolist()}). Fix the label files or set '
-        f'config.data.num_classes to the number of classes in the data.')
+        f'(e.g. {np.unique(labels[bad])[:5].tolist()}). The number of classes is the '
+        f'training split\'s, fixed by config.data.name (config.data.synthetic.num_classes '
+        f'for synthetic data): fix the label files, or point config.data.data_dir / '
+        f'config.data.list_dir at the split files of this data set.')
 
 
 def _find_idx_file(dirs: list[str], stem: str) -> str | None:

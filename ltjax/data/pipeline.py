@@ -19,57 +19,98 @@ Multi-host: every process computes the same global permutation and keeps its
 own contiguous slice of each global batch; ``ltjax.train.sharding`` joins the
 slices into one global ``jax.Array``.
 
-Augmentation (``AUGMENTATIONS``; the ops are in ``ltjax.data.augment``) is
-batch-vectorised numpy where the images share a size, which measured fastest
-on small CPUs; variable-size sources (list-file JPEGs) are decoded and
-random-resized-cropped image by image first. Mixup, when on, is the last op.
+Augmentation: ``AUGMENTATIONS`` maps each ``config.data.augment`` name to a
+function (uint8 batch, rng) -> normalised float32 batch composed of the ops
+of ``ltjax.data.augment``. They are batch-vectorised numpy where the images
+share a size, which measured fastest on small CPUs; for 'imagenet' and 'inat'
+the per-sample random resized crop runs first, as each image is loaded
+(decoded, for list-file JPEGs) in the input workers. Mixup, when on, is the
+last op. Batch keys are those of ``ltjax.data.batch_keys``.
 """
 
 import functools
-from typing import Iterator
+from typing import Iterator, Protocol
 
 from absl import flags
 import grain
 import numpy as np
 
 from ltjax.data import augment
+from ltjax.data import batch_keys
 from ltjax.data import samplers
 from ltjax.data.datasets import ArrayDataset
 
-# data.augment -> what a training batch goes through (after the per-sample
-# decode; every pipeline ends with normalisation):
-AUGMENTATIONS = (
-    'none',         # nothing
-    'flip',         # horizontal flip
-    'crop_flip',    # RandomCrop(H, crop_padding) + flip (CIFAR standard)
-    'autoaugment',  # crop_flip + AutoAugment CIFAR-10 policy + Cutout(16) (DDC's "RandAug")
-    'imagenet',     # RandomResizedCrop(image_size) + flip + ColorJitter(0.4, 0.4, 0.4)
-    'inat',         # RandomResizedCrop(image_size) + flip
-)
+
+class Augmentation(Protocol):
+  """A training augmentation: the loaded uint8 batch -> its normalised float32 batch."""
+
+  def __call__(self, images: np.ndarray, rng: np.random.Generator, *, mean, std,
+               crop_padding: int) -> np.ndarray:
+    """Augments and normalises one batch.
+
+    Args:
+      images: uint8 (B, H, W, C) as loaded; for 'imagenet' and 'inat'
+        (``_RESIZED_CROP``) already random-resized-cropped per sample, which
+        drew from the same ``rng`` first.
+      rng: the batch's generator; each function draws in the order of its ops.
+      mean, std: per-channel normalisation in [0, 1] pixel units.
+      crop_padding: zero padding of RandomCrop (used by 'crop_flip' and
+        'autoaugment' only).
+
+    Returns:
+      float32 (B, H, W, C).
+    """
+
+
+def _none(images, rng, *, mean, std, crop_padding):
+  """Normalisation only."""
+  del rng, crop_padding  # Unused.
+  return augment.normalize(images, mean, std)
+
+
+def _flip(images, rng, *, mean, std, crop_padding):
+  """Horizontal flip."""
+  del crop_padding  # Unused.
+  return augment.normalize(augment.random_crop_flip(images, rng, padding=0, flip=True),
+                           mean, std)
+
+
+def _crop_flip(images, rng, *, mean, std, crop_padding):
+  """RandomCrop(H, crop_padding) + flip (the CIFAR standard)."""
+  return augment.normalize(
+      augment.random_crop_flip(images, rng, padding=crop_padding, flip=True), mean, std)
+
+
+def _autoaugment(images, rng, *, mean, std, crop_padding):
+  """crop_flip + AutoAugment CIFAR-10 policy + Cutout(16) (DDC's "RandAug")."""
+  return augment.cifar_autoaugment_cutout(images, rng, mean=mean, std=std,
+                                          padding=crop_padding)
+
+
+def _imagenet(images, rng, *, mean, std, crop_padding):
+  """(RandomResizedCrop(image_size) at load time) + flip + ColorJitter(0.4, 0.4, 0.4)."""
+  del crop_padding  # Unused.
+  return augment.large_scale_train_batch(images, rng, mean=mean, std=std, jitter=True)
+
+
+def _inat(images, rng, *, mean, std, crop_padding):
+  """(RandomResizedCrop(image_size) at load time) + flip."""
+  del crop_padding  # Unused.
+  return augment.large_scale_train_batch(images, rng, mean=mean, std=std, jitter=False)
+
+
+# config.data.augment -> what a training batch goes through after loading.
+AUGMENTATIONS: dict[str, Augmentation] = {
+    'none': _none,
+    'flip': _flip,
+    'crop_flip': _crop_flip,
+    'autoaugment': _autoaugment,
+    'imagenet': _imagenet,
+    'inat': _inat,
+}
+# The names whose images are random-resized-cropped to image_size one by one
+# while loading (decoding), before their AUGMENTATIONS function.
 _RESIZED_CROP = ('imagenet', 'inat')
-
-
-def normalize(images: np.ndarray, mean, std) -> np.ndarray:
-  """uint8 (B, H, W, C) -> float32 (x / 255 - mean) / std."""
-  x = images.astype(np.float32) * (1.0 / 255.0)
-  return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-
-
-def random_crop_flip(images: np.ndarray, rng: np.random.Generator, *,
-                     padding: int, flip: bool) -> np.ndarray:
-  """RandomCrop(H, padding) + RandomHorizontalFlip on a uint8 batch, vectorised."""
-  b, h, w, _ = images.shape
-  if padding > 0:
-    padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))
-    dy = rng.integers(0, 2 * padding + 1, b)
-    dx = rng.integers(0, 2 * padding + 1, b)
-    images = windows[np.arange(b), dy, dx].transpose(0, 2, 3, 1)  # (B, C, H, W) -> NHWC
-  if flip:
-    flips = rng.random(b) < 0.5
-    images = np.array(images)  # Copy only the flipped images' pixels below.
-    images[flips] = images[flips, :, ::-1]
-  return images
 
 
 def load_images(dataset, indices: np.ndarray, transform=None
@@ -100,7 +141,7 @@ class TrainBatches:
                image_size: int = 224, mixup_alpha: float = 0.0,
                process_index: int = 0, process_count: int = 1):
     if augment not in AUGMENTATIONS:
-      raise ValueError(f'Unknown data.augment {augment!r}; valid: {AUGMENTATIONS}.')
+      raise ValueError(f'Unknown data.augment {augment!r}; valid: {sorted(AUGMENTATIONS)}.')
     if global_batch_size % process_count:
       raise ValueError(f'Global batch size {global_batch_size} is not divisible by the '
                        f'number of processes {process_count}.')
@@ -142,27 +183,18 @@ class TrainBatches:
     """The augmented, normalised local batch of ``step`` (a pure function of it)."""
     idx = self.indices(step)
     rng = np.random.default_rng([self.seed, 1, step, self.process_index])
-    mean, std = self.dataset.mean, self.dataset.std
-    if self.augment in _RESIZED_CROP:
+    crop = None
+    if self.augment in _RESIZED_CROP:  # Per sample, as each image is loaded; draws first.
       crop = functools.partial(augment.random_resized_crop, rng=rng, size=self.image_size)
-      images, labels = load_images(self.dataset, idx, crop)
-      images = augment.large_scale_train_batch(images, rng, mean=mean, std=std,
-                                               jitter=self.augment == 'imagenet')
-    else:
-      images, labels = load_images(self.dataset, idx)
-      if self.augment == 'autoaugment':
-        images = augment.cifar_autoaugment_cutout(images, rng, mean=mean, std=std,
-                                                  padding=self.crop_padding)
-      else:
-        if self.augment != 'none':
-          padding = self.crop_padding if self.augment == 'crop_flip' else 0
-          images = random_crop_flip(images, rng, padding=padding, flip=True)
-        images = normalize(images, mean, std)
-    batch = {'image': images, 'label': labels}
+    images, labels = load_images(self.dataset, idx, crop)
+    images = AUGMENTATIONS[self.augment](images, rng, mean=self.dataset.mean,
+                                         std=self.dataset.std, crop_padding=self.crop_padding)
+    batch = {batch_keys.IMAGE: images, batch_keys.LABEL: labels}
     if self.mixup_alpha > 0:
-      batch['image'], _, partner, lam = augment.mixup(images, labels, rng, self.mixup_alpha)
-      batch['mixup_label'] = partner
-      batch['mixup_lambda'] = np.full(len(labels), lam, np.float32)
+      mixed, _, partner, lam = augment.mixup(images, labels, rng, self.mixup_alpha)
+      batch[batch_keys.IMAGE] = mixed
+      batch[batch_keys.MIXUP_LABEL] = partner
+      batch[batch_keys.MIXUP_LAMBDA] = np.full(len(labels), lam, np.float32)
     return batch
 
   def iterate(self, start_step: int, num_steps: int, *, num_threads: int = 1,
@@ -208,5 +240,5 @@ def eval_batches(dataset, *, global_batch_size: int, image_size: int | None = No
     idx = np.arange(start + process_index * local, start + (process_index + 1) * local)
     mask = idx < n
     images, labels = load_images(dataset, np.where(mask, idx, 0), transform)
-    yield {'image': normalize(images, dataset.mean, dataset.std), 'label': labels,
-           'mask': mask}
+    yield {batch_keys.IMAGE: augment.normalize(images, dataset.mean, dataset.std),
+           batch_keys.LABEL: labels, batch_keys.MASK: mask}
