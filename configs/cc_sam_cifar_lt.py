@@ -1,7 +1,9 @@
 r"""CC-SAM (Zhou et al., CVPR 2023) on CIFAR-10/100-LT with the official settings.
 
-The released code's CIFAR configs (reference §1.2-1.4): ResNet-32 as coded
-there ([5, 5, 4] blocks), batch 64, 230 epochs in two stages.
+The released code's CIFAR configs (official code zzpustc/CC-SAM, train_cifar.py
+with configs/Cifar10.json and configs/Cifar100.json; see docs/references.md,
+'CC-SAM: CIFAR recipe', 'CC-SAM: stage 1' and 'CC-SAM: stage 2'): ResNet-32 as
+coded there ([5, 5, 4] blocks), batch 64, 230 epochs in two stages.
   stage 1 (200 epochs)  SGD lr 0.1, momentum 0.9, wd 2e-4, linear warm-up from
                         lr/3 over 5 epochs, x0.1 at epochs 160 and 180, stepped
                         at each epoch start; mixup alpha 1; loss (1 - r) CE +

@@ -1,10 +1,11 @@
 r"""Cross-entropy on CIFAR-10/100-LT: the baseline row of every CIFAR table.
 
-The LDAM-DRW training recipe (Cao et al., NeurIPS 2019; reference §6.1), which
+The LDAM-DRW training recipe (Cao et al., NeurIPS 2019; official code
+kaidic/LDAM-DRW, see docs/references.md, 'LDAM-DRW'), which
 DDC, VS-Loss and Saddle reuse: ResNet-32 ([5,5,5], option-A shortcuts), batch
 128, SGD lr 0.1, momentum 0.9, wd 2e-4, 200 epochs, linear warm-up lr*e/5 over
 the first 5 epochs, lr x0.01 from epoch 160 and x1e-4 from epoch 180.
-Reference numbers (DDC's 200-epoch reproduction, reference "Headline numbers"):
+Reference numbers (DDC's 200-epoch reproduction, wang22ti/DDC README):
 CIFAR-100-LT IR 100: 38.06, IR 10: 56.73.
 
 Needs the TFDS data set prepared under DATA_DIR (README, "Data"):

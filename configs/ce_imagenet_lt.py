@@ -5,7 +5,8 @@ Data: the OLTR/Decoupling split files (ImageNet_LT_{train,val,test}.txt;
 Train RandomResizedCrop(224) + flip + ColorJitter(0.4, 0.4, 0.4); test
 Resize(256) + CenterCrop(224). The validation list (20 per class) selects the
 best checkpoint; the test list is reported.
-Recipe (Decoupling / BALMS lineage, reference §6.2): batch 512, SGD lr 0.2,
+Recipe (Decoupling / BALMS lineage, docs/references.md, 'Balanced Softmax'
+and 'Decoupling'): batch 512, SGD lr 0.2,
 momentum 0.9, wd 5e-4, cosine over 90 epochs. No number has been measured with
 ltjax yet.
 

@@ -4,7 +4,8 @@ Data: iNaturalist18_train.txt (437,513 images, 8,142 classes) and
 iNaturalist18_val.txt (24,426, 3 per class) as the test split, over the
 train_val2018 images; the iNat mean/std; train RandomResizedCrop(224) + flip
 (no ColorJitter), test Resize(256) + CenterCrop(224).
-Recipe (Saddle-LongTail's iNat setting, reference §6.4, without SAM/DRW):
+Recipe (Saddle-LongTail's iNat setting, val-iisc/Saddle-LongTail, without
+SAM/DRW; docs/references.md, 'Saddle-LongTail and SAM'):
 batch 256, SGD lr 0.1, momentum 0.9, wd 2e-4, cosine over 90 epochs. No number
 has been measured with ltjax yet.
 

@@ -4,7 +4,8 @@ Data: Places_LT_{train,val,test}.txt (62,500 / 7,300 / 36,500 images, 365
 classes) over the Places365-Standard images; ImageNet mean/std; train
 RandomResizedCrop(224) + flip + ColorJitter, test Resize(256) + CenterCrop(224).
 The published Places-LT recipes start from an ImageNet-pretrained ResNet-152
-(reference §6.2); ltjax cannot load pretrained weights yet, so this config
+(Decoupling, Balanced Softmax, CC-SAM Table 3; docs/references.md, 'Balanced
+Softmax'); ltjax cannot load pretrained weights yet, so this config
 trains from scratch: a baseline for the pipeline, not a reproduction.
 
     python launch/train.py --config=configs/ce_places_lt.py \

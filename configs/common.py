@@ -23,10 +23,12 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 def cifar_lt(config: ml_collections.ConfigDict, *, dataset: str, imbalance_ratio: float,
              profile: str = 'exp', data_dir: str = '') -> None:
-  """CIFAR-10/100-LT from TFDS (Cao et al.'s construction, reference §0).
+  """CIFAR-10/100-LT from TFDS (Cao et al.'s construction, LDAM-DRW NeurIPS 2019).
 
   n_max = 5000 (CIFAR-10) or 500 (CIFAR-100); the balanced 10k test split;
-  RandomCrop(32, 4) + flip and the LDAM-lineage normalisation.
+  RandomCrop(32, 4) + flip and the LDAM-lineage normalisation (official code
+  kaidic/LDAM-DRW, imbalance_cifar.py; see docs/references.md, 'Conventions:
+  CIFAR-LT subsampling' and 'Conventions: CIFAR augmentation').
   """
   config.data.name = 'tfds'
   config.data.tfds_name = dataset
@@ -40,11 +42,12 @@ def cifar_lt(config: ml_collections.ConfigDict, *, dataset: str, imbalance_ratio
 
 def large_scale_lt(config: ml_collections.ConfigDict, *, dataset: str, data_dir: str = '',
                    list_dir: str = '') -> None:
-  """ImageNet-LT, Places-LT or iNaturalist 2018 from their list files (reference §0).
+  """ImageNet-LT, Places-LT or iNaturalist 2018 from their list files (OLTR / Decoupling).
 
   Already long-tailed (no subsampling). Train: RandomResizedCrop(224) + flip
   (+ ColorJitter(0.4, 0.4, 0.4) except on iNaturalist); test: Resize(256) +
-  CenterCrop(224).
+  CenterCrop(224). See docs/references.md, 'Conventions: large-scale split
+  files and augmentation'.
   """
   config.data.name = dataset
   config.data.data_dir = data_dir

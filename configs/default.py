@@ -7,7 +7,8 @@ Debian's ``dataset-fashion-mnist`` package; no download.
 
     python launch/train.py --config=configs/default.py --workdir=runs/default
 
-The CC-SAM recipe (Zhou et al., CVPR 2023; reference §1) with the official
+The CC-SAM recipe (Zhou et al., CVPR 2023; official code zzpustc/CC-SAM, see
+docs/references.md, 'CC-SAM: CIFAR recipe') with the official
 CIFAR-10 settings where they carry over, shortened to run in minutes on two CPU
 cores with the small CNN:
   stage 1  30 epochs of SGD (lr 0.05, momentum 0.9, wd 5e-4, cosine, batch 64,

@@ -1,11 +1,13 @@
 r"""Weight balancing (Alshammari et al., CVPR 2022) on CIFAR-100-LT: WD, then CB + WD + MaxNorm.
 
-Stage 1 (reference §2.2): the WB "ResNet-34" (3x3 stem, no max-pool), plain
+Stage 1 (official demo, ShadeAlsha/LTR-weight-balancing; docs/references.md,
+'Weight balancing: stage 1'): the WB "ResNet-34" (3x3 stem, no max-pool), plain
 CE, batch 64, SGD lr 0.01, momentum 0.9, weight decay 5e-3 on every
 parameter, cosine over 320 epochs stepped at each epoch start; the first n_c
 images of each class in file order (no shuffle), flip test-time averaging.
-Stage 2 (§2.3): everything but the classifier frozen (BN statistics keep
-updating, as the official code's train mode), the class-balanced loss in the
+Stage 2 (docs/references.md, 'Weight balancing: stage 2'): everything but the
+classifier frozen (BN statistics keep updating, as the official code's train
+mode), the class-balanced loss in the
 demo's softmax-BCE form (beta 0.9999), SGD lr 0.01, weight decay 0.1, cosine
 over 10 epochs, projected MaxNorm with thresholds min + 0.1 (max - min) of the
 stage-1 class-vector norms, applied every step (the paper; the demo projects

@@ -248,7 +248,7 @@ def test_adjustments_against_numpy():
   np.testing.assert_allclose(posthoc.weight_norm_adjust(f @ kernel, kernel, 1.3),
                              f @ np.asarray(heads.tau_normalize(kernel, 1.3)),
                              rtol=1e-4, atol=1e-5)
-  # ewb Eq. (9): w'_k = w_k / (pi_k^gamma |w_k|).
+  # EWB (Hasegawa & Sato, ICLR'24) Eq. (9): w'_k = w_k / (pi_k^gamma |w_k|).
   np.testing.assert_allclose(
       posthoc.normalized_multiplicative_adjust(f @ kernel, kernel, COUNTS, 0.5),
       f @ (kernel / (prior ** 0.5 * norms)), rtol=1e-4, atol=1e-5)

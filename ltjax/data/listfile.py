@@ -64,9 +64,9 @@ class SplitLayout:
 
 
 _SPLIT_FILE_SOURCE = (
-    'The split files are those of OLTR (Liu et al., CVPR 2019, github.com/zhmiao/'
+    'The split files are those of OLTR (Liu et al., CVPR 2019, zhmiao/'
     'OpenLongTailRecognition-OLTR) and Decoupling (Kang et al., ICLR 2020, '
-    'github.com/facebookresearch/classifier-balancing); copies ship with '
+    'facebookresearch/classifier-balancing); copies ship with '
     'BalancedMetaSoftmax-Classification (data/) and Saddle-LongTail (datasets/data_txt/).')
 
 SPLITS = {
@@ -91,7 +91,7 @@ SPLITS = {
         sizes={'train': 437_513, 'val': 24_426, 'test': 24_426},
         num_classes=8142, mean=INAT_MEAN, std=INAT_STD,
         images='the iNaturalist 2018 train_val2018 images '
-               '(github.com/visipedia/inat_comp/tree/master/2018)'),
+               '(visipedia/inat_comp, 2018)'),
 }
 
 # Pillow raises these for missing, truncated or undecodable files.

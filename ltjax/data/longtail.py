@@ -6,7 +6,8 @@ or the step profile (the first C//2 classes keep n_max, the rest n_max/rho),
 where rho = n_max / n_min is the imbalance ratio and class 0 is the head.
 The kept samples of each class are either a seeded random subset (the LDAM
 lineage, also CC-SAM and DDC) or the first n_c in file order (the
-weight-balancing lineage); see shared/reference §0.
+weight-balancing lineage); see docs/references.md, 'Conventions: CIFAR-LT
+subsampling'.
 """
 
 import numpy as np

@@ -6,15 +6,16 @@ logits (N, C); a Flax classifier kernel (D, C) whose column c is class c's
 weight vector w_c; bias (C,); train_counts (C,). Groups come from *training*
 counts (``ltjax.data.class_groups``: many n_c > 100, few n_c < 20, medium the
 rest). A class absent from the evaluated set gives NaN in per-class outputs and
-is skipped (nan-mean) in summaries. Papers are the files in shared/papers.
+is skipped (nan-mean) in summaries. The papers and their official code are
+listed in docs/references.md.
 
-Logits -- LORT (lort_logits_retargeting.txt, §3.2):
+Logits -- LORT (Lu et al., arXiv:2403.00250, §3.2):
   logits_magnitude     Def. 1, Eq. (4): L_i = E[z_i | y = i] - E[z_i | y != i]
   regularized_std      Def. 2, Eq. (8): r_i = sigma(z_i) / L_i
   group_summary        many / medium / few nan-means of a per-class vector
   decile_summary       Fig. 3's "classes grouped into segments of 10": 10 bins
                        of classes sorted by training count, head first
-Features -- EWB (ewb_exploring_weight_balancing.txt, §4) and neural collapse:
+Features -- EWB (Hasegawa & Sato, ICLR'24, §4) and neural collapse:
   fisher_discriminant_ratio   Tr(S_W^-1 S_B) (§4.2-4.4, Tables 2-4; ref. [7])
   cosine_similarity_stats     mean cosine of same- / different-class pairs (§4.2)
   class_mean_cosine_matrix    Fig. 1 heat map: mean cosine of (a, b) pairs
@@ -24,9 +25,9 @@ Features -- EWB (ewb_exploring_weight_balancing.txt, §4) and neural collapse:
 Classifier:
   weight_norm_per_class       |w_c| (EWB §5.1, Fig. 6; LORT §3.2)
   batchnorm_scale_stats       BN scale (gamma) per layer (EWB §4.3)
-  weight_cosine_matrix        cos(w_i, w_j) (LWR §3.2, lwr_logit_weight_repulsion.txt)
+  weight_cosine_matrix        cos(w_i, w_j) (LWR, Ha, Park & Choi, §3.2)
   head_tail_angles            angles between class vectors by group pair (LWR Fig. 1)
-Landscape -- CC-SAM (cc_sam_class_conditional_sam.txt, §2.2.1, Fig. 1):
+Landscape -- CC-SAM (Zhou et al., CVPR'23, §2.2.1, Fig. 1):
   sharpness_curve             per-group CE of the linear head perturbed along
                               random directions, vs. |eps| / |theta|
 
@@ -253,8 +254,9 @@ def fisher_discriminant_ratio(features, labels) -> float:
   """Fisher's discriminant ratio Tr(S_W^-1 S_B) of the features (EWB §4).
 
   EWB reports the FDR (Tables 2-4, citing Fisher 1936) without writing it out;
-  this is the official code's ``calc_fdr`` (HN410/Exploring-Weight-Balancing,
-  utils/eval_funcs.py), in float64 as there:
+  this is the official code's ``calc_fdr`` (utils/eval_funcs.py of
+  HN410/Exploring-Weight-Balancing-on-Long-Tailed-Recognition-Problem; see
+  docs/references.md, 'EWB: recipe and official code'), in float64 as there:
     S_B = sum_k N_k (mu_k - mu)(mu_k - mu)^T,  mu the mean of all features,
     S_W = sum_k sum_{i in k} (x_i - mu_k)(x_i - mu_k)^T,
   over the classes present in ``labels``. Like the official code, feature

@@ -1,6 +1,6 @@
 """Open-set long-tailed recognition: prototype scores and OLTR's F-measure.
 
-CC-SAM §4.3 (shared/papers/cc_sam_class_conditional_sam.txt), Table 4:
+CC-SAM (Zhou et al., CVPR 2023) §4.3, Table 4:
 "Following the setting of OLTR [32], we enable CC-SAM to distinguish the
 close-set and open-set samples by applying a simple, non-learnable
 prototype-based metric", reporting many/medium/few closed-set accuracy and an

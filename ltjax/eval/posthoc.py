@@ -4,17 +4,19 @@ Pure numpy functions of logits (or features and a linear classifier) and the
 training class counts n_c, with prior pi_c = n_c / sum_c n_c:
 
   additive_adjust        z_c - tau log pi_c
-      Menon et al., ICLR'21 (post-hoc LA); ewb paper App. 7.3 Eq. (10); LORT
+      Menon et al., ICLR'21 (post-hoc LA); EWB (Hasegawa & Sato, ICLR'24)
+      App. 7.3 Eq. (10); LORT
       Table 1 "Post-hoc Logit Adjustment" (written there with log n_c, which
       differs by a per-sample constant and gives the same predictions).
   multiplicative_adjust  z_c * pi_c^-gamma
-      Hasegawa & Sato's official code (reference §2.5): the logits of the fixed
+      Hasegawa & Sato's official code (docs/references.md, 'EWB: recipe and
+      official code'): the logits of the fixed
       ETF classifier times exp(-gamma log pi_c) (gamma = 0.65 on CIFAR-100-LT,
       1.6 on CIFAR-10-LT, both IR 100).
   weight_norm_adjust     z_c * |w_c|^-tau
       the per-class weight-norm rescaling: tau-normalisation (Kang et al.) of a
       linear head without bias, acting on logits. With tau = 1 it is the
-      "normalise the norm post-hoc" step of ewb Eq. (9),
+      "normalise the norm post-hoc" step of EWB Eq. (9),
       w'_k = w_k / (pi_k^gamma |w_k|); ``normalized_multiplicative_adjust`` is
       the whole of Eq. (9).
 
@@ -75,7 +77,7 @@ def multiplicative_adjust(logits, class_counts, gamma: float) -> np.ndarray:
 
   As the official code: the logits (bias included) are multiplied, so a
   negative logit of a tail class becomes more negative. With equal class-vector
-  norms and no bias (the fixed ETF classifier) it equals ewb Eq. (9).
+  norms and no bias (the fixed ETF classifier) it equals EWB Eq. (9).
 
   Args:
     logits: (..., C) logits z.
@@ -110,7 +112,7 @@ def weight_norm_adjust(logits, kernel, tau: float) -> np.ndarray:
 
 def normalized_multiplicative_adjust(logits, kernel, class_counts,
                                      gamma: float) -> np.ndarray:
-  """ewb Eq. (9): class vectors normalised, then scaled by pi_c^-gamma.
+  """EWB Eq. (9): class vectors normalised, then scaled by pi_c^-gamma.
 
   w'_k = w_k / (pi_k^gamma |w_k|), applied to the logits:
   z'_k = z_k pi_k^-gamma / |w_k| (bias-free logits; a bias is scaled alike).

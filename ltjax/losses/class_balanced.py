@@ -6,7 +6,8 @@ every official code path (Cui's TF code, its PyTorch port used by weight
 balancing, LDAM-DRW's DRW, DDC) the weights are renormalised to sum to C.
 beta = 0 gives uniform weights, beta -> 1 the inverse class frequency (the limit
 1/n_c is taken exactly at beta = 1; this is the "beta = 1" CB of Hasegawa &
-Sato, ewb Eq. 8, whose weights N_bar / N_y also sum to C).
+Sato, ICLR'24, App. 7.3 Eq. 8, whose weights N_bar / N_y also sum to C).
+See docs/references.md, 'Class-balanced loss'.
 
 Variants of ``class_balanced_loss`` (w_i = w_{y_i}; t = one-hot(y); s = 2t - 1):
 
@@ -17,13 +18,15 @@ Variants of ``class_balanced_loss`` (w_i = w_{y_i}; t = one-hot(y); s = 2t - 1):
   'softmax_bce'  w_i * mean_c BCE(softmax(z_i)_c, t_ic)
                  the weight-balancing demo's "softmax" CB loss
                  (ShadeAlsha/LTR-weight-balancing utils/class_balanced_loss.py,
-                 reference §2.3): binary cross-entropy between the softmax
-                 probabilities and the one-hot target, every entry of sample i
-                 weighted by w_{y_i}, averaged over all B*C entries.
+                 docs/references.md, 'Weight balancing: stage 2'): binary
+                 cross-entropy between the softmax probabilities and the
+                 one-hot target, every entry of sample i weighted by w_{y_i},
+                 averaged over all B*C entries.
 
 Reduction 'mean' (``weighted_mean``):
-  True   sum_i l_i / sum_i w_i, PyTorch's weighted mean (shared/reference §0),
-         the library default for class-weighted losses; for 'softmax' this is
+  True   sum_i l_i / sum_i w_i, PyTorch's weighted mean (docs/references.md,
+         'Conventions: weighted cross-entropy'), the library default for
+         class-weighted losses; for 'softmax' this is
          ``nn.CrossEntropyLoss(weight=w)`` as used by LDAM-DRW and DDC.
   False  sum_i l_i / B. This is the official code's normalisation for
          'sigmoid' and 'focal' (Cui's TF code divides the weighted sum by the

@@ -1,9 +1,10 @@
 """Regularisers: logit weight repulsion (LWR) and feature-norm regularisation (FR).
 
-LWR (Ha, Park & Choi, papers/lwr, Eq. 3-6 and Sec. 3.3). No official code
-exists (reference §4); this follows the paper. With w_bar_i = w_i / ||w_i|| the
-L2-normalised classifier rows (or their projections by the paper's MLP, which
-is a model component), cos_ij = w_bar_i . w_bar_j and
+LWR (Ha, Park & Choi, Eq. 3-6 and Sec. 3.3). No official code
+exists (docs/references.md, 'LWR: paper only'); this follows the paper. With
+w_bar_i = w_i / ||w_i|| the L2-normalised classifier rows (or their
+projections by the paper's MLP, which is a model component),
+cos_ij = w_bar_i . w_bar_j and
 
   s_ij = 1[cos_ij > theta] cos_ij / tau                  (Eq. 5-6, Sec. 3.3.2)
   R_LWR = -sum_i log( exp(s_ii) / sum_j exp(s_ij) )       (Eq. 5)
@@ -41,9 +42,11 @@ stop-gradient: ``jnp.where`` differentiates the selected branch, which is the
 derivative almost everywhere. The tests check this gradient against a direct
 implementation of the formula above.
 
-FR (Hasegawa & Sato, papers/ewb, Appendix Eq. 5; HN410 ``utils/regularizers``,
-reference §2.5): (1 / B) sum_i ||f_i||^2 / 2 over the batch's penultimate
-features; the recipe multiplies it by zeta = lambda_FR = 0.01.
+FR (Hasegawa & Sato, ICLR'24, App. 7.3 Eq. 5; official code
+HN410/Exploring-Weight-Balancing-on-Long-Tailed-Recognition-Problem
+``utils/regularizers``, see docs/references.md, 'EWB: recipe and official
+code'): (1 / B) sum_i ||f_i||^2 / 2 over the batch's penultimate features;
+the recipe multiplies it by zeta = lambda_FR = 0.01.
 """
 
 import jax

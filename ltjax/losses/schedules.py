@@ -6,7 +6,8 @@ so a jitted train step can take the epoch as an argument without retracing.
 
 Switch epoch T0 (``switch_epoch``): the deferred phase runs from epoch T0 on,
 i.e. ``epoch >= switch_epoch`` with 0-indexed epochs. This is the official code
-(reference §3.1-3.2, §6.1): LDAM-DRW and DDC pick the DRW/ADRW weights with
+(kaidic/LDAM-DRW and wang22ti/DDC; docs/references.md, 'DDC: losses and
+schedules' and 'LDAM-DRW'): LDAM-DRW and DDC pick the DRW/ADRW weights with
 ``epoch // t_reweight`` and DDC switches TLA on ``epoch + 1 > t_reweight``, both
 with 0-indexed epochs, so with T0 = 160 of 200 epochs the last 40 epochs
 (160..199) are re-weighted. In the DDC paper's 1-indexed epochs t this is

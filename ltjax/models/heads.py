@@ -15,18 +15,19 @@ drops into the re-training heads that share its parameter names.
   LWRHead          kernel, bias, projection/{hidden,output}/{kernel,bias}
                                                             w_c.f + b_c
 
-Sources (papers in shared/papers, facts of the official code in
-shared/reference/official_implementations.md):
-  * Cosine classifier: LORT Table 1 "Vanilla Cosine"; LDAM's ``NormedLinear``
-    (reference §6.1), whose logits are cosines and whose s = 30 lives in the loss.
+Sources (papers and official code; the code facts are collected in
+docs/references.md):
+  * Cosine classifier: LORT (Lu et al., arXiv:2403.00250) Table 1 "Vanilla
+    Cosine"; LDAM's ``NormedLinear`` (kaidic/LDAM-DRW; docs/references.md,
+    'LDAM-DRW'), whose logits are cosines and whose s = 30 lives in the loss.
   * LWS and tau-normalisation: Kang et al., ICLR'20 (Decoupling), as restated in
     LORT Table 1: g_i = c_i W_i^T f and h_i = (W_i / |W_i|^tau)^T f.
-  * Simplex-ETF classifier: Hasegawa & Sato, ICLR'24 (ewb paper), App. 7.3
+  * Simplex-ETF classifier: Hasegawa & Sato, ICLR'24 (EWB), App. 7.3
     Eq. (11), W = sqrt(E_W C/(C-1)) U (I_C - 1 1^T / C); official code facts in
-    reference §2.5.
-  * Projection MLP: LWR (Ha, Park, Choi) Sec. 3.3.2 -- the repulsion acts on
-    class vectors passed through a trainable MLP with one hidden layer as wide
-    as the class vector.
+    docs/references.md, 'EWB: recipe and official code'.
+  * Projection MLP: LWR (Ha, Park, Choi) Sec. 3.3.2 -- the repulsion
+    acts on class vectors passed through a trainable MLP with one hidden layer
+    as wide as the class vector.
 """
 
 import functools
@@ -106,11 +107,11 @@ class CosineHead(nn.Module):
   """Cosine classifier: z_c = s * cos(w_c, f), no bias.
 
   LORT Table 1 "Vanilla Cosine", g_i = (W_i / |W_i|)^T (f / |f|); LDAM's
-  ``NormedLinear`` (reference §6.1). With the default ``scale=1`` the logits
-  are the cosines in [-1, 1]; LDAM multiplies them by s = 30 in its loss, so
-  keep ``scale=1`` there. ``learn_scale=True`` makes s a trainable scalar
-  ``head/scale`` initialised to ``scale`` (the learnable-temperature variant of
-  cosine classifiers).
+  ``NormedLinear`` (docs/references.md, 'LDAM-DRW'). With the default
+  ``scale=1`` the logits are the cosines in [-1, 1]; LDAM multiplies them by
+  s = 30 in its loss, so keep ``scale=1`` there. ``learn_scale=True`` makes s
+  a trainable scalar ``head/scale`` initialised to ``scale`` (the
+  learnable-temperature variant of cosine classifiers).
 
   Attributes:
     num_classes: C.
@@ -188,7 +189,7 @@ def tau_normalize(kernel: jax.Array, tau: float) -> jax.Array:
 
   LORT Table 1: h_i = (W_i / |W_i|^tau)^T f. tau = 0 is the identity, tau = 1
   gives unit-norm class vectors; the weight-balancing demo's alternative uses
-  tau = 1.9 (reference §2.3).
+  tau = 1.9 (docs/references.md, 'Weight balancing: stage 2').
 
   Args:
     kernel: (d, C) classifier weights, column c = w_c.
@@ -282,10 +283,11 @@ def etf_kernel(feature_dim: int, num_classes: int, seed: int = 0) -> np.ndarray:
 class ETFHead(nn.Module):
   """Fixed simplex-ETF classifier with a trainable bias: z_c = r_c (w_c . f) + b_c.
 
-  Hasegawa & Sato (ewb paper) Sec. 5.2 / App. 7.3 Eq. (11); official
-  ``ETFClassifier`` (reference §2.5). W is NOT a parameter: it is the
-  deterministic :func:`etf_kernel` of (d, C, ``seed``), recomputed on the host
-  when the module is traced and embedded as a constant. So it survives
+  Hasegawa & Sato (EWB, ICLR'24) Sec. 5.2 / App. 7.3 Eq. (11); official
+  ``ETFClassifier`` (docs/references.md, 'EWB: recipe and official code'). W is
+  NOT a parameter: it is the deterministic :func:`etf_kernel` of (d, C,
+  ``seed``), recomputed on the host when the module is traced and embedded as
+  a constant. So it survives
   checkpointing without being saved (a TrainState of ``params`` and
   ``batch_stats`` suffices), needs no optimiser mask, and is the same under
   ``jit``, on every device and across re-inits with any PRNG key. Changing
