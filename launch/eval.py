@@ -56,7 +56,7 @@ def main(argv):
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   from ltjax.eval import report as ltjax_report  # pylint: disable=g-import-not-at-top
   from ltjax.eval import metrics  # pylint: disable=g-import-not-at-top
-  from ltjax.train import evaluation  # pylint: disable=g-import-not-at-top
+  from ltjax.train import workdir_report  # pylint: disable=g-import-not-at-top
 
   workdirs = [w.rstrip('/') for w in FLAGS.workdir]
   names = FLAGS.name or [w for w in workdirs]
@@ -68,7 +68,7 @@ def main(argv):
   reports = {}
   for name, workdir in zip(names, workdirs):
     logging.info('Evaluating %s (%s checkpoint).', workdir, FLAGS.checkpoint)
-    report = evaluation.report_for_workdir(
+    report = workdir_report.report_for_workdir(
         workdir, checkpoint=FLAGS.checkpoint, sharpness_directions=FLAGS.sharpness_directions,
         eval_batch_size=FLAGS.eval_batch_size or None, config_overrides=overrides)
     outdir = (FLAGS.output or os.path.join(workdir, 'report')) if len(workdirs) == 1 else (

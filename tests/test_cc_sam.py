@@ -1,7 +1,8 @@
 """CC-SAM stage-1 flat loss: closed form == vmapped == the official per-class loop.
 
 The reference is ``official_loop`` below, written like the released code
-(shared/reference/official_implementations.md §1.3): for every class present,
+(zzpustc/CC-SAM, train_cifar.py ``train()``; docs/references.md, 'CC-SAM:
+stage 1'): for every class present,
 a separate gradient of the class-mean clean loss, a per-tensor radius, the
 perturbed parameters, the flat CE on that class's samples, and back to the
 unperturbed parameters (functional here, so "restore" is implicit). Everything
@@ -19,7 +20,8 @@ import pytest
 
 from ltjax.models import Classifier
 from ltjax.models.heads import LinearHead
-from ltjax.optim import cc_sam
+from ltjax import losses
+from ltjax.losses import cc_sam
 
 B, D, C = 12, 5, 12
 NOISE = 0.3  # Large, so eps changes the loss by O(1) and a wrong eps shows.
@@ -27,7 +29,7 @@ RHO = 0.7  # For radius='fixed'.
 # n_6 = 1 exercises the n_c - 1 guard.
 COUNTS = np.array([50, 20, 9, 5, 3, 2, 1, 30, 7, 4, 12, 2])
 sg = jax.lax.stop_gradient
-ce = cc_sam.hard_label_cross_entropy
+ce = losses.softmax_cross_entropy
 # 12 slots in chunks of 5: a full, a partial and (for few classes) skipped empty chunks.
 VMAPPED = functools.partial(cc_sam.head_flat_loss_vmap, class_chunk=5)
 

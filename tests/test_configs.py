@@ -28,7 +28,7 @@ def _keys(config, prefix=''):
 def test_recipe_builds_with_base_keys_only(name, tmp_path):
   config = importlib.import_module(f'configs.{name}').get_config()
   assert _keys(config) == _keys(base.get_config())
-  stages = train.loop.plan_stages(config, str(tmp_path))
+  stages = train.plan_stages(config, str(tmp_path))
   assert len(stages) == (2 if config.stage2.num_epochs > 0 else 1)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from configs import base
 from ltjax import optim
+from ltjax import param_paths
 
 A = np.array([1.0, 3.0])
 B = np.array([0.5, -1.0])
@@ -58,7 +59,7 @@ def test_torch_sgd_reproduces_pytorch(nesterov):
 def test_weight_decay_mask_selects_paths():
   params = {'backbone': {'conv': {'kernel': jnp.ones(2)}, 'bn': {'scale': jnp.ones(2)}},
             'head': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)}}
-  mask = optim.path_mask(params, r'.*/kernel')
+  mask = param_paths.path_mask(params, r'.*/kernel')
   assert mask == {'backbone': {'conv': {'kernel': True}, 'bn': {'scale': False}},
                   'head': {'kernel': True, 'bias': False}}
   tx = optim.torch_sgd(1.0, momentum=0.0, weight_decay=0.5, weight_decay_mask=mask)
@@ -111,4 +112,4 @@ def test_unknown_names_list_the_valid_ones():
   config = base.get_config().optim
   config.name = 'adamw'
   with pytest.raises(ValueError, match="valid: \\['sgd'\\]"):
-    optim.build_optimizer(config, 0.1)
+    optim.base_optimizer(config, 0.1)

@@ -16,7 +16,7 @@ from conftest import tiny_config
 from ltjax import models
 from ltjax import train
 from ltjax.eval import report as ltjax_report
-from ltjax.train import evaluation
+from ltjax.train import workdir_report
 
 REQUIRED_KEYS = ('accuracy', 'balanced_accuracy', 'many', 'medium', 'few', 'logits_magnitude',
                  'regularized_std', 'fdr', 'feature_norm', 'weight_norm', 'nc1', 'etf_distance')
@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
 
 def test_report_of_a_workdir_matches_the_training_evaluation(trained):
   workdir, state, results = trained
-  report = evaluation.report_for_workdir(os.path.relpath(os.path.join(workdir, 'stage2')),
+  report = workdir_report.report_for_workdir(os.path.relpath(os.path.join(workdir, 'stage2')),
                                          checkpoint='latest',
                                          sharpness_directions=2)
   for key in REQUIRED_KEYS + ('fdr_train', 'nc1_train', 'etf_distance_train',
@@ -66,7 +66,7 @@ def test_report_of_a_workdir_matches_the_training_evaluation(trained):
 
 def test_report_json_is_strict_json_and_plots_are_written(trained, tmp_path):
   workdir, _, _ = trained
-  report = evaluation.report_for_workdir(workdir, checkpoint='best', sharpness_directions=2)
+  report = workdir_report.report_for_workdir(workdir, checkpoint='best', sharpness_directions=2)
   report['fdr'] = float('nan')  # NaN must become null, not the non-standard NaN token.
   paths = ltjax_report.write_report(report, str(tmp_path), title='stage 1')
   with open(tmp_path / 'report.json') as f:
@@ -106,7 +106,7 @@ def test_launch_eval_compares_two_workdirs(trained, tmp_path):
 
 def test_missing_workdir_config_says_what_to_do(tmp_path):
   with pytest.raises(FileNotFoundError, match='not a workdir written by launch/train.py'):
-    evaluation.report_for_workdir(str(tmp_path))
+    workdir_report.report_for_workdir(str(tmp_path))
 
 
 @pytest.mark.parametrize('head', ['linear', 'lws', 'tau_norm', 'cosine'])
@@ -123,7 +123,7 @@ def test_affine_head_reads_the_effective_classifier(head):
                            tx=None)
   features = np.random.default_rng(2).normal(size=(6, 128)).astype(np.float32)
   head_out = model.apply({'params': params}, features, method=train.steps.head_method)
-  found = evaluation.affine_head(state, 128)
+  found = workdir_report.affine_head(state, 128)
   if head == 'cosine':
     assert found is None  # Normalised features: not affine.
     return
@@ -151,7 +151,7 @@ def test_open_set_f_measure_on_held_out_classes(tmp_path):
   config.data.open_classes = (8, 9)
   workdir = str(tmp_path / 'open')
   train.train_and_evaluate(config, workdir)
-  report = evaluation.report_for_workdir(workdir, checkpoint='latest', sharpness_directions=0)
+  report = workdir_report.report_for_workdir(workdir, checkpoint='latest', sharpness_directions=0)
   assert len(report['per_class_accuracy']) == 8 and report['sharpness'] is None
   open_set = report['open_set']
   assert open_set['closed_images'] == 8 * 40 and open_set['open_images'] == 2 * 40
@@ -162,7 +162,7 @@ def test_open_set_f_measure_on_held_out_classes(tmp_path):
 
 def test_class_capped_subset_keeps_every_class():
   labels = np.repeat(np.arange(5), [100, 40, 10, 2, 1])
-  keep = evaluation.class_capped_subset(labels, 50)
+  keep = workdir_report.class_capped_subset(labels, 50)
   np.testing.assert_array_equal(np.bincount(labels[keep]), [18, 18, 10, 2, 1])  # k = 18.
   assert len(np.unique(keep)) == len(keep) == 49
-  assert len(evaluation.class_capped_subset(labels, 1000)) == len(labels)
+  assert len(workdir_report.class_capped_subset(labels, 1000)) == len(labels)

@@ -16,7 +16,7 @@ from ltjax.optim.maxnorm import projected_max_norm
 from ltjax.optim.sam import sam
 from ltjax.optim.sam import sam_perturbation
 from ltjax.optim.sam import step_rho_schedule
-from ltjax.optim.sgd import path_mask
+from ltjax.param_paths import path_mask
 from ltjax.optim.sgd import torch_sgd
 
 # f(t) = t.A t / 2 + B.t, a convex quadratic.

@@ -113,7 +113,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   assert checkpoints.latest_step() == 4
   mesh = sharding.make_mesh()
   model = models.build_model(config.model, 10)
-  tx = optim.build_optimizer(config.optim, lambda count: 0.1)  # The run's state structure.
+  tx = optim.base_optimizer(config.optim, lambda count: 0.1)  # The run's state structure.
   state = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=0, mesh=mesh)
   restored = checkpoints.restore(state)
   checkpoints.close()
@@ -205,7 +205,7 @@ def test_validation_split_is_evaluated_and_selects_the_best(tmp_path):
 
 def restore_params(workdir, config, which='best'):
   model = models.build_model(config.model, 10)
-  tx = optim.build_optimizer(config.optim, lambda count: 0.0)
+  tx = optim.base_optimizer(config.optim, lambda count: 0.0)
   abstract = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=config.seed,
                                       mesh=sharding.make_mesh())
   checkpoints = train.Checkpoints(workdir)
@@ -296,9 +296,9 @@ def test_head_only_step_equals_the_full_backward_step():
 def test_stage2_without_stage1_checkpoint_fails_clearly(tmp_path):
   config = tiny_config()
   config.stage2.num_epochs = 1
-  stage = train.loop.plan_stages(config, str(tmp_path))[1]
+  stage = train.plan_stages(config, str(tmp_path))[1]
   with pytest.raises(FileNotFoundError, match='train stage 1 first'):
-    train.loop.run_stage(stage)
+    train.run_stage(stage)
 
 
 def test_sam_step_uses_the_perturbed_gradient_and_clean_bn_statistics():

@@ -9,38 +9,38 @@ Producers and consumers refer to the keys by these constants:
   key           shape, dtype       produced by                consumed by
   IMAGE         (B, H, W, C)       pipeline.TrainBatches      steps.train_step
                 float32,           .batch (augmented);        (backbone input);
-                normalised         pipeline.eval_batches      steps.eval_step,
-                                   (resize + centre crop      steps.collect_outputs,
-                                   when asked)                loop.evaluate,
-                                                              feature_cache's
-                                                              feature step
+                normalised         pipeline.eval_batches      steps.eval_step and
+                                   (resize + centre crop      feature_cache's feature
+                                   when asked)                step (predict steps run
+                                                              by predict.predict)
   LABEL         (B,) int32         TrainBatches.batch,        train_step (loss,
                                    eval_batches,              accuracy);
-                                   feature_cache (from the    collect_outputs and
-                                   extracted training labels) evaluate (metrics)
+                                   feature_cache (from the    predict.predict and
+                                   extracted training labels) predict.evaluate
   MIXUP_LABEL   (B,) int32         TrainBatches.batch, only   train_step: the mixup
                                    with mixup_alpha > 0       partner's label
                                    (label[perm])
   MIXUP_LAMBDA  (B,) float32       TrainBatches.batch, with   train_step (its mean:
                                    MIXUP_LABEL (one lambda,   the weight of LABEL's
                                    repeated per example)      loss)
-  MASK          (B,) bool          eval_batches (False on     collect_outputs,
-                                   padded rows)               evaluate: drop those
-                                                              rows
+  MASK          (B,) bool          eval_batches,              predict.predict: drops
+                                   predict.array_batches      those rows
+                                   (False on padded rows)
   FEATURES      (B, D) float       feature_cache              train_step: replaces
                 (the backbone's    .train_batches (cached     IMAGE, skipping the
-                output dtype)      backbone features)         backbone
+                output dtype)      backbone features) and     backbone; the cache's
+                                   .eval_batches              head step
   INDEX         (B,) int32         feature_cache              feature_cache: the
                                    .train_batches (sample     on-device gather of
                                    indices of a step)         FEATURES
 
 Module names are those of ``ltjax.data`` (pipeline) and ``ltjax.train``
-(steps, loop, feature_cache). A training batch carries IMAGE and LABEL (plus
+(steps, predict, feature_cache). A training batch carries IMAGE and LABEL (plus
 MIXUP_LABEL and MIXUP_LAMBDA with mixup), or FEATURES and LABEL in cached
 classifier re-training; an evaluation batch carries IMAGE, LABEL and MASK.
 B is the host-local batch out of the pipeline and the global batch on device.
-(feature_cache's cached evaluation batches also carry 'flipped', the features
-of the mirrored images for ``eval.flip_tta``, which never leave that module.)
+feature_cache's cached evaluation batches carry FLIPPED, the features of the
+mirrored images for ``eval.flip_tta``, besides FEATURES, LABEL and MASK.
 
 Records of a data source (``source[i]``, see ``ltjax.data.datasets``) use
 the same two names 'image' and 'label' for one example, but are a separate

@@ -130,7 +130,7 @@ def build_report(test: Mapping[str, np.ndarray], *, train: Mapping[str, np.ndarr
   report['weight_angles'] = {pair: {k: v for k, v in stats.items() if k != 'angles'}
                              for pair, stats in diagnostics.head_tail_angles(
                                  kernel, counts, **thresholds).items()}
-  report['sharpness'] = None  # Needs an affine head (see ltjax.train.evaluation.affine_head).
+  report['sharpness'] = None  # Needs an affine head (see ltjax.train.workdir_report.affine_head).
   if sharpness_directions > 0:
     report['sharpness'] = diagnostics.sharpness_curve(
         train['features'], train['label'], kernel, bias, counts,

@@ -1,28 +1,21 @@
 """Losses, regularisers and their epoch schedules; the training objective.
 
 Every loss is a pure function of ``(logits, labels, *, class statistics,
-hyper-parameters)`` (see the modules). ``build_objective`` assembles the
-training objective of a config from three explicit tables:
+hyper-parameters)`` returning per-example losses or a reduction (see the
+modules); class statistics are arguments, never state.
 
-  LOSSES     config.loss.name      -> the classification loss
-  SCHEDULES  config.loss.schedule  -> class re-weighting / TLA over the epochs
-  regularisers                     -> FR (loss.feature_norm_weight) and LWR
-                                      (loss.lwr_weight, with lambda(t))
-  CC-SAM stage 1                   -> the class-conditional flat loss (config.cc_sam)
-  CC-SAM stage 2                   -> adversarial features (loss.adversarial_weight)
-
-The objective is ``objective(logits, labels, *, features, head_params, head_fn,
-step, mixup=None) -> (loss, metrics)``; the train step calls it inside the
-gradient (``head_fn`` maps features to logits with the live parameters).
+  cross_entropy.py   the one softmax cross-entropy (PyTorch's conventions)
+  focal.py, class_balanced.py, logit_adjusted.py, retargeting.py
+                     the classification losses of the baselines and papers
+  regularizers.py    feature-norm (FR) and logit weight repulsion (LWR)
+  schedules.py       DRW / ADRW class weights, TLA, LWR's lambda(t)
+  mixup.py           the lambda-mixture of a loss over a mixed batch's labels
+  cc_sam.py          CC-SAM stage 1: the class-conditional flat loss
+  adversarial.py     CC-SAM stage 2: class-conditional adversarial features
+  objective.py       ``build_objective``: a config's training objective
 """
 
-from typing import Callable, NamedTuple
-
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-
+from ltjax.losses import cc_sam
 from ltjax.losses import schedules
 from ltjax.losses.adversarial import adversarial_feature_losses
 from ltjax.losses.adversarial import adversarial_mix
@@ -36,6 +29,12 @@ from ltjax.losses.logit_adjusted import ldam_margins
 from ltjax.losses.logit_adjusted import log_prior
 from ltjax.losses.logit_adjusted import logit_adjusted_loss
 from ltjax.losses.logit_adjusted import vs_loss
+from ltjax.losses.mixup import mixup_loss
+from ltjax.losses.objective import CC_SAM_IMPLEMENTATIONS
+from ltjax.losses.objective import LOSSES
+from ltjax.losses.objective import SCHEDULES
+from ltjax.losses.objective import build_objective
+from ltjax.losses.objective import simple_objective
 from ltjax.losses.regularizers import feature_norm_regularizer
 from ltjax.losses.regularizers import lwr_regularizer
 from ltjax.losses.retargeting import lort_loss
@@ -43,193 +42,3 @@ from ltjax.losses.schedules import adrw_weights
 from ltjax.losses.schedules import drw_weights
 from ltjax.losses.schedules import lwr_lambda
 from ltjax.losses.schedules import tla_gamma
-
-# (logits, labels, class_weights or None, epoch) -> scalar batch loss.
-BaseLoss = Callable[[jax.Array, jax.Array, jax.Array | None, jax.Array], jax.Array]
-
-
-class _Loss(NamedTuple):
-  build: Callable[[ml_collections.ConfigDict, np.ndarray], BaseLoss]
-  reweightable: bool  # Accepts class weights (DRW/ADRW) with PyTorch's weighted mean.
-
-
-def _ce(c, counts):
-  del counts
-  return lambda z, y, w, epoch: softmax_cross_entropy(
-      z, y, label_smoothing=c.label_smoothing, class_weights=w, reduction='mean')
-
-
-def _focal(c, counts):
-  del counts
-  return lambda z, y, w, epoch: focal_loss(z, y, gamma=c.focal_gamma, class_weights=w,
-                                           reduction='mean')
-
-
-def _class_balanced(c, counts):
-  return lambda z, y, w, epoch: class_balanced_loss(
-      z, y, class_counts=counts, beta=c.cb_beta, variant=c.cb_variant,
-      gamma=c.focal_gamma, reduction='mean')
-
-
-def _ldam(c, counts):
-  return lambda z, y, w, epoch: ldam_loss(
-      z, y, class_counts=counts, max_margin=c.ldam_max_margin, scale=c.ldam_scale,
-      class_weights=w, reduction='mean')
-
-
-def _balanced_softmax(c, counts):
-  del c
-  return lambda z, y, w, epoch: balanced_softmax_loss(z, y, class_counts=counts,
-                                                      class_weights=w, reduction='mean')
-
-
-def _logit_adjusted(c, counts):
-  return lambda z, y, w, epoch: logit_adjusted_loss(z, y, class_counts=counts, tau=c.la_tau,
-                                                    class_weights=w, reduction='mean')
-
-
-def _vs(c, counts):
-  def loss(z, y, w, epoch):
-    gamma = c.vs_gamma
-    if c.schedule in ('tla', 'adrw_tla'):  # Truncated LA: beta -> 1 after the switch.
-      gamma = tla_gamma(gamma, epoch, switch_epoch=c.switch_epoch)
-    return vs_loss(z, y, class_counts=counts, gamma=gamma, tau=c.vs_tau, class_weights=w,
-                   reduction='mean')
-  return loss
-
-
-def _lort(c, counts):
-  del counts
-  return lambda z, y, w, epoch: lort_loss(z, y, delta=c.lort_delta, reduction='mean')
-
-
-LOSSES: dict[str, _Loss] = {
-    'cross_entropy': _Loss(_ce, True),
-    'focal': _Loss(_focal, True),
-    'class_balanced': _Loss(_class_balanced, False),
-    'ldam': _Loss(_ldam, True),
-    'balanced_softmax': _Loss(_balanced_softmax, True),
-    'logit_adjusted': _Loss(_logit_adjusted, True),
-    'vs': _Loss(_vs, True),
-    'lort': _Loss(_lort, False),
-}
-
-# config.loss.schedule -> class weights as a function of (counts, epoch, loss config);
-# None = no re-weighting. 'tla' changes the VS loss itself (see _vs).
-SCHEDULES: dict[str, Callable | None] = {
-    'none': None,
-    'drw': lambda counts, epoch, c: drw_weights(counts, epoch, switch_epoch=c.switch_epoch,
-                                                beta=c.drw_beta),
-    'adrw': lambda counts, epoch, c: adrw_weights(counts, epoch, switch_epoch=c.switch_epoch,
-                                                  nu=c.adrw_nu),
-    'tla': None,
-    'adrw_tla': lambda counts, epoch, c: adrw_weights(counts, epoch,
-                                                      switch_epoch=c.switch_epoch, nu=c.adrw_nu),
-}
-
-
-def _classifier_vectors(head_params) -> jax.Array:
-  """(C, k) class vectors for LWR: projected by the LWR head's MLP, else W's columns."""
-  from ltjax.models import heads  # pylint: disable=g-import-not-at-top
-  if 'projection' in head_params:
-    return heads.lwr_projected_weights(head_params)
-  return head_params['kernel'].T
-
-
-def _cc_sam_flat_loss(cc: ml_collections.ConfigDict, counts: np.ndarray):
-  """(logits, labels, features, head_params, mixup) -> (flat loss, metrics) of CC-SAM."""
-  from ltjax.optim import cc_sam  # pylint: disable=g-import-not-at-top
-  implementations = {'closed_form': cc_sam.head_flat_loss, 'vmap': cc_sam.head_flat_loss_vmap}
-  if cc.implementation not in implementations:
-    raise ValueError(f'Unknown cc_sam.implementation {cc.implementation!r}; valid: '
-                     f'{sorted(implementations)}.')
-  flat_loss = implementations[cc.implementation]
-
-  def compute(logits, labels, features, head_params, mixup):
-    def clean_per_example(z):  # The official code's (mixup-mixed) CE, grouped by y.
-      per = softmax_cross_entropy(z, labels)
-      if mixup is not None:
-        partner_labels, lam = mixup
-        per = lam * per + (1 - lam) * softmax_cross_entropy(z, partner_labels)
-      return per
-
-    kwargs = {'logits': logits} if cc.implementation == 'closed_form' else {}
-    return flat_loss(features, labels, head_params, clean_per_example, class_counts=counts,
-                     noise_ratio=cc.noise_ratio, radius=cc.radius, rho=cc.rho or None,
-                     **kwargs)
-
-  return compute
-
-
-def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.ndarray, *,
-                    steps_per_epoch: int, num_epochs: int,
-                    cc_sam_config: ml_collections.ConfigDict | None = None):
-  """The training objective of ``config.loss`` with the class counts bound in.
-
-  ``cc_sam_config`` (``config.cc_sam``) with ``flat_ratio > 0`` adds CC-SAM's
-  stage-1 flat loss: loss = (1 - flat_ratio) * loss + flat_ratio * flat.
-  """
-  c = loss_config
-  if c.name not in LOSSES:
-    raise ValueError(f'Unknown loss.name {c.name!r}; valid: {sorted(LOSSES)}.')
-  if c.schedule not in SCHEDULES:
-    raise ValueError(f'Unknown loss.schedule {c.schedule!r}; valid: {sorted(SCHEDULES)}.')
-  spec = LOSSES[c.name]
-  reweight = SCHEDULES[c.schedule]
-  if reweight is not None and not spec.reweightable:
-    raise ValueError(f'loss.schedule={c.schedule!r} re-weights classes, which loss.name='
-                     f'{c.name!r} does not support; use one of '
-                     f'{sorted(n for n, s in LOSSES.items() if s.reweightable)}.')
-  if c.schedule in ('tla', 'adrw_tla') and c.name != 'vs':
-    raise ValueError(f"loss.schedule={c.schedule!r} truncates the VS loss; set loss.name='vs'.")
-  counts = np.asarray(class_counts)
-  base = spec.build(c, counts)
-  cc = cc_sam_config if cc_sam_config is not None and cc_sam_config.flat_ratio > 0 else None
-  cc_flat = _cc_sam_flat_loss(cc, counts) if cc is not None else None
-
-  def objective(logits, labels, *, features, head_params, head_fn=None, step, mixup=None):
-    epoch = step // steps_per_epoch  # Schedules switch at epoch boundaries, as the official code.
-    weights = reweight(counts, epoch, c) if reweight is not None else None
-    loss = base(logits, labels, weights, epoch)
-    if mixup is not None:
-      partner_labels, lam = mixup
-      loss = lam * loss + (1 - lam) * base(logits, partner_labels, weights, epoch)
-    metrics = {'classification_loss': loss}
-    if cc_flat is not None:
-      flat, flat_metrics = cc_flat(logits, labels, features, head_params, mixup)
-      loss = (1 - cc.flat_ratio) * loss + cc.flat_ratio * flat
-      metrics.update(flat_metrics)
-    if c.adversarial_weight:
-      adversarial = jnp.mean(adversarial_feature_losses(
-          features, labels, head_fn, class_counts=counts, weight=c.adversarial_weight,
-          div=c.adversarial_div))
-      alpha = adversarial_mix(epoch, total_epochs=num_epochs, cap=c.adversarial_cap)
-      loss = alpha * adversarial + (1 - alpha) * loss
-      metrics['adversarial_loss'] = adversarial
-    if c.feature_norm_weight:
-      fr = feature_norm_regularizer(features)
-      loss = loss + c.feature_norm_weight * fr
-      metrics['feature_norm_reg'] = fr
-    if c.lwr_weight:
-      lwr = lwr_regularizer(_classifier_vectors(head_params), theta=c.lwr_theta, tau=c.lwr_tau)
-      lam_t = lwr_lambda(step / steps_per_epoch, total_epochs=num_epochs,
-                         lambda0=c.lwr_weight)
-      loss = loss + lam_t * lwr
-      metrics['lwr_reg'] = lwr
-    return loss, metrics
-
-  return objective
-
-
-def simple_objective(loss_fn: Callable[[jax.Array, jax.Array], jax.Array]):
-  """An objective from a plain ``loss_fn(logits, labels) -> scalar`` (tests, benchmarks)."""
-
-  def objective(logits, labels, *, features, head_params, head_fn=None, step, mixup=None):
-    del features, head_params, head_fn, step
-    loss = loss_fn(logits, labels)
-    if mixup is not None:
-      partner_labels, lam = mixup
-      loss = lam * loss + (1 - lam) * loss_fn(logits, partner_labels)
-    return loss, {'classification_loss': loss}
-
-  return objective

@@ -1,7 +1,9 @@
 """CC-SAM's stage 2: classifier re-training on class-conditional adversarial features.
 
 Zhou et al., "Class-Conditional Sharpness-Aware Minimization for Deep
-Long-Tailed Recognition", CVPR 2023, stage 2 (reference §1.4). For each class c
+Long-Tailed Recognition", CVPR 2023, stage 2 (§3.2, Eq. 12-14; official code
+zzpustc/CC-SAM, train_cifar.py ``train_sample()``; see docs/references.md,
+'CC-SAM: stage 2'). For each class c
 present in the batch, with ell_i = CE(h(f_i), y_i) on the frozen backbone's
 features f and g = d(mean_{i: y_i = c} ell_i)/df (zero outside class-c rows):
 

@@ -1,8 +1,10 @@
 """Stage 1 of CC-SAM: the class-conditional flat loss, in closed form and by vmap.
 
 CC-SAM (Zhou et al., "Class-Conditional Sharpness-Aware Minimization for Deep
-Long-Tailed Recognition", CVPR 2023; shared/papers/cc_sam_*.txt) trains the
-first stage on
+Long-Tailed Recognition", CVPR 2023, Sec. 3) trains the first stage on an
+objective with a flat-loss term, not with a different update rule, so it lives
+with the losses (``ltjax.losses.build_objective`` adds it when
+``config.cc_sam.flat_ratio > 0``; its stage 2 is ``adversarial.py``):
 
   total = (1 - flat_ratio) * mean_i l_i  +  flat_ratio * flat_loss,
   flat_loss = (1/B) sum_i CE(z_i(theta + eps_{y_i}), y_i),
@@ -16,12 +18,13 @@ perturbation along the gradient of the class-c mean loss,
   eps_c = |eps_c| g_c / |g_c|.
 
 Classes are grouped by the *original* label y_i, also under mixup, and the flat
-loss uses the hard label y_i on the (mixed) features (reference §1.3, steps
-3 and 6).
+loss uses the hard label y_i on the (mixed) features (official code
+zzpustc/CC-SAM, train_cifar.py ``train()``; docs/references.md, 'CC-SAM:
+stage 1', steps 3 and 6).
 
 Radius (``radius=``), per class c with the training count n_c:
 
-  'official'  the released code (reference §1.3 step 5), per parameter tensor p:
+  'official'  the released code (docs/references.md, 'CC-SAM: stage 1', step 5), per tensor p:
               |eps_c^p| = noise_ratio * sqrt(|theta| / (2 |g_c^p|)) * (P / (n_c - 1))^(1/4),
               |theta| = global L2 norm of the perturbed parameters + 1e-12,
               P = their total number of entries.
@@ -97,7 +100,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from ltjax.optim.sgd import path_mask
+from ltjax.losses.cross_entropy import softmax_cross_entropy
+from ltjax.param_paths import path_mask
 
 RADII = ('official', 'paper', 'fixed')
 # The official code adds this to |theta| (its ``grad_norm`` of the parameters).
@@ -106,23 +110,16 @@ THETA_EPS = 1e-12
 PerExampleLoss = Callable[[jax.Array], jax.Array]
 
 
+def check_linear_head(head_name: str) -> None:
+  """The closed form perturbs W and b of a linear head: ``model.head`` must be 'linear'."""
+  if head_name != 'linear':
+    raise ValueError("cc_sam perturbs a linear classifier; set model.head='linear' (got "
+                     f'{head_name!r}).')
+
+
 # --------------------------------------------------------------------------
 # Shared pieces.
 # --------------------------------------------------------------------------
-
-
-def hard_label_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Per-example CE(z_i, y_i) in the logits' dtype (float64 stays float64).
-
-  Args:
-    logits: (B, C) float.
-    labels: (B,) int.
-
-  Returns:
-    (B,) losses.
-  """
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
 def _check_radius(radius: str, rho: float | None) -> None:
@@ -282,7 +279,7 @@ def head_flat_loss(features: jax.Array, labels: jax.Array, head_params: dict[str
   s_w, s_b = jax.lax.stop_gradient(s_w), jax.lax.stop_gradient(s_b)
 
   perturbed = logits.astype(dtype) + (s_w / m)[:, None] * u + (s_b / m)[:, None] * v
-  losses = (flat_loss or hard_label_cross_entropy)(perturbed, labels)
+  losses = (flat_loss or softmax_cross_entropy)(perturbed, labels)
   loss = jnp.mean(losses)
   metrics = {
       'cc_sam_flat_loss': loss,
@@ -307,7 +304,7 @@ def _mask_leaves(params, mask) -> list[bool]:
   flags = jax.tree_util.tree_leaves(mask)
   if len(flags) != len(jax.tree_util.tree_leaves(params)):
     raise ValueError('mask must be a pytree of bools with the structure of params (or a '
-                     'path regex for ltjax.optim.path_mask).')
+                     'path regex for ltjax.param_paths.path_mask).')
   return [bool(x) for x in flags]
 
 
@@ -365,7 +362,7 @@ def generic_flat_loss(params: Any, labels: jax.Array,
       recomputes the forward of the perturbed part.
     class_counts: (C,) training counts n_c.
     mask: which leaves are perturbed: None (all), a pytree of bools like
-      ``params``, or a path regex (``ltjax.optim.path_mask``), e.g.
+      ``params``, or a path regex (``ltjax.param_paths.path_mask``), e.g.
       ``'head/.*'`` or ``'(backbone/stage3.*|head/.*)'``.
     noise_ratio, radius, rho: as in :func:`head_flat_loss`; |theta| and P are
       the norm and size of the perturbed leaves.
@@ -453,7 +450,7 @@ def head_flat_loss_vmap(features: jax.Array, labels: jax.Array,
   part); ``clean_loss`` must be a function of the logits.
   """
   f = features
-  flat = flat_loss or hard_label_cross_entropy
+  flat = flat_loss or softmax_cross_entropy
   f_const = jax.lax.stop_gradient(f)
   head = {'kernel': head_params['kernel'], 'bias': head_params['bias']}
 

@@ -1,8 +1,8 @@
 """Softmax cross-entropy with PyTorch's class-weight and label-smoothing conventions.
 
 Also holds the small helpers the other loss modules share (reduction, dtype,
-validation of class counts, cross-entropy of adjusted logits); they are not
-exported from ``ltjax.losses``.
+validation of class counts, per-example class weights); they are not exported
+from ``ltjax.losses``.
 """
 
 import jax
@@ -18,37 +18,37 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *,
                           reduction: str = 'none') -> jax.Array:
   """Cross-entropy between softmax(logits) and (smoothed) one-hot labels.
 
+  The one cross-entropy of ltjax: the classification losses apply it to their
+  adjusted logits, CC-SAM to its perturbed logits. It computes in the logits'
+  dtype, at least float32 (bfloat16 is upcast, float64 is kept, so float64
+  inputs are differentiated in float64).
+
   With label smoothing ``ls`` the target is (1 - ls) * onehot + ls / C, as
   ``torch.nn.CrossEntropyLoss(label_smoothing=ls)``.
 
   Args:
     logits: (B, C) float.
     labels: (B,) int in [0, C).
-    label_smoothing: ls in [0, 1].
+    label_smoothing: ls in [0, 1] (may be traced).
     class_weights: optional (C,) weights w. Per-example losses are multiplied
       by w[y_i]; the 'mean' reduction is PyTorch's weighted mean
-      sum_i w[y_i] l_i / sum_i w[y_i] (shared/reference §0), not a plain mean.
+      sum_i w[y_i] l_i / sum_i w[y_i], not a plain mean (docs/references.md,
+      'Conventions: weighted cross-entropy').
     reduction: 'none' -> (B,), 'mean' or 'sum' -> scalar.
   """
-  if reduction not in REDUCTIONS:
-    raise ValueError(f'Unknown reduction {reduction!r}; valid: {REDUCTIONS}.')
-  logits = logits.astype(jnp.float32)
+  check_reduction(reduction)
+  logits = logits.astype(compute_dtype(logits))
   num_classes = logits.shape[-1]
-  log_probs = jax.nn.log_softmax(logits)
-  targets = jax.nn.one_hot(labels, num_classes)
-  if label_smoothing:
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  targets = jax.nn.one_hot(labels, num_classes, dtype=log_probs.dtype)
+  if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):
     targets = (1.0 - label_smoothing) * targets + label_smoothing / num_classes
   losses = -jnp.sum(targets * log_probs, axis=-1)
   weights = None
   if class_weights is not None:
-    weights = jnp.asarray(class_weights, jnp.float32)[labels]
+    weights = example_weights(class_weights, labels, num_classes, log_probs.dtype)
     losses = losses * weights
-  if reduction == 'none':
-    return losses
-  if reduction == 'sum':
-    return jnp.sum(losses)
-  denominator = jnp.sum(weights) if weights is not None else losses.shape[0]
-  return jnp.sum(losses) / denominator
+  return reduce_losses(losses, weights, reduction)
 
 
 # ----------------------------------------------------------------------------
@@ -101,29 +101,6 @@ def reduce_losses(losses: jax.Array, weights: jax.Array | None, reduction: str) 
   if weights is None:
     return jnp.mean(losses)
   return jnp.sum(losses) / jnp.sum(weights)
-
-
-def weighted_ce(adjusted_logits: jax.Array, labels: jax.Array, *,
-                class_weights: jax.Array | None, reduction: str,
-                label_smoothing: float = 0.0) -> jax.Array:
-  """Cross-entropy of already adjusted logits, in their dtype (>= float32).
-
-  Same conventions as ``softmax_cross_entropy`` (PyTorch's label smoothing,
-  per-example weights w[y_i], weighted 'mean'), but without the cast to
-  float32, so that float64 inputs are differentiated in float64.
-  """
-  check_reduction(reduction)
-  num_classes = adjusted_logits.shape[-1]
-  log_probs = jax.nn.log_softmax(adjusted_logits, axis=-1)
-  targets = jax.nn.one_hot(labels, num_classes, dtype=log_probs.dtype)
-  if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0):  # May be traced.
-    targets = (1.0 - label_smoothing) * targets + label_smoothing / num_classes
-  losses = -jnp.sum(targets * log_probs, axis=-1)
-  weights = None
-  if class_weights is not None:
-    weights = example_weights(class_weights, labels, num_classes, log_probs.dtype)
-    losses = losses * weights
-  return reduce_losses(losses, weights, reduction)
 
 
 def example_weights(class_weights, labels: jax.Array, num_classes: int, dtype) -> jax.Array:

@@ -1,7 +1,7 @@
 """Logit-adjusted losses: Balanced Softmax, logit adjustment, VS (LA/CDT), LDAM.
 
 All are cross-entropy of class-dependently adjusted logits, members of the
-vector-scaling (VS) family of Wang et al. (NeurIPS'23, papers/ddc, Eq. 3):
+vector-scaling (VS) family of Wang et al. (DDC, NeurIPS'23, Eq. 3):
 
   L_VS(z, y) = -alpha_y log softmax(beta * z + Delta)_y,
 
@@ -14,17 +14,20 @@ pi_c = n_c / N, n_max = max_c n_c):
                          (Ren et al., NeurIPS'20; BalancedSoftmaxLoss.py: CE(z + log n))
   logit_adjusted_loss    beta = 1, Delta_c = tau log pi_c           (Menon et al., ICLR'21)
   vs_loss                beta_c = (n_c / n_max)^gamma, Delta_c = tau log pi_c
-                         (Kini et al., NeurIPS'21; ddc Eq. 3). gamma = 0 -> LA,
+                         (Kini et al., NeurIPS'21; DDC Eq. 3). gamma = 0 -> LA,
                          tau = 0 -> CDT (Ye et al.), gamma = tau = 0 -> CE, and
                          gamma = 0, tau = 1 -> Balanced Softmax (log pi_c and
                          log n_c differ by the constant log N, which softmax
                          ignores).
   ldam_loss              CE(s * (z - m_y e_y)) with m_c proportional to
                          n_c^{-1/4}, max_c m_c = max_margin (Cao et al.,
-                         NeurIPS'19; LDAM-DRW losses.py, reference §6.1).
+                         NeurIPS'19; kaidic/LDAM-DRW losses.py; see
+                         docs/references.md, 'LDAM-DRW').
 
-VS conventions (reference §3.2, §6.3): the official code writes the scaling
-as z_c / Delta_c with Delta_c = (1 / n_c)^gamma / min_k (1 / n_k)^gamma =
+VS conventions (wang22ti/DDC and orparask/VS-Loss ``losses.py``; see
+docs/references.md, 'DDC: losses and schedules' and 'VS loss'): the official
+code writes the scaling as z_c / Delta_c with
+Delta_c = (1 / n_c)^gamma / min_k (1 / n_k)^gamma =
 (n_max / n_c)^gamma; that is the same beta_c = 1 / Delta_c of the paper, applied
 here as a product. TLA (DDC's truncated LA) sets gamma = 0 from the switch epoch
 on: pass ``gamma=tla_gamma(gamma, epoch, switch_epoch=...)`` (ltjax.losses.
@@ -45,7 +48,7 @@ import jax.numpy as jnp
 
 from ltjax.losses.cross_entropy import class_counts_array
 from ltjax.losses.cross_entropy import compute_dtype
-from ltjax.losses.cross_entropy import weighted_ce
+from ltjax.losses.cross_entropy import softmax_cross_entropy
 
 
 def _prepare(logits, class_counts):
@@ -83,7 +86,7 @@ def balanced_softmax_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
     reduction: 'none' -> (B,), 'mean' or 'sum' -> scalar.
   """
   logits, counts = _prepare(logits, class_counts)
-  return weighted_ce(logits + jnp.log(counts), labels, class_weights=class_weights,
+  return softmax_cross_entropy(logits + jnp.log(counts), labels, class_weights=class_weights,
                      reduction=reduction)
 
 
@@ -101,7 +104,7 @@ def logit_adjusted_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
     reduction: 'none' -> (B,), 'mean' or 'sum' -> scalar.
   """
   logits, counts = _prepare(logits, class_counts)
-  return weighted_ce(logits + tau * log_prior(counts), labels, class_weights=class_weights,
+  return softmax_cross_entropy(logits + tau * log_prior(counts), labels, class_weights=class_weights,
                      reduction=reduction)
 
 
@@ -122,7 +125,7 @@ def vs_loss(logits: jax.Array, labels: jax.Array, *, class_counts, gamma: float,
   """
   logits, counts = _prepare(logits, class_counts)
   scale = (counts / jnp.max(counts)) ** gamma
-  return weighted_ce(logits * scale + tau * log_prior(counts), labels,
+  return softmax_cross_entropy(logits * scale + tau * log_prior(counts), labels,
                      class_weights=class_weights, reduction=reduction)
 
 
@@ -144,5 +147,5 @@ def ldam_loss(logits: jax.Array, labels: jax.Array, *, class_counts, max_margin:
   logits, counts = _prepare(logits, class_counts)
   margins = ldam_margins(counts, max_margin)
   targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-  return weighted_ce(scale * (logits - targets * margins), labels,
+  return softmax_cross_entropy(scale * (logits - targets * margins), labels,
                      class_weights=class_weights, reduction=reduction)

@@ -1,4 +1,4 @@
-"""Logits retargeting, LORT (Lu et al., arXiv 2403.00250; code: bilibili/LOS).
+"""Logits retargeting, LORT (Lu et al., arXiv:2403.00250; code: bilibili/LOS).
 
 Paper, Eq. 13: cross-entropy of softmax(z) against the retargeted label
 
@@ -9,9 +9,10 @@ with delta in [0, 1) close to 1 (0.98 on CIFAR100-LT, 0.99 on ImageNet-LT and
 iNaturalist 2018), used to re-train the classifier of a frozen backbone. This
 is exactly label smoothing with smoothing value delta, as the paper notes.
 
-Official code (LOS ``main_stage2.py``, reference §5): ``nn.CrossEntropyLoss(
-label_smoothing=ls)`` with ls = 0.98, whose target (1 - ls) * onehot + ls / C
-is the paper's y~ with delta = ls, so paper and code agree: ``delta`` here is
+Official code (bilibili/LOS ``main_stage2.py``; docs/references.md, 'LORT:
+paper and LOS code'): ``nn.CrossEntropyLoss(label_smoothing=ls)`` with
+ls = 0.98, whose target (1 - ls) * onehot + ls / C is the paper's y~ with
+delta = ls, so paper and code agree: ``delta`` here is
 the code's ``ls``. The recipe details (stage 2 only, fc-only optimiser, lr 5e-4,
 no weight decay, 20 cosine epochs, instance-balanced sampling) belong to the
 config, not to the loss.
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 
 from ltjax.losses.cross_entropy import compute_dtype
 from ltjax.losses.cross_entropy import concrete_or_none
-from ltjax.losses.cross_entropy import weighted_ce
+from ltjax.losses.cross_entropy import softmax_cross_entropy
 
 
 def lort_loss(logits: jax.Array, labels: jax.Array, *, delta: float,
@@ -44,5 +45,5 @@ def lort_loss(logits: jax.Array, labels: jax.Array, *, delta: float,
     raise ValueError(f'delta must be in [0, 1] (0.98/0.99 in the paper); got {float(value)}.')
   logits = jnp.asarray(logits)
   logits = logits.astype(compute_dtype(logits))
-  return weighted_ce(logits, labels, class_weights=None, reduction=reduction,
+  return softmax_cross_entropy(logits, labels, class_weights=None, reduction=reduction,
                      label_smoothing=delta)

@@ -23,6 +23,9 @@ from ltjax.models import resnet
 from ltjax.models import resnet_cifar
 from ltjax.models.small_cnn import SmallCNN
 
+# config.dtype -> the backbone's compute dtype (parameters, head and logits stay float32).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
 # name -> constructor(dtype=...) of a backbone module.
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     'small_cnn': SmallCNN,

@@ -4,13 +4,17 @@
   sam                  sharpness-aware minimisation around any base (opaque mode)
   projected_max_norm   per-class L2 balls on the classifier (weight balancing)
   freeze / per_group   parameter groups by path regex
+  build_optimizer      a stage's whole chain from its config, wrapped in order
+  build_schedule       the learning-rate schedule of ``config.schedule``
+
+Parameter paths and their regex masks are in ``ltjax.param_paths``.
 """
 
-import functools
-
-import ml_collections
-import optax
-
+from ltjax.optim.build import OPTIMIZERS
+from ltjax.optim.build import base_optimizer
+from ltjax.optim.build import build_optimizer
+from ltjax.optim.build import sam_rho
+from ltjax.optim.build import uses_sam
 from ltjax.optim.groups import freeze
 from ltjax.optim.groups import per_group
 from ltjax.optim.maxnorm import MaxNormState
@@ -21,19 +25,6 @@ from ltjax.optim.sam import SAMState
 from ltjax.optim.sam import sam
 from ltjax.optim.sam import sam_perturbation
 from ltjax.optim.sam import step_rho_schedule
+from ltjax.optim.schedules import SCHEDULES
 from ltjax.optim.schedules import build_schedule
-from ltjax.optim.sgd import path_mask
-from ltjax.optim.sgd import path_str
 from ltjax.optim.sgd import torch_sgd
-
-
-def build_optimizer(optim_config: ml_collections.ConfigDict,
-                    schedule) -> optax.GradientTransformation:
-  """The optax chain for ``config.optim`` with learning rate ``schedule``."""
-  if optim_config.name != 'sgd':
-    raise ValueError(f"Unknown optim.name {optim_config.name!r}; valid: ['sgd'].")
-  mask = functools.partial(path_mask, regex=optim_config.weight_decay_mask)
-  return torch_sgd(schedule, momentum=optim_config.momentum,
-                   nesterov=optim_config.nesterov,
-                   weight_decay=optim_config.weight_decay,
-                   weight_decay_mask=mask)

@@ -19,7 +19,7 @@ from typing import Sequence
 import jax
 import optax
 
-from ltjax.optim.sgd import path_str
+from ltjax.param_paths import path_str
 
 _DEFAULT = 'default'
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ltjax.optim.sgd import path_str
+from ltjax.param_paths import path_str
 
 
 class MaxNormState(NamedTuple):

@@ -10,28 +10,7 @@ is given (BN scales and biases included); ``weight_decay_mask`` makes the set
 explicit.
 """
 
-import re
-
-import jax
 import optax
-
-
-def path_str(path) -> str:
-  """'backbone/stage1_block0/conv1/kernel' for a pytree key path."""
-  parts = []
-  for key in path:
-    for attr in ('key', 'name', 'idx'):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-  return '/'.join(parts)
-
-
-def path_mask(params, regex: str):
-  """Pytree of bools: True where the '/'-joined parameter path fully matches ``regex``."""
-  pattern = re.compile(regex)
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: bool(pattern.fullmatch(path_str(path))), params)
 
 
 def torch_sgd(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,

@@ -38,9 +38,6 @@ class TrainState:
   apply_fn: Callable = flax.struct.field(pytree_node=False)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
-  def step_rng(self) -> jax.Array:
-    return jax.random.fold_in(self.rng, self.step)
-
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, *,
                        input_shape: tuple[int, ...], seed: int,

@@ -18,7 +18,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from ltjax import data
+from ltjax.data.batch_keys import FEATURES
+from ltjax.data.batch_keys import IMAGE
+from ltjax.data.batch_keys import LABEL
+from ltjax.data.batch_keys import MIXUP_LABEL
+from ltjax.data.batch_keys import MIXUP_LAMBDA
+from ltjax.losses.mixup import Mixup
 from ltjax.train import sharding
 from ltjax.train.state import TrainState
 
@@ -40,7 +45,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
 
   A mixup batch (``ltjax.data.augment.mixup``) also carries 'mixup_label' (the
   partner's label) and 'mixup_lambda' (lambda, repeated per example); its loss
-  is lambda * loss(y) + (1 - lambda) * loss(y_partner), as in CC-SAM's code.
+  is lambda * loss(y) + (1 - lambda) * loss(y_partner) (``ltjax.losses.mixup``).
+  The keys are ``ltjax.data.batch_keys``.
 
   ``train_bn=False`` runs BatchNorm in inference mode (running statistics, not
   updated): a frozen backbone in classifier re-training.
@@ -60,26 +66,26 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
     variables = {'params': params, 'batch_stats': state.batch_stats}
     head_fn = lambda f: state.apply_fn({'params': params}, f, method=head_method)
     new_vars = {'batch_stats': state.batch_stats}
-    if 'features' in batch:  # Cached features of the frozen backbone.
-      features = batch['features']
+    if FEATURES in batch:  # Cached features of the frozen backbone.
+      features = batch[FEATURES]
     elif head_only:
       if train_bn:
-        features, new_vars = state.apply_fn(variables, batch['image'], train=True,
+        features, new_vars = state.apply_fn(variables, batch[IMAGE], train=True,
                                             method=backbone_method, mutable=['batch_stats'])
       else:
-        features = state.apply_fn(variables, batch['image'], train=False, method=backbone_method)
+        features = state.apply_fn(variables, batch[IMAGE], train=False, method=backbone_method)
       features = jax.lax.stop_gradient(features)
     elif train_bn:
-      (logits, features), new_vars = state.apply_fn(variables, batch['image'], train=True,
+      (logits, features), new_vars = state.apply_fn(variables, batch[IMAGE], train=True,
                                                     mutable=['batch_stats'])
     else:
-      logits, features = state.apply_fn(variables, batch['image'], train=False)
-    if 'features' in batch or head_only:
+      logits, features = state.apply_fn(variables, batch[IMAGE], train=False)
+    if FEATURES in batch or head_only:
       logits = head_fn(features).astype(jnp.float32)  # As models.Classifier.
-    mixup = None
-    if 'mixup_label' in batch:
-      mixup = (batch['mixup_label'], jnp.mean(batch['mixup_lambda']))
-    loss, loss_metrics = objective(logits, batch['label'], features=features,
+    mixup: Mixup = None
+    if MIXUP_LABEL in batch:
+      mixup = (batch[MIXUP_LABEL], jnp.mean(batch[MIXUP_LAMBDA]))
+    loss, loss_metrics = objective(logits, batch[LABEL], features=features,
                                    head_params=params['head'], head_fn=head_fn,
                                    step=state.step, mixup=mixup)
     return loss, (new_vars['batch_stats'], logits, loss_metrics)
@@ -96,7 +102,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
   metrics = {
       **loss_metrics,
       'loss': loss,
-      'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+      'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == batch[LABEL]),
       'grad_norm': optax.global_norm(grads),
       'param_norm': optax.global_norm(params),
   }
@@ -113,9 +119,9 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
   as the weight-balancing and LORT evaluations report (features of x only).
   """
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  logits, features = state.apply_fn(variables, batch['image'], train=False)
+  logits, features = state.apply_fn(variables, batch[IMAGE], train=False)
   if flip_tta:
-    flipped, _ = state.apply_fn(variables, batch['image'][:, :, ::-1], train=False)
+    flipped, _ = state.apply_fn(variables, batch[IMAGE][:, :, ::-1], train=False)
     logits = (logits + flipped) / 2
   return {'logits': logits, 'features': features}
 
@@ -166,30 +172,12 @@ def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable,
 
 
 def make_eval_step(state: TrainState, mesh: Mesh, *, flip_tta: bool = False):
-  """Jits ``eval_step`` for ``mesh``; outputs stay sharded on the batch axis."""
+  """Jits ``eval_step`` for ``mesh``; outputs stay sharded on the batch axis.
+
+  A predict step for ``ltjax.train.predict``.
+  """
   return jax.jit(functools.partial(eval_step, flip_tta=flip_tta),
                  in_shardings=(sharding.replicated_like(state, mesh),
                                sharding.batch_sharded(mesh)),
                  out_shardings=sharding.batch_sharded(mesh),
                  compiler_options=compiler_options(mesh))
-
-
-def collect_outputs(state: TrainState, step_fn, dataset, *, mesh: Mesh, batch_size: int,
-                    image_size: int | None = None) -> dict[str, np.ndarray]:
-  """``step_fn(state, {'image'})``'s outputs over ``dataset`` in file order, on the host.
-
-  Evaluation preprocessing (``ltjax.data.eval_batches``); padded rows are
-  dropped. Returns every output (N, ...) plus 'label' (N,).
-  """
-  chunks: dict[str, list[np.ndarray]] = {}
-  for local in data.eval_batches(dataset, global_batch_size=batch_size, image_size=image_size,
-                                 process_index=jax.process_index(),
-                                 process_count=jax.process_count()):
-    batch = sharding.to_global(local, mesh)
-    out = dict(step_fn(state, {'image': batch['image']}))
-    out['label'], out['mask'] = batch['label'], batch['mask']
-    out = {key: sharding.to_host(value) for key, value in out.items()}
-    keep = out.pop('mask')
-    for key, value in out.items():
-      chunks.setdefault(key, []).append(value[keep])
-  return {key: np.concatenate(value) for key, value in chunks.items()}

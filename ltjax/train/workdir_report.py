@@ -1,10 +1,13 @@
-"""From a workdir to an evaluation report: config, data, checkpoint, outputs.
+"""From a workdir to its evaluation report: config, data, checkpoint, outputs.
+
+(``ltjax.eval`` computes the report's metrics from arrays; this module gets
+those arrays out of a trained workdir.)
 
 ``report_for_workdir`` rebuilds what a stage trained on from the
 ``config.json`` the loop saved, restores the parameters and BatchNorm
 statistics of its best (or latest, or a given step's) checkpoint, runs the
 jitted, sharded eval step over the test set (and validation, training and
-open-set splits) in fixed-size batches, and hands logits and features to
+open-set splits) with ``ltjax.train.predict``, and hands logits and features to
 ``ltjax.eval.report.build_report``. Only features and logits leave the device,
 batch by batch, so memory is bounded by the outputs, never by the images.
 """
@@ -20,13 +23,16 @@ import optax
 
 from ltjax import data
 from ltjax import models
-from ltjax.eval import report as ltjax_report
-from ltjax.train import loop
+from ltjax.eval import report as eval_report
+from ltjax.train import predict
 from ltjax.train import sharding
+from ltjax.train import stages
 from ltjax.train import steps
 from ltjax.train.checkpoint import Checkpoints
 from ltjax.train.checkpoint import load_config
+from ltjax.train.loop import check_batch_size
 from ltjax.train.state import TrainState
+
 
 def load_state(workdir: str, config: ml_collections.ConfigDict, *, num_classes: int,
                input_shape, checkpoint: str = 'best') -> TrainState:
@@ -35,20 +41,20 @@ def load_state(workdir: str, config: ml_collections.ConfigDict, *, num_classes: 
   ``checkpoint``: 'best', 'latest' or a step number. The optimiser state is
   not restored (``tx`` is the identity), so any recipe's checkpoint loads.
   """
-  model = models.build_model(config.model, num_classes, dtype=loop.DTYPES[config.dtype])
-  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                               jnp.zeros((1, *input_shape)), train=False))
-  abstract = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
+  model = models.build_model(config.model, num_classes, dtype=models.DTYPES[config.dtype])
   which, step = (checkpoint, None) if checkpoint in ('best', 'latest') else ('latest',
                                                                              int(checkpoint))
-  checkpoints = Checkpoints(workdir)
-  try:
-    if which == 'best' and checkpoints.best.best_step() is None:
+  if which == 'best':
+    checkpoints = Checkpoints(workdir)
+    try:
+      has_best = checkpoints.best.best_step() is not None
+    finally:
+      checkpoints.close()
+    if not has_best:
       logging.warning('%s has no best checkpoint; evaluating the latest.', workdir)
       which = 'latest'
-    restored = checkpoints.restore_variables(abstract, which=which, step=step)
-  finally:
-    checkpoints.close()
+  restored = stages.restore_variables(workdir, model, input_shape=input_shape, which=which,
+                                      step=step)
   if restored is None:
     raise FileNotFoundError(f'{workdir} holds no {checkpoint} checkpoint; train it first '
                             '(python launch/train.py --config=... --workdir=...).')
@@ -125,7 +131,7 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
   if config_overrides:
     config.update_from_flattened_dict(config_overrides)
   batch_size = eval_batch_size or config.eval_batch_size
-  loop.check_batch_size(batch_size, 'eval_batch_size')
+  check_batch_size(batch_size, 'eval_batch_size')
   splits = data.load_datasets(config.data)
   image_size = config.eval.image_size if config.eval.image_size > 0 else None
   first = next(data.eval_batches(splits.test, global_batch_size=1, image_size=image_size))
@@ -137,8 +143,8 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
   eval_step = steps.make_eval_step(state, mesh, flip_tta=config.eval.flip_tta)
 
   def outputs(dataset):
-    return steps.collect_outputs(state, eval_step, dataset, mesh=mesh, batch_size=batch_size,
-                                 image_size=image_size)
+    return predict.predict(state, eval_step, predict.image_batches(
+        dataset, batch_size=batch_size, image_size=image_size), mesh=mesh)
 
   test = outputs(splits.test)
   train_set = splits.train
@@ -157,7 +163,7 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
     bias = None
   else:
     kernel, bias = head
-  report = ltjax_report.build_report(
+  report = eval_report.build_report(
       {k: test[k] for k in ('logits', 'features', 'label')}, train=train, kernel=kernel,
       bias=bias, params=jax.device_get(state.params), train_counts=splits.train_counts,
       class_names=splits.train.class_names, val=val, open_test=open_test,

@@ -1,0 +1,86 @@
+"""Checks every name in a config that selects from a table, before anything runs.
+
+A misspelt key already fails when the config is parsed (the base config holds
+every key and ``launch/train.py`` locks it); a misspelt *value* such as
+``loss.name='balanced_sofmax'`` would otherwise fail only when the table is
+read -- after the data set is loaded, or, for stage 2, after stage 1 has
+trained for hours. ``check_names`` reads every such value of stage 1 and of
+``config.stage2`` against the table it selects from and reports all of them
+at once.
+"""
+
+import ml_collections
+
+from ltjax import data
+from ltjax import losses
+from ltjax import models
+from ltjax import optim
+from ltjax.data import datasets
+from ltjax.data import longtail
+from ltjax.data import samplers
+from ltjax.losses import cc_sam
+from ltjax.optim import schedules
+
+STAGE2_INIT = ('best', 'latest')
+STAGE2_BN = ('update', 'frozen')
+STAGE2_FEATURE_CACHE = ('auto', 'on', 'off')
+STAGE2_HEAD_KEEP = ('keep', 'reinit')
+
+
+def _training_names(prefix: str = '') -> dict[str, tuple[str, ...]]:
+  """Key -> valid names for the loss, optimiser and schedule blocks under ``prefix``."""
+  return {
+      f'{prefix}loss.name': tuple(losses.LOSSES),
+      f'{prefix}loss.schedule': tuple(losses.SCHEDULES),
+      f'{prefix}optim.name': tuple(optim.OPTIMIZERS),
+      f'{prefix}schedule.name': tuple(schedules.SCHEDULES),
+      f'{prefix}schedule.granularity': tuple(schedules.GRANULARITIES),
+  }
+
+
+def name_tables() -> dict[str, tuple[str, ...]]:
+  """Every config key whose value names an entry of a table -> the valid names."""
+  return {
+      'dtype': tuple(models.DTYPES),
+      'data.name': tuple(datasets.SOURCES),
+      'data.profile': tuple(longtail.PROFILES),
+      'data.selection': tuple(longtail.SELECTIONS),
+      'data.sampler': tuple(samplers.SAMPLERS),
+      'data.augment': tuple(data.AUGMENTATIONS),
+      'model.name': tuple(models.BACKBONES),
+      'model.head': tuple(models.HEADS),
+      **_training_names(),
+      'cc_sam.radius': tuple(cc_sam.RADII),
+      'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
+      'stage2.init_from': STAGE2_INIT,
+      'stage2.head': STAGE2_HEAD_KEEP + tuple(models.HEADS),
+      'stage2.bn': STAGE2_BN,
+      'stage2.sampler': tuple(samplers.SAMPLERS),
+      'stage2.augment': ('',) + tuple(data.AUGMENTATIONS),
+      'stage2.feature_cache': STAGE2_FEATURE_CACHE,
+      **_training_names('stage2.'),
+  }
+
+
+def _get(config: ml_collections.ConfigDict, key: str):
+  value = config
+  for part in key.split('.'):
+    value = value[part]
+  return value
+
+
+def check_names(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError listing every key whose value is not in its table.
+
+  Stage 2's keys are checked only when stage 2 runs (``stage2.num_epochs > 0``).
+  """
+  problems = []
+  for key, valid in name_tables().items():
+    if key.startswith('stage2.') and config.stage2.num_epochs <= 0:
+      continue
+    value = _get(config, key)
+    if value not in valid:
+      problems.append(f'Unknown {key} {value!r}; valid: {sorted(valid)}.')
+  if problems:
+    raise ValueError(' '.join(problems) if len(problems) == 1 else
+                     f'{len(problems)} config values name nothing:\n  ' + '\n  '.join(problems))
