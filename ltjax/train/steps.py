@@ -38,9 +38,15 @@ def head_method(model, features):
   return model.head(features)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Callable,
-               train_bn: bool = True, sam: bool = False,
-               head_only: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    objective: Callable,
+    train_bn: bool = True,
+    sam: bool = False,
+    head_only: bool = False,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}.
 
   A mixup batch (``ltjax.data.augment.mixup``) also carries 'mixup_label' (the
@@ -70,14 +76,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
       features = batch[FEATURES]
     elif head_only:
       if train_bn:
-        features, new_vars = state.apply_fn(variables, batch[IMAGE], train=True,
-                                            method=backbone_method, mutable=['batch_stats'])
+        features, new_vars = state.apply_fn(
+            variables, batch[IMAGE], train=True, method=backbone_method, mutable=['batch_stats']
+        )
       else:
         features = state.apply_fn(variables, batch[IMAGE], train=False, method=backbone_method)
       features = jax.lax.stop_gradient(features)
     elif train_bn:
-      (logits, features), new_vars = state.apply_fn(variables, batch[IMAGE], train=True,
-                                                    mutable=['batch_stats'])
+      (logits, features), new_vars = state.apply_fn(
+          variables, batch[IMAGE], train=True, mutable=['batch_stats']
+      )
     else:
       logits, features = state.apply_fn(variables, batch[IMAGE], train=False)
     if FEATURES in batch or head_only:
@@ -85,17 +93,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
     mixup: Mixup = None
     if MIXUP_LABEL in batch:
       mixup = (batch[MIXUP_LABEL], jnp.mean(batch[MIXUP_LAMBDA]))
-    loss, loss_metrics = objective(logits, batch[LABEL], features=features,
-                                   head_params=params['head'], head_fn=head_fn,
-                                   step=state.step, mixup=mixup)
+    loss, loss_metrics = objective(
+        logits,
+        batch[LABEL],
+        features=features,
+        head_params=params['head'],
+        head_fn=head_fn,
+        step=state.step,
+        mixup=mixup,
+    )
     return loss, (new_vars['batch_stats'], logits, loss_metrics)
 
   (loss, (batch_stats, logits, loss_metrics)), grads = jax.value_and_grad(
-      compute_loss, has_aux=True)(state.params)
+      compute_loss, has_aux=True
+  )(state.params)
   if sam:
     grad_fn = lambda p: jax.grad(compute_loss, has_aux=True)(p)[0]
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
-                                         grad_fn=grad_fn)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
   else:
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -103,16 +117,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, objective: Cal
       **loss_metrics,
       'loss': loss,
       'train_accuracy': jnp.mean(jnp.argmax(logits, -1) == batch[LABEL]),
-      'grad_norm': optax.global_norm(grads),
-      'param_norm': optax.global_norm(params),
+      'grad_norm': optax.tree.norm(grads),
+      'param_norm': optax.tree.norm(params),
   }
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=batch_stats, opt_state=opt_state)
+  new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+  )
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
-              flip_tta: bool = False) -> dict[str, jax.Array]:
+def eval_step(
+    state: TrainState, batch: dict[str, jax.Array], *, flip_tta: bool = False
+) -> dict[str, jax.Array]:
   """Logits and features in inference mode (BatchNorm running statistics).
 
   With ``flip_tta`` the logits are the mean of logits(x) and logits(hflip(x)),
@@ -140,7 +156,8 @@ def _compiles_with(device, option: str, value: str) -> bool:
   """Whether this jaxlib knows the compile option (unknown ones are errors)."""
   try:
     jax.jit(lambda x: x + 1, compiler_options={option: value}).lower(
-        jax.device_put(np.float32(0), device)).compile()
+        jax.device_put(np.float32(0), device)
+    ).compile()
     return True
   except Exception:  # pylint: disable=broad-except
     return False
@@ -149,26 +166,40 @@ def _compiles_with(device, option: str, value: str) -> bool:
 def compiler_options(mesh: Mesh) -> dict[str, str] | None:
   """XLA options for the train/eval steps on ``mesh``'s platform (None: XLA's defaults)."""
   device = mesh.devices.flat[0]
-  if (device.platform != 'cpu' or _YNN_OPTION in os.environ.get('XLA_FLAGS', '')
-      or os.environ.get('LTJAX_XLA_CPU_DEFAULTS', '1') == '0'):
+  if (
+      device.platform != 'cpu'
+      or _YNN_OPTION in os.environ.get('XLA_FLAGS', '')
+      or os.environ.get('LTJAX_XLA_CPU_DEFAULTS', '1') == '0'
+  ):
     return None
   if not _compiles_with(device, _YNN_OPTION, _YNN_WITHOUT_CONVOLUTIONS):
     return None
   return {_YNN_OPTION: _YNN_WITHOUT_CONVOLUTIONS}
 
 
-def make_train_step(state: TrainState, mesh: Mesh, *, objective: Callable,
-                    train_bn: bool = True, sam: bool = False, head_only: bool = False):
+def make_train_step(
+    state: TrainState,
+    mesh: Mesh,
+    *,
+    objective: Callable,
+    train_bn: bool = True,
+    sam: bool = False,
+    head_only: bool = False,
+):
   """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded.
 
   ``objective``: ``ltjax.losses.build_objective`` (or ``simple_objective``).
   """
   state_sharding = sharding.replicated_like(state, mesh)
-  return jax.jit(functools.partial(train_step, objective=objective, train_bn=train_bn, sam=sam,
-                                   head_only=head_only),
-                 in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
-                 out_shardings=(state_sharding, sharding.replicated(mesh)),
-                 donate_argnums=(0,), compiler_options=compiler_options(mesh))
+  return jax.jit(
+      functools.partial(
+          train_step, objective=objective, train_bn=train_bn, sam=sam, head_only=head_only
+      ),
+      in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=(0,),
+      compiler_options=compiler_options(mesh),
+  )
 
 
 def make_eval_step(state: TrainState, mesh: Mesh, *, flip_tta: bool = False):
@@ -176,8 +207,9 @@ def make_eval_step(state: TrainState, mesh: Mesh, *, flip_tta: bool = False):
 
   A predict step for ``ltjax.train.predict``.
   """
-  return jax.jit(functools.partial(eval_step, flip_tta=flip_tta),
-                 in_shardings=(sharding.replicated_like(state, mesh),
-                               sharding.batch_sharded(mesh)),
-                 out_shardings=sharding.batch_sharded(mesh),
-                 compiler_options=compiler_options(mesh))
+  return jax.jit(
+      functools.partial(eval_step, flip_tta=flip_tta),
+      in_shardings=(sharding.replicated_like(state, mesh), sharding.batch_sharded(mesh)),
+      out_shardings=sharding.batch_sharded(mesh),
+      compiler_options=compiler_options(mesh),
+  )
