@@ -87,6 +87,7 @@ def package_version(module: str) -> str | None:
 def distribution_version(*names: str) -> str | None:
   """'name==version' of the first installed distribution of ``names`` (pip names)."""
   from importlib import metadata  # pylint: disable=g-import-not-at-top
+
   for name in names:
     try:
       return f'{name}=={metadata.version(name)}'
@@ -95,8 +96,9 @@ def distribution_version(*names: str) -> str | None:
   return None
 
 
-def machine_info(packages: Iterable[str] = ('jax', 'jaxlib', 'flax', 'optax', 'torch',
-                                            'numpy')) -> dict[str, Any]:
+def machine_info(
+    packages: Iterable[str] = ('jax', 'jaxlib', 'flax', 'optax', 'torch', 'numpy')
+) -> dict[str, Any]:
   """CPU, cores, accelerator kind, library versions and relevant env variables."""
   info: dict[str, Any] = {
       'hostname': platform.node(),
@@ -107,14 +109,24 @@ def machine_info(packages: Iterable[str] = ('jax', 'jaxlib', 'flax', 'optax', 't
       'cores': core_count(),
       'load_average_1min': load_average(),
       'versions': {p: package_version(p) for p in packages},
-      'env': {k: os.environ[k] for k in ('XLA_FLAGS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS',
-                                          'JAX_PLATFORMS', 'XLA_PYTHON_CLIENT_MEM_FRACTION',
-                                          'XLA_PYTHON_CLIENT_PREALLOCATE',
-                                          'CUDA_VISIBLE_DEVICES') if k in os.environ},
+      'env': {
+          k: os.environ[k]
+          for k in (
+              'XLA_FLAGS',
+              'OMP_NUM_THREADS',
+              'MKL_NUM_THREADS',
+              'JAX_PLATFORMS',
+              'XLA_PYTHON_CLIENT_MEM_FRACTION',
+              'XLA_PYTHON_CLIENT_PREALLOCATE',
+              'CUDA_VISIBLE_DEVICES',
+          )
+          if k in os.environ
+      },
   }
   if sys.modules.get('jax') is not None or info['versions'].get('jax'):
     try:
       import jax  # pylint: disable=g-import-not-at-top
+
       devices = jax.devices()
       info['jax_backend'] = jax.default_backend()
       info['jax_device_kind'] = devices[0].device_kind
@@ -123,21 +135,23 @@ def machine_info(packages: Iterable[str] = ('jax', 'jaxlib', 'flax', 'optax', 't
       # 'default' lets them use TF32 tensor cores).
       info['jax_default_matmul_precision'] = str(jax.config.jax_default_matmul_precision)
       if info['jax_backend'] == 'gpu':
-        info['jax_cuda_plugin'] = distribution_version('jax-cuda13-plugin',
-                                                       'jax-cuda12-plugin')
+        info['jax_cuda_plugin'] = distribution_version('jax-cuda13-plugin', 'jax-cuda12-plugin')
     except Exception as e:  # pylint: disable=broad-except
       info['jax_backend'] = f'unavailable: {e}'
   if info['versions'].get('torch'):
     import torch  # pylint: disable=g-import-not-at-top
+
     info['torch_num_threads'] = torch.get_num_threads()
     info['torch_mkldnn'] = bool(torch.backends.mkldnn.is_available())
     if torch.cuda.is_available():
       info['torch_cuda_device'] = torch.cuda.get_device_name(0)
       info['torch_cuda_version'] = torch.version.cuda
       info['torch_cudnn_version'] = torch.backends.cudnn.version()
-      info['torch_tf32'] = {'matmul': torch.backends.cuda.matmul.allow_tf32,
-                            'cudnn': torch.backends.cudnn.allow_tf32,
-                            'cudnn_benchmark': torch.backends.cudnn.benchmark}
+      info['torch_tf32'] = {
+          'matmul': torch.backends.cuda.matmul.allow_tf32,
+          'cudnn': torch.backends.cudnn.allow_tf32,
+          'cudnn_benchmark': torch.backends.cudnn.benchmark,
+      }
   gpu = nvidia_smi()
   if gpu:
     info['gpu'] = gpu
@@ -148,21 +162,32 @@ def nvidia_smi() -> list[dict[str, str]] | None:
   """Name, memory, driver and clocks of each NVIDIA GPU (None without nvidia-smi)."""
   fields = ('name', 'memory.total', 'driver_version', 'clocks.max.sm', 'power.limit')
   try:
-    out = subprocess.run(['nvidia-smi', f'--query-gpu={",".join(fields)}',
-                          '--format=csv,noheader'], capture_output=True, text=True, timeout=20,
-                         check=True).stdout
+    out = subprocess.run(
+        ['nvidia-smi', f'--query-gpu={",".join(fields)}', '--format=csv,noheader'],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=True,
+    ).stdout
   except (OSError, subprocess.SubprocessError):
     return None
-  return [dict(zip(fields, (v.strip() for v in line.split(',')))) for line in
-          out.splitlines() if line.strip()]
+  return [
+      dict(zip(fields, (v.strip() for v in line.split(','))))
+      for line in out.splitlines()
+      if line.strip()
+  ]
 
 
 # --------------------------------------------------------------------------
 # Noise control.
 
 
-def wait_for_quiet(threshold: float = 0.5, max_wait_s: float = 600.0, poll_s: float = 15.0,
-                   log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
+def wait_for_quiet(
+    threshold: float = 0.5,
+    max_wait_s: float = 600.0,
+    poll_s: float = 15.0,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> dict[str, Any]:
   """Polls the 1-minute load average until it is below ``threshold``.
 
   Returns what happened: the load at the start and end and how long we waited
@@ -175,8 +200,12 @@ def wait_for_quiet(threshold: float = 0.5, max_wait_s: float = 600.0, poll_s: fl
     time.sleep(poll_s)
     load = load_average()
   waited = time.monotonic() - t0
-  return {'load_before': start, 'load_after': load, 'waited_s': round(waited, 1),
-          'quiet': load is None or load < threshold}
+  return {
+      'load_before': start,
+      'load_after': load,
+      'waited_s': round(waited, 1),
+      'quiet': load is None or load < threshold,
+  }
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -224,10 +253,12 @@ def other_cpu_cores(sample_s: float = 2.0) -> float | None:
   return other.cores
 
 
-def wait_for_idle(max_other_cores: float = 0.25, max_wait_s: float = 300.0,
-                  sample_s: float = 3.0,
-                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
-                  ) -> dict[str, Any]:
+def wait_for_idle(
+    max_other_cores: float = 0.25,
+    max_wait_s: float = 300.0,
+    sample_s: float = 3.0,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> dict[str, Any]:
   """Waits until other processes use < ``max_other_cores`` cores (sampled).
 
   Meant *between* measurement groups of one benchmark, where the load average
@@ -237,26 +268,40 @@ def wait_for_idle(max_other_cores: float = 0.25, max_wait_s: float = 300.0,
   cores = other_cpu_cores(sample_s)
   first = cores
   while cores is not None and cores >= max_other_cores and time.monotonic() - t0 < max_wait_s:
-    log(f'other processes use {cores:.2f} cores >= {max_other_cores}; waiting '
-        f'({time.monotonic() - t0:.0f}s so far): {busy_processes()[:3]}')
+    log(
+        f'other processes use {cores:.2f} cores >= {max_other_cores}; waiting '
+        f'({time.monotonic() - t0:.0f}s so far): {busy_processes()[:3]}'
+    )
     time.sleep(10)
     cores = other_cpu_cores(sample_s)
-  return {'other_cores_before': first, 'other_cores_after': cores,
-          'waited_s': round(time.monotonic() - t0, 1),
-          'idle': cores is None or cores < max_other_cores}
+  return {
+      'other_cores_before': first,
+      'other_cores_after': cores,
+      'waited_s': round(time.monotonic() - t0, 1),
+      'idle': cores is None or cores < max_other_cores,
+  }
 
 
 def busy_processes(min_cpu: float = 20.0, exclude_pid: int | None = None) -> list[str]:
   """'pid %cpu command' of other processes using >= ``min_cpu`` % CPU right now (best effort)."""
   try:
-    out = subprocess.run(['ps', '-eo', 'pid,pcpu,comm', '--sort=-pcpu'], capture_output=True,
-                         text=True, timeout=10, check=False).stdout.splitlines()[1:]
+    out = subprocess.run(
+        ['ps', '-eo', 'pid,pcpu,comm', '--sort=-pcpu'],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout.splitlines()[1:]
   except (OSError, subprocess.SubprocessError):
     return []
   busy = []
   for line in out:
     parts = line.split(None, 2)
-    if len(parts) == 3 and float(parts[1]) >= min_cpu and int(parts[0]) != (exclude_pid or os.getpid()):
+    if (
+        len(parts) == 3
+        and float(parts[1]) >= min_cpu
+        and int(parts[0]) != (exclude_pid or os.getpid())
+    ):
       busy.append(line.strip())
   return busy
 
@@ -269,12 +314,18 @@ def summarize(times_s: list[float]) -> dict[str, float]:
   """Median, min, inter-quartile range (ms) of a list of durations in seconds."""
   ms = sorted(t * 1e3 for t in times_s)
   q = statistics.quantiles(ms, n=4, method='inclusive') if len(ms) >= 2 else [ms[0]] * 3
-  return {'median_ms': statistics.median(ms), 'min_ms': ms[0], 'p25_ms': q[0],
-          'p75_ms': q[2], 'n': len(ms)}
+  return {
+      'median_ms': statistics.median(ms),
+      'min_ms': ms[0],
+      'p25_ms': q[0],
+      'p75_ms': q[2],
+      'n': len(ms),
+  }
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int,
-                     warmup: int = 1) -> dict[str, list[float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], *, repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
   """Times each blocking callable ``repeats`` times, round-robin.
 
   Every round runs each function once (the order rotates every round), so slow
@@ -287,7 +338,7 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int,
       fns[n]()
   times: dict[str, list[float]] = {n: [] for n in names}
   for r in range(repeats):
-    order = names[r % len(names):] + names[:r % len(names)]
+    order = names[r % len(names) :] + names[: r % len(names)]
     for n in order:
       t0 = time.perf_counter()
       fns[n]()

@@ -134,6 +134,7 @@ from ltjax import optim
 from ltjax import train
 from ltjax.models import heads
 from ltjax.train import sharding
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAT_RATIO, NOISE_RATIO, RADIUS = 0.5, 1e-6, 'official'
@@ -148,46 +149,79 @@ CC_SAM_VARIANTS = {'closed_form': 'closed_form', 'vmapped': 'vmap'}
 # Largest relative difference of the variants' first-step losses (loss_check).
 LOSS_RTOL = 1e-4
 # Default timed rounds per case: (CPU, GPU).
-REPEATS = {'resnet32_64': (5, 30), 'resnet32_512': (2, 20), 'inat_head': (4, 20),
-           'inat_sweep': (10, 20), 'head_extra': (200, 200)}
+REPEATS = {
+    'resnet32_64': (5, 30),
+    'resnet32_512': (2, 20),
+    'inat_head': (4, 20),
+    'inat_sweep': (10, 20),
+    'head_extra': (200, 200),
+}
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--quick', action='store_true',
-                 help='ResNet-32 at batch 64 only (~2 min on CPU); not written unless --out.')
+  p.add_argument(
+      '--quick',
+      action='store_true',
+      help='ResNet-32 at batch 64 only (~2 min on CPU); not written unless --out.',
+  )
   p.add_argument('--cases', nargs='+', choices=ALL_CASES, default=None)
   p.add_argument('--repeats', type=int, default=None, help='Timed rounds per case.')
   p.add_argument('--max-wait', type=float, default=120.0, help='Seconds to wait for quiet.')
-  p.add_argument('--out', default=None,
-                 help='Results file (default benchmarks/results/cc_sam_cost.json; --quick: '
-                 'none unless given).')
+  p.add_argument(
+      '--out',
+      default=None,
+      help='Results file (default benchmarks/results/cc_sam_cost.json; --quick: '
+      'none unless given).',
+  )
   p.add_argument('--no-write', action='store_true', help='Do not write the results file.')
-  p.add_argument('--compile-cache', default=os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.jax_cache'),
-                 help="JAX's persistent compilation cache ('' = off).")
-  p.add_argument('--merge', action='store_true',
-                 help='Keep the rows of cases not run now from the existing results file '
-                 '(each row records its case and when it was measured).')
-  p.add_argument('--full-loop', action='store_true',
-                 help='Also time the per-class loop at 400 classes present (~3 min on CPU).')
-  p.add_argument('--full-vmapped', action='store_true',
-                 help='Also time the vmapped path at 400 classes present (hours on CPU; '
-                 'for a GPU).')
-  p.add_argument('--steps-per-sample', type=int, default=None,
-                 help='Steps run back to back per timed sample, blocking after the last '
-                 '(default: 1 on CPU, 5 on a GPU); times are per step.')
-  p.add_argument('--inat-shape', type=int, nargs=4, default=None,
-                 metavar=('BATCH', 'DIM', 'CLASSES', 'PRESENT'),
-                 help='Shapes of the inat_head / inat_sweep cases (default '
-                 f'{" ".join(str(v) for v in INAT.values())}); smaller ones make a smoke test '
-                 '(PRESENT >= 20; sweep points above min(BATCH, CLASSES) are dropped).')
+  p.add_argument(
+      '--compile-cache',
+      default=os.path.join(
+          os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '.jax_cache'
+      ),
+      help="JAX's persistent compilation cache ('' = off).",
+  )
+  p.add_argument(
+      '--merge',
+      action='store_true',
+      help='Keep the rows of cases not run now from the existing results file '
+      '(each row records its case and when it was measured).',
+  )
+  p.add_argument(
+      '--full-loop',
+      action='store_true',
+      help='Also time the per-class loop at 400 classes present (~3 min on CPU).',
+  )
+  p.add_argument(
+      '--full-vmapped',
+      action='store_true',
+      help='Also time the vmapped path at 400 classes present (hours on CPU; ' 'for a GPU).',
+  )
+  p.add_argument(
+      '--steps-per-sample',
+      type=int,
+      default=None,
+      help='Steps run back to back per timed sample, blocking after the last '
+      '(default: 1 on CPU, 5 on a GPU); times are per step.',
+  )
+  p.add_argument(
+      '--inat-shape',
+      type=int,
+      nargs=4,
+      default=None,
+      metavar=('BATCH', 'DIM', 'CLASSES', 'PRESENT'),
+      help='Shapes of the inat_head / inat_sweep cases (default '
+      f'{" ".join(str(v) for v in INAT.values())}); smaller ones make a smoke test '
+      '(PRESENT >= 20; sweep points above min(BATCH, CLASSES) are dropped).',
+  )
   args = p.parse_args(argv)
   if args.cases is None:
     args.cases = ['resnet32_64'] if args.quick else list(ALL_CASES)
   args.inat = dict(INAT) if args.inat_shape is None else dict(zip(INAT, args.inat_shape))
-  if args.inat['present'] < 20 or args.inat['present'] > min(args.inat['batch'],
-                                                               args.inat['classes']):
+  if args.inat['present'] < 20 or args.inat['present'] > min(
+      args.inat['batch'], args.inat['classes']
+  ):
     p.error('--inat-shape: PRESENT must be >= 20 and <= min(BATCH, CLASSES)')
   if args.out is None:
     args.no_write = args.no_write or args.quick
@@ -207,8 +241,14 @@ def make_objective(kind: str, counts: np.ndarray):
     config.cc_sam.noise_ratio = NOISE_RATIO
     config.cc_sam.radius = RADIUS
     config.cc_sam.implementation = CC_SAM_VARIANTS[kind]
-  return losses.build_objective(config.loss, counts, steps_per_epoch=1, num_epochs=1,
-                                cc_sam_config=config.cc_sam, head='linear')
+  return losses.build_objective(
+      config.loss,
+      counts,
+      steps_per_epoch=1,
+      num_epochs=1,
+      cc_sam_config=config.cc_sam,
+      head='linear',
+  )
 
 
 def _official_eps(grads, theta, num_params: int, n_minus_one):
@@ -216,10 +256,14 @@ def _official_eps(grads, theta, num_params: int, n_minus_one):
   eps = []
   for g in grads:
     norm = jnp.sqrt(jnp.sum(g**2))
-    size = (NOISE_RATIO * jnp.sqrt(theta / (2 * norm))
-            * (num_params / jnp.maximum(n_minus_one, 1.0))**0.25)
-    eps.append(jax.lax.stop_gradient(
-        jnp.where(norm > 0, size / jnp.where(norm > 0, norm, 1.0), 0.0) * g))
+    size = (
+        NOISE_RATIO
+        * jnp.sqrt(theta / (2 * norm))
+        * (num_params / jnp.maximum(n_minus_one, 1.0)) ** 0.25
+    )
+    eps.append(
+        jax.lax.stop_gradient(jnp.where(norm > 0, size / jnp.where(norm > 0, norm, 1.0), 0.0) * g)
+    )
   return eps
 
 
@@ -237,16 +281,23 @@ def per_class_loop_objective(labels_np: np.ndarray, counts: np.ndarray):
   ce = losses.softmax_cross_entropy  # Per-example (B,).
 
   def objective(logits, labels, *, features, head_params, head_fn=None, step, mixup=None):
-    clean, metrics = clean_objective(logits, labels, features=features,
-                                     head_params=head_params, head_fn=head_fn, step=step,
-                                     mixup=mixup)
+    clean, metrics = clean_objective(
+        logits,
+        labels,
+        features=features,
+        head_params=head_params,
+        head_fn=head_fn,
+        step=step,
+        mixup=mixup,
+    )
     w, b = head_params['kernel'], head_params['bias']
     theta = sg(jnp.sqrt(jnp.sum(w**2) + jnp.sum(b**2))) + 1e-12
     f_const, flat = sg(features), 0.0
     for c, idx in classes:
       y_c = labels[idx]
-      grads = jax.grad(lambda p, idx=idx, y_c=y_c: jnp.mean(
-          ce(f_const[idx] @ p[0] + p[1], y_c)))((sg(w), sg(b)))
+      grads = jax.grad(lambda p, idx=idx, y_c=y_c: jnp.mean(ce(f_const[idx] @ p[0] + p[1], y_c)))(
+          (sg(w), sg(b))
+      )
       eps = _official_eps(grads, theta, w.size + b.size, float(counts[c] - 1))
       flat = flat + jnp.sum(ce(features[idx] @ (w + eps[0]) + b + eps[1], y_c))
     flat = flat / features.shape[0]
@@ -279,14 +330,14 @@ def head_model(classes: int) -> models.Classifier:
 
 def cifar100_lt_counts(classes: int = 100) -> np.ndarray:
   """CIFAR-100-LT IR 100 training counts (500 -> 5)."""
-  return np.array([int(500 * 0.01**(c / (classes - 1))) for c in range(classes)])
+  return np.array([int(500 * 0.01 ** (c / (classes - 1))) for c in range(classes)])
 
 
 def head_counts(classes: int) -> np.ndarray:
   """CIFAR-100-LT counts for the ResNet-32 head, else a 1000 -> 2 long tail."""
   if classes == 100:
     return cifar100_lt_counts()
-  return np.array([max(2, int(1000 * 0.002**(k / (classes - 1)))) for k in range(classes)])
+  return np.array([max(2, int(1000 * 0.002 ** (k / (classes - 1)))) for k in range(classes)])
 
 
 def inat_labels(present: int, batch: int, classes: int, rng) -> np.ndarray:
@@ -310,6 +361,7 @@ class Runner:
   divided by it (``per_step``). The first step (trace, compile, run) is timed
   as ``compile_s`` and its loss kept as ``first_loss``.
   """
+
   steps = 1
 
   def __init__(self, step, state, batch):
@@ -329,8 +381,7 @@ class Runner:
     self._run(self.steps)
 
 
-def train_runner(model, kind: str, batch, counts, mesh, *, input_shape,
-                 labels_np=None) -> Runner:
+def train_runner(model, kind: str, batch, counts, mesh, *, input_shape, labels_np=None) -> Runner:
   """The library's train step of variant ``kind`` ('loop': the baseline objective)."""
   tx = optim.sam(sgd_tx(), rho=SAM_RHO) if kind == 'sam' else sgd_tx()
   state = train.create_train_state(model, tx, input_shape=input_shape, seed=SEED, mesh=mesh)
@@ -350,8 +401,9 @@ def per_step(times: dict[str, list[float]], runners) -> dict[str, list[float]]:
 def resnet_runners(batch: int, kinds, mesh, seed: int = SEED):
   """ResNet-32 (100 classes) runners on one random batch; also the classes present."""
   classes = 100
-  model = models.build_model(ml_collections.ConfigDict({'name': 'resnet32', 'head': 'linear'}),
-                             classes)
+  model = models.build_model(
+      ml_collections.ConfigDict({'name': 'resnet32', 'head': 'linear'}), classes
+  )
   rng = np.random.default_rng(seed)
   images = rng.standard_normal((batch, 32, 32, 3)).astype(np.float32)
   labels_np = rng.integers(0, classes, batch).astype(np.int32)
@@ -360,16 +412,19 @@ def resnet_runners(batch: int, kinds, mesh, seed: int = SEED):
   out = {}
   for kind in kinds:
     log(f'[resnet32 batch {batch}] compiling {kind}')
-    out[kind] = train_runner(model, kind, data, counts, mesh, input_shape=(32, 32, 3),
-                             labels_np=labels_np)
+    out[kind] = train_runner(
+        model, kind, data, counts, mesh, input_shape=(32, 32, 3), labels_np=labels_np
+    )
   return out, int(len(np.unique(labels_np)))
 
 
-def head_runners(present: int, kinds, mesh, *, batch: int, dim: int, classes: int,
-                 seed: int = SEED) -> dict[str, Any]:
+def head_runners(
+    present: int, kinds, mesh, *, batch: int, dim: int, classes: int, seed: int = SEED
+) -> dict[str, Any]:
   """Head-model runners (``head_model``): ``present`` classes in a batch of features."""
   features = np.abs(np.random.default_rng(seed).standard_normal((batch, dim))).astype(
-      np.float32)  # Post-ReLU features; the same for every number of classes present.
+      np.float32
+  )  # Post-ReLU features; the same for every number of classes present.
   labels_np = inat_labels(present, batch, classes, np.random.default_rng(seed + present))
   data = sharding.to_global({'image': features, 'label': labels_np}, mesh)
   counts = head_counts(classes)
@@ -399,8 +454,9 @@ class HeadLoopRunner:
 
   def __init__(self, model, data, labels_np, counts, mesh):
     tx = sgd_tx()
-    head = train.create_train_state(model, tx, input_shape=data['image'].shape[1:], seed=SEED,
-                                    mesh=mesh).params['head']
+    head = train.create_train_state(
+        model, tx, input_shape=data['image'].shape[1:], seed=SEED, mesh=mesh
+    ).params['head']
     self.labels_np, self.counts = labels_np, counts
     self.features, self.labels = data['image'], data['label']
     self.state = (head, tx.init(head))
@@ -411,7 +467,7 @@ class HeadLoopRunner:
     def clean_step(head, f, y):
       loss_fn = lambda p, x: (1 - FLAT_RATIO) * jnp.mean(ce(x @ p['kernel'] + p['bias'], y))
       loss, (g_head, d_f) = jax.value_and_grad(loss_fn, argnums=(0, 1))(head, f)
-      theta = jnp.sqrt(jnp.sum(head['kernel']**2) + jnp.sum(head['bias']**2)) + 1e-12
+      theta = jnp.sqrt(jnp.sum(head['kernel'] ** 2) + jnp.sum(head['bias'] ** 2)) + 1e-12
       return (g_head['kernel'], g_head['bias'], d_f, loss), theta
 
     @functools.partial(jax.jit, donate_argnums=(0,))
@@ -421,8 +477,9 @@ class HeadLoopRunner:
       m = jnp.sum(valid)
       class_mean = lambda p: jnp.sum(jnp.where(valid, ce(f_c @ p[0] + p[1], y_c), 0.0)) / m
       eps = _official_eps(jax.grad(class_mean)((w, b)), theta, w.size + b.size, n_minus_one)
-      flat = lambda p, x: jnp.sum(jnp.where(valid, ce(x @ (p[0] + eps[0]) + p[1] + eps[1],
-                                                      y_c), 0.0))
+      flat = lambda p, x: jnp.sum(
+          jnp.where(valid, ce(x @ (p[0] + eps[0]) + p[1] + eps[1], y_c), 0.0)
+      )
       val, (g_p, g_f) = jax.value_and_grad(flat, argnums=(0, 1))((w, b), f_c)
       scale = FLAT_RATIO / batch
       d_w, d_b, d_f, loss = acc
@@ -456,9 +513,16 @@ class HeadLoopRunner:
       idx = np.flatnonzero(self.labels_np == c)
       pad = 1 << int(np.ceil(np.log2(idx.size)))
       valid = np.arange(pad) < idx.size
-      acc = self.class_step(acc, head, self.features, self.labels,
-                            jnp.asarray(np.resize(idx, pad) * valid), jnp.asarray(valid),
-                            jnp.asarray(float(self.counts[c] - 1)), theta)
+      acc = self.class_step(
+          acc,
+          head,
+          self.features,
+          self.labels,
+          jnp.asarray(np.resize(idx, pad) * valid),
+          jnp.asarray(valid),
+          jnp.asarray(float(self.counts[c] - 1)),
+          theta,
+      )
     self.state = self.update(self.state, acc[0], acc[1])
     return acc
 
@@ -473,11 +537,21 @@ def loss_check(case: str, first_losses: dict[str, float]) -> dict[str, Any]:
   finite = all(math.isfinite(v) for v in first_losses.values())
   rel = max(abs(v - ref) / max(abs(ref), 1e-30) for v in first_losses.values())
   ok = bool(finite and rel <= LOSS_RTOL)
-  log(f'[{case}] loss check (first step, same batch and weights): '
+  log(
+      f'[{case}] loss check (first step, same batch and weights): '
       + ', '.join(f'{k} {v:.8g}' for k, v in first_losses.items())
-      + f'; max relative difference {rel:.2e} -> {"OK" if ok else "WARNING: MISMATCH"}')
-  return _common.record(f'{case}/loss_check', 'first_step_loss_max_rel_diff', rel, 'relative',
-                        losses=first_losses, finite=finite, tolerance=LOSS_RTOL, target_met=ok)
+      + f'; max relative difference {rel:.2e} -> {"OK" if ok else "WARNING: MISMATCH"}'
+  )
+  return _common.record(
+      f'{case}/loss_check',
+      'first_step_loss_max_rel_diff',
+      rel,
+      'relative',
+      losses=first_losses,
+      finite=finite,
+      tolerance=LOSS_RTOL,
+      target_met=ok,
+  )
 
 
 def measure(runners: dict[str, Any], repeats: int, case: str, extra: dict[str, Any]):
@@ -487,14 +561,25 @@ def measure(runners: dict[str, Any], repeats: int, case: str, extra: dict[str, A
   base_ms = stats['sgd']['median_ms']
   rows = []
   for kind, s in stats.items():
-    rows.append(_common.record(
-        f'{case}/{kind}', 'step_time', s['median_ms'], 'ms',
-        ratio=s['median_ms'] / base_ms if kind != 'sgd' else 1.0,
-        ratio_min=s['min_ms'] / stats['sgd']['min_ms'], reference=f'{case}/sgd',
-        min_ms=s['min_ms'], p25_ms=s['p25_ms'], p75_ms=s['p75_ms'], n=s['n'],
-        compile_plus_first_step_s=runners[kind].compile_s,
-        first_step_loss=runners[kind].first_loss,
-        steps_per_sample=runners[kind].steps, **extra))
+    rows.append(
+        _common.record(
+            f'{case}/{kind}',
+            'step_time',
+            s['median_ms'],
+            'ms',
+            ratio=s['median_ms'] / base_ms if kind != 'sgd' else 1.0,
+            ratio_min=s['min_ms'] / stats['sgd']['min_ms'],
+            reference=f'{case}/sgd',
+            min_ms=s['min_ms'],
+            p25_ms=s['p25_ms'],
+            p75_ms=s['p75_ms'],
+            n=s['n'],
+            compile_plus_first_step_s=runners[kind].compile_s,
+            first_step_loss=runners[kind].first_loss,
+            steps_per_sample=runners[kind].steps,
+            **extra,
+        )
+    )
   return rows
 
 
@@ -506,10 +591,13 @@ def run_resnet(batch: int, args, mesh) -> list[dict]:
   kinds = ('sgd', 'sam', 'closed_form', 'vmapped', 'loop')
   runners, present = resnet_runners(batch, kinds, mesh)
   case = f'resnet32_b{batch}'
-  check = loss_check(case, {k: runners[k].first_loss for k in ('closed_form', 'vmapped',
-                                                                 'loop')})
-  rows = measure(runners, default_repeats(f'resnet32_{batch}', args), case,
-                 {'batch': batch, 'classes_present': present})
+  check = loss_check(case, {k: runners[k].first_loss for k in ('closed_form', 'vmapped', 'loop')})
+  rows = measure(
+      runners,
+      default_repeats(f'resnet32_{batch}', args),
+      case,
+      {'batch': batch, 'classes_present': present},
+  )
   for r in rows:
     if r['name'].endswith('closed_form'):
       r['target'] = '<= 1.3x sgd'
@@ -522,19 +610,32 @@ def run_resnet(batch: int, args, mesh) -> list[dict]:
   # the head part alone at these shapes (many cheap repeats) and add its
   # extra cost to the full SGD step: the implied ratio, free of that noise.
   full_sgd = next(r['value'] for r in rows if r['name'].endswith('/sgd'))
-  head = head_runners(present, ('sgd', 'closed_form', 'vmapped'), mesh, batch=batch, dim=64,
-                      classes=100)
-  rows.append(loss_check(f'{case}_head', {k: head[k].first_loss
-                                          for k in ('closed_form', 'vmapped')}))
+  head = head_runners(
+      present, ('sgd', 'closed_form', 'vmapped'), mesh, batch=batch, dim=64, classes=100
+  )
+  rows.append(
+      loss_check(f'{case}_head', {k: head[k].first_loss for k in ('closed_form', 'vmapped')})
+  )
   n_head = REPEATS['head_extra'][args.on_gpu]
   times = per_step(_common.time_interleaved(head, repeats=n_head, warmup=0), head)
   med = {k: _common.summarize(v)['median_ms'] for k, v in times.items()}
   for kind in ('closed_form', 'vmapped'):
     extra = med[kind] - med['sgd']
-    rows.append(_common.record(
-        f'{case}/{kind}_head_extra', 'extra_step_time', extra, 'ms',
-        head_sgd_ms=med['sgd'], head_ms=med[kind], implied_ratio=(full_sgd + extra) / full_sgd,
-        reference=f'{case}/sgd', n=n_head, batch=batch, classes_present=present))
+    rows.append(
+        _common.record(
+            f'{case}/{kind}_head_extra',
+            'extra_step_time',
+            extra,
+            'ms',
+            head_sgd_ms=med['sgd'],
+            head_ms=med[kind],
+            implied_ratio=(full_sgd + extra) / full_sgd,
+            reference=f'{case}/sgd',
+            n=n_head,
+            batch=batch,
+            classes_present=present,
+        )
+    )
   return rows
 
 
@@ -562,10 +663,20 @@ def run_inat_head(args, mesh) -> list[dict]:
   def point(kind, n_present, repeats):
     runner = head_runners(n_present, (kind,), mesh, **shape)[kind]
     ms = _single(runner, repeats)
-    rows.append(_common.record(
-        f'inat_head_{n_present}_present/{kind}', 'step_time', ms, 'ms', ratio=ms / base_ms,
-        reference='inat_head/sgd', n=repeats, classes_present=n_present,
-        compile_plus_first_step_s=runner.compile_s, first_step_loss=runner.first_loss))
+    rows.append(
+        _common.record(
+            f'inat_head_{n_present}_present/{kind}',
+            'step_time',
+            ms,
+            'ms',
+            ratio=ms / base_ms,
+            reference='inat_head/sgd',
+            n=repeats,
+            classes_present=n_present,
+            compile_plus_first_step_s=runner.compile_s,
+            first_step_loss=runner.first_loss,
+        )
+    )
     return ms, runner.first_loss
 
   # The loop costs a fixed part plus one per-class call per class present:
@@ -574,10 +685,19 @@ def run_inat_head(args, mesh) -> list[dict]:
   (t_lo, _), (t_hi, _) = point('loop', lo, 2), point('loop', hi, 2)
   slope = (t_hi - t_lo) / (hi - lo)
   estimate = t_lo + slope * (present - lo)
-  rows.append(_common.record('inat_head/loop', 'step_time', estimate, 'ms',
-                             ratio=estimate / base_ms, reference='inat_head/sgd',
-                             extrapolated=f'linear from {lo} and {hi} classes present',
-                             per_class_ms=slope, **extra))
+  rows.append(
+      _common.record(
+          'inat_head/loop',
+          'step_time',
+          estimate,
+          'ms',
+          ratio=estimate / base_ms,
+          reference='inat_head/sgd',
+          extrapolated=f'linear from {lo} and {hi} classes present',
+          per_class_ms=slope,
+          **extra,
+      )
+  )
   if args.full_loop:
     point('loop', present, 3 if args.on_gpu else 1)
   # vmapped: one lax.map chunk of class_chunk = 8 classes; the cost is linear
@@ -585,13 +705,24 @@ def run_inat_head(args, mesh) -> list[dict]:
   t_chunk, vmapped_loss = point('vmapped', 8, 1)
   chunks = -(-present // 8)
   estimate = base_ms + (t_chunk - base_ms) * chunks
-  rows.append(_common.record('inat_head/vmapped', 'step_time', estimate, 'ms',
-                             ratio=estimate / base_ms, reference='inat_head/sgd',
-                             extrapolated=f'sgd + {chunks} x (one 8-class chunk step - sgd)',
-                             **extra))
+  rows.append(
+      _common.record(
+          'inat_head/vmapped',
+          'step_time',
+          estimate,
+          'ms',
+          ratio=estimate / base_ms,
+          reference='inat_head/sgd',
+          extrapolated=f'sgd + {chunks} x (one 8-class chunk step - sgd)',
+          **extra,
+      )
+  )
   closed_form = head_runners(8, ('closed_form',), mesh, **shape)['closed_form']  # Check only.
-  rows.append(loss_check('inat_head_8_present', {'closed_form': closed_form.first_loss,
-                                                 'vmapped': vmapped_loss}))
+  rows.append(
+      loss_check(
+          'inat_head_8_present', {'closed_form': closed_form.first_loss, 'vmapped': vmapped_loss}
+      )
+  )
   del closed_form
   if args.full_vmapped:
     point('vmapped', present, 3)
@@ -609,39 +740,73 @@ def run_sweep(args, mesh) -> list[dict]:
   sweep = [p for p in SWEEP if p <= min(shape['batch'], shape['classes'])]
   runners = head_runners(sweep[0], ('sgd',), mesh, **shape)
   for present in sweep:
-    runners[f'closed_form_{present}'] = head_runners(present, ('closed_form',), mesh,
-                                                     **shape)['closed_form']
+    runners[f'closed_form_{present}'] = head_runners(present, ('closed_form',), mesh, **shape)[
+        'closed_form'
+    ]
   # Same shapes, labels as data: every point should compile to the same program.
-  programs = {hashlib.sha256(r.step.lower(r.state, r.batch).as_text().encode()).hexdigest()
-              for k, r in runners.items() if k != 'sgd'}
-  times = per_step(_common.time_interleaved(runners, repeats=default_repeats('inat_sweep', args),
-                                             warmup=0), runners)
+  programs = {
+      hashlib.sha256(r.step.lower(r.state, r.batch).as_text().encode()).hexdigest()
+      for k, r in runners.items()
+      if k != 'sgd'
+  }
+  times = per_step(
+      _common.time_interleaved(runners, repeats=default_repeats('inat_sweep', args), warmup=0),
+      runners,
+  )
   stats = {k: _common.summarize(v) for k, v in times.items()}
   base_stats = stats['sgd']
-  rows = [_common.record('inat_sweep/sgd', 'step_time', base_stats['median_ms'], 'ms',
-                         ratio=1.0, min_ms=base_stats['min_ms'], n=base_stats['n'],
-                         first_step_loss=runners['sgd'].first_loss)]
+  rows = [
+      _common.record(
+          'inat_sweep/sgd',
+          'step_time',
+          base_stats['median_ms'],
+          'ms',
+          ratio=1.0,
+          min_ms=base_stats['min_ms'],
+          n=base_stats['n'],
+          first_step_loss=runners['sgd'].first_loss,
+      )
+  ]
   for present in sweep:
     st = stats[f'closed_form_{present}']
-    rows.append(_common.record(
-        f'inat_sweep_{present}_present/closed_form', 'step_time', st['median_ms'], 'ms',
-        ratio=st['median_ms'] / base_stats['median_ms'],
-        ratio_min=st['min_ms'] / base_stats['min_ms'], reference='inat_sweep/sgd',
-        min_ms=st['min_ms'], p25_ms=st['p25_ms'], p75_ms=st['p75_ms'], n=st['n'],
-        classes_present=present, first_step_loss=runners[f'closed_form_{present}'].first_loss))
+    rows.append(
+        _common.record(
+            f'inat_sweep_{present}_present/closed_form',
+            'step_time',
+            st['median_ms'],
+            'ms',
+            ratio=st['median_ms'] / base_stats['median_ms'],
+            ratio_min=st['min_ms'] / base_stats['min_ms'],
+            reference='inat_sweep/sgd',
+            min_ms=st['min_ms'],
+            p25_ms=st['p25_ms'],
+            p75_ms=st['p75_ms'],
+            n=st['n'],
+            classes_present=present,
+            first_step_loss=runners[f'closed_form_{present}'].first_loss,
+        )
+    )
   medians = [stats[f'closed_form_{p}']['median_ms'] for p in sweep]
   mins = [stats[f'closed_form_{p}']['min_ms'] for p in sweep]
   # The fastest of the interleaved steps is the estimate least disturbed by
   # other jobs on a shared machine; the medians' spread is reported beside it.
-  rows.append(_common.record(
-      'inat_sweep/closed_form_spread', 'max_over_min_step_time', max(mins) / min(mins), 'x',
-      spread_of_medians=max(medians) / min(medians), classes_present=list(sweep),
-      min_ms=[round(x, 1) for x in mins], median_ms=[round(x, 1) for x in medians],
-      same_compiled_program=len(programs) == 1,
-      timing_spread_within_1_15=bool(max(mins) / min(mins) <= 1.15),
-      target='flat: one compiled program for every point (exact), and the fastest steps '
-      'within 1.15x of each other (timing, subject to machine noise)',
-      target_met=bool(len(programs) == 1 and max(mins) / min(mins) <= 1.15)))
+  rows.append(
+      _common.record(
+          'inat_sweep/closed_form_spread',
+          'max_over_min_step_time',
+          max(mins) / min(mins),
+          'x',
+          spread_of_medians=max(medians) / min(medians),
+          classes_present=list(sweep),
+          min_ms=[round(x, 1) for x in mins],
+          median_ms=[round(x, 1) for x in medians],
+          same_compiled_program=len(programs) == 1,
+          timing_spread_within_1_15=bool(max(mins) / min(mins) <= 1.15),
+          target='flat: one compiled program for every point (exact), and the fastest steps '
+          'within 1.15x of each other (timing, subject to machine noise)',
+          target_met=bool(len(programs) == 1 and max(mins) / min(mins) <= 1.15),
+      )
+  )
   return rows
 
 
@@ -649,8 +814,10 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   quiet = _common.wait_for_quiet(max_wait_s=args.max_wait)
   if not quiet['quiet']:
-    log(f'WARNING: load average still {quiet["load_after"]:.2f}; busy: '
-        f'{_common.busy_processes()}')
+    log(
+        f'WARNING: load average still {quiet["load_after"]:.2f}; busy: '
+        f'{_common.busy_processes()}'
+    )
   if args.compile_cache:  # Re-runs skip most compiles; compile_plus_first_step_s shrinks.
     jax.config.update('jax_compilation_cache_dir', args.compile_cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
@@ -685,21 +852,37 @@ def main(argv=None) -> int:
     rows = kept + rows
   if not args.no_write:
     path = _common.write_results(
-        args.out, rows,
-        settings={'step': 'ltjax.train.make_train_step + ltjax.losses.build_objective '
-                  '(loop: hand-written baseline)',
-                  'flat_ratio': FLAT_RATIO, 'noise_ratio': NOISE_RATIO, 'radius': RADIUS,
-                  'lr': LR, 'momentum': MOMENTUM, 'weight_decay': WEIGHT_DECAY,
-                  'repeats': args.repeats, 'cases': args.cases, 'inat': args.inat,
-                  'compile_cache': args.compile_cache, 'full_loop': args.full_loop,
-                  'full_vmapped': args.full_vmapped, 'sam_rho': SAM_RHO,
-                  'steps_per_sample': args.steps_per_sample, 'loss_rtol': LOSS_RTOL,
-                  'default_repeats': {k: v[args.on_gpu] for k, v in REPEATS.items()}},
-        load={'wait': quiet, 'load_at_end': _common.load_average(),
-              'busy_at_end': _common.busy_processes()},
+        args.out,
+        rows,
+        settings={
+            'step': 'ltjax.train.make_train_step + ltjax.losses.build_objective '
+            '(loop: hand-written baseline)',
+            'flat_ratio': FLAT_RATIO,
+            'noise_ratio': NOISE_RATIO,
+            'radius': RADIUS,
+            'lr': LR,
+            'momentum': MOMENTUM,
+            'weight_decay': WEIGHT_DECAY,
+            'repeats': args.repeats,
+            'cases': args.cases,
+            'inat': args.inat,
+            'compile_cache': args.compile_cache,
+            'full_loop': args.full_loop,
+            'full_vmapped': args.full_vmapped,
+            'sam_rho': SAM_RHO,
+            'steps_per_sample': args.steps_per_sample,
+            'loss_rtol': LOSS_RTOL,
+            'default_repeats': {k: v[args.on_gpu] for k, v in REPEATS.items()},
+        },
+        load={
+            'wait': quiet,
+            'load_at_end': _common.load_average(),
+            'busy_at_end': _common.busy_processes(),
+        },
         elapsed_s=round(elapsed, 1),
         # Cases whose rows come from an earlier run (--merge): case -> when measured.
-        merged_rows_from_earlier_runs=kept_from)
+        merged_rows_from_earlier_runs=kept_from,
+    )
     log(f'wrote {path}')
   return 0
 

@@ -47,10 +47,14 @@ from ltjax.train import sharding  # pylint: disable=wrong-import-position
 def cifar_source() -> data.ArrayDataset:
   rng = np.random.default_rng(0)
   n = 12_406
-  return data.ArrayDataset(images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                           labels=rng.integers(0, 10, n).astype(np.int32), num_classes=10,
-                           mean=(0.49, 0.48, 0.45), std=(0.2, 0.2, 0.2),
-                           class_names=tuple(map(str, range(10))))
+  return data.ArrayDataset(
+      images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+      labels=rng.integers(0, 10, n).astype(np.int32),
+      num_classes=10,
+      mean=(0.49, 0.48, 0.45),
+      std=(0.2, 0.2, 0.2),
+      class_names=tuple(map(str, range(10))),
+  )
 
 
 def jpeg_source(root: str, num_files: int = 64, num_lines: int = 4096):
@@ -60,13 +64,15 @@ def jpeg_source(root: str, num_files: int = 64, num_lines: int = 4096):
   for i in range(num_files):
     small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
     Image.fromarray(small).resize((500, 375), Image.Resampling.BICUBIC).save(
-        os.path.join(root, f'{i}.jpg'), quality=90)
+        os.path.join(root, f'{i}.jpg'), quality=90
+    )
   list_file = os.path.join(root, 'train.txt')
   with open(list_file, 'w') as f:
     for j in range(num_lines):
       f.write(f'{j % num_files}.jpg {j % 1000}\n')
-  return listfile.ListFileSource(root, list_file, num_classes=1000,
-                                 mean=listfile.IMAGENET_MEAN, std=listfile.IMAGENET_STD)
+  return listfile.ListFileSource(
+      root, list_file, num_classes=1000, mean=listfile.IMAGENET_MEAN, std=listfile.IMAGENET_STD
+  )
 
 
 def pipeline_rate(batches: data.TrainBatches, *, num_workers: int, num_batches: int):
@@ -86,16 +92,21 @@ def pipeline_rate(batches: data.TrainBatches, *, num_workers: int, num_batches: 
 def step_rate(model_name: str, batch: int, size: int, num_classes: int, repeats: int):
   """Images/s of the jitted train step (median of ``repeats``), and its compile time."""
   mesh = sharding.make_mesh(jax.devices()[:1])
-  model = models.build_model(ml_collections.ConfigDict({'name': model_name, 'head': 'linear'}),
-                             num_classes)
+  model = models.build_model(
+      ml_collections.ConfigDict({'name': model_name, 'head': 'linear'}), num_classes
+  )
   tx = optim.torch_sgd(0.1, momentum=0.9, weight_decay=5e-4)
   state = train.create_train_state(model, tx, input_shape=(size, size, 3), seed=0, mesh=mesh)
   loss_fn = functools.partial(losses.softmax_cross_entropy, reduction='mean')
   step = train.make_train_step(state, mesh, objective=losses.simple_objective(loss_fn))
   rng = np.random.default_rng(0)
   global_batch = sharding.to_global(
-      {'image': rng.normal(size=(batch, size, size, 3)).astype(np.float32),
-       'label': rng.integers(0, num_classes, batch).astype(np.int32)}, mesh)
+      {
+          'image': rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+          'label': rng.integers(0, num_classes, batch).astype(np.int32),
+      },
+      mesh,
+  )
   t0 = time.perf_counter()
   state, metrics = step(state, global_batch)
   jax.block_until_ready(metrics)
@@ -114,8 +125,12 @@ def main():
   parser.add_argument('--quick', action='store_true', help='fewer batches, no ResNet-50')
   parser.add_argument('--no_resnet50', action='store_true')
   parser.add_argument('--workers', default='0,1,2')
-  parser.add_argument('--wait_for_quiet', type=float, default=120.0,
-                      help='seconds to wait for the load average to drop below 0.5')
+  parser.add_argument(
+      '--wait_for_quiet',
+      type=float,
+      default=120.0,
+      help='seconds to wait for the load average to drop below 0.5',
+  )
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags.
   quiet = _common.wait_for_quiet(max_wait_s=args.wait_for_quiet)
@@ -124,37 +139,74 @@ def main():
   rows = []
 
   resnet32_rate, resnet32_compile = step_rate('resnet32', 128, 32, 10, 3 if args.quick else 8)
-  rows.append(_common.emit(_common.record('train_step/resnet32_b128', 'throughput',
-                                          resnet32_rate, 'images/s',
-                                          compile_s=resnet32_compile)))
+  rows.append(
+      _common.emit(
+          _common.record(
+              'train_step/resnet32_b128',
+              'throughput',
+              resnet32_rate,
+              'images/s',
+              compile_s=resnet32_compile,
+          )
+      )
+  )
   resnet50_rate = None
   if not (args.quick or args.no_resnet50):
     resnet50_rate, compile_s = step_rate('resnet50', 8, 224, 1000, 3)
-    rows.append(_common.emit(_common.record('train_step/resnet50_b8_224', 'throughput',
-                                            resnet50_rate, 'images/s', compile_s=compile_s)))
+    rows.append(
+        _common.emit(
+            _common.record(
+                'train_step/resnet50_b8_224',
+                'throughput',
+                resnet50_rate,
+                'images/s',
+                compile_s=compile_s,
+            )
+        )
+    )
 
   cifar = data.TrainBatches(cifar_source(), global_batch_size=128, seed=0, augment='crop_flip')
   for w in workers:
     rate, first = pipeline_rate(cifar, num_workers=w, num_batches=n_cifar)
-    rows.append(_common.emit(_common.record(
-        f'pipeline/cifar_crop_flip/workers={w}', 'throughput', rate, 'images/s',
-        first_batch_s=first, reference='train_step/resnet32_b128',
-        ratio=rate / resnet32_rate)))
+    rows.append(
+        _common.emit(
+            _common.record(
+                f'pipeline/cifar_crop_flip/workers={w}',
+                'throughput',
+                rate,
+                'images/s',
+                first_batch_s=first,
+                reference='train_step/resnet32_b128',
+                ratio=rate / resnet32_rate,
+            )
+        )
+    )
 
   with tempfile.TemporaryDirectory() as root:
-    jpegs = data.TrainBatches(jpeg_source(root), global_batch_size=64, seed=0,
-                              augment='imagenet', image_size=224)
+    jpegs = data.TrainBatches(
+        jpeg_source(root), global_batch_size=64, seed=0, augment='imagenet', image_size=224
+    )
     for w in workers:
       rate, first = pipeline_rate(jpegs, num_workers=w, num_batches=n_jpeg)
       extra = {}
       if resnet50_rate:
         extra = {'reference': 'train_step/resnet50_b8_224', 'ratio': rate / resnet50_rate}
-      rows.append(_common.emit(_common.record(
-          f'pipeline/jpeg_rrc_224/workers={w}', 'throughput', rate, 'images/s',
-          first_batch_s=first, **extra)))
+      rows.append(
+          _common.emit(
+              _common.record(
+                  f'pipeline/jpeg_rrc_224/workers={w}',
+                  'throughput',
+                  rate,
+                  'images/s',
+                  first_batch_s=first,
+                  **extra,
+              )
+          )
+      )
 
-  path = _common.write_results(os.path.join(_common.RESULTS_DIR, 'input_pipeline.json'),
-                               rows, quiet=quiet)
+  path = _common.write_results(
+      os.path.join(_common.RESULTS_DIR, 'input_pipeline.json'), rows, quiet=quiet
+  )
   _common.log(f'wrote {path}')
 
 

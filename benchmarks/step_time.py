@@ -109,8 +109,9 @@ CASES = {
     'resnet32_b512': dict(model='resnet32', batch=512, image=(32, 32, 3), classes=100),
     'small_cnn': dict(model='small_cnn', batch=64, image=(28, 28, 1), classes=10),
     'resnet50': dict(model='resnet50', batch=128, image=(224, 224, 3), classes=1000),
-    'resnet50_bf16': dict(model='resnet50', batch=128, image=(224, 224, 3), classes=1000,
-                          dtype='bfloat16'),
+    'resnet50_bf16': dict(
+        model='resnet50', batch=128, image=(224, 224, 3), classes=1000, dtype='bfloat16'
+    ),
 }
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4
 # Rows timed while other processes kept this many cores busy get 'noisy': true.
@@ -142,7 +143,7 @@ def build_torch_model(name: str, num_classes: int):
     def forward(self, x):
       y = F.relu(self.bn1(self.conv1(x)))
       y = self.bn2(self.conv2(y))
-      s = x[:, :, ::self.stride, ::self.stride] if self.stride != 1 else x
+      s = x[:, :, :: self.stride, :: self.stride] if self.stride != 1 else x
       if self.extra:
         s = F.pad(s, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
       return F.relu(y + s)
@@ -193,9 +194,16 @@ def build_torch_model(name: str, num_classes: int):
   return model
 
 
-def make_torch_step(case: dict[str, Any], *, threads: int, channels_last: bool = False,
-                    seed: int = 0, device: str = 'cpu', steps: int = 1,
-                    torch_compile: bool = False):
+def make_torch_step(
+    case: dict[str, Any],
+    *,
+    threads: int,
+    channels_last: bool = False,
+    seed: int = 0,
+    device: str = 'cpu',
+    steps: int = 1,
+    torch_compile: bool = False,
+):
   """(blocking step callable, info) for the PyTorch twin of ``case``.
 
   One call runs ``steps`` optimiser steps and returns when they are done (on
@@ -238,8 +246,13 @@ def make_torch_step(case: dict[str, Any], *, threads: int, channels_last: bool =
       torch.cuda.synchronize()
     return loss
 
-  info = {'params': sum(p.numel() for p in model.parameters()), 'threads': threads,
-          'device': str(dev), 'channels_last': channels_last, 'autocast_bf16': amp}
+  info = {
+      'params': sum(p.numel() for p in model.parameters()),
+      'threads': threads,
+      'device': str(dev),
+      'channels_last': channels_last,
+      'autocast_bf16': amp,
+  }
   if torch_compile:
     t0 = time.perf_counter()
     one_step()
@@ -256,8 +269,10 @@ def make_torch_step(case: dict[str, Any], *, threads: int, channels_last: bool =
 
 def jax_batch(case: dict[str, Any], mesh, seed: int = 0) -> dict[str, jax.Array]:
   rng = np.random.default_rng(seed)
-  local = {'image': rng.standard_normal((case['batch'], *case['image']), np.float32),
-           'label': rng.integers(0, case['classes'], case['batch']).astype(np.int32)}
+  local = {
+      'image': rng.standard_normal((case['batch'], *case['image']), np.float32),
+      'label': rng.integers(0, case['classes'], case['batch']).astype(np.int32),
+  }
   return sharding.to_global(local, mesh)
 
 
@@ -265,7 +280,8 @@ def build_jax_model(case: dict[str, Any]):
   return models.build_model(
       ml_collections.ConfigDict({'name': case['model'], 'head': 'linear'}),
       num_classes=case['classes'],
-      dtype={'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[case.get('dtype', 'float32')])
+      dtype={'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[case.get('dtype', 'float32')],
+  )
 
 
 class JaxRunner:
@@ -289,19 +305,27 @@ class JaxRunner:
 def make_jax_step(case: dict[str, Any], mesh, seed: int = 0) -> JaxRunner:
   """The ltjax train step of ``case``, compiled (phases timed), with its state and batch."""
   state = train.create_train_state(
-      build_jax_model(case), optim.torch_sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
-      input_shape=case['image'], seed=seed, mesh=mesh)
+      build_jax_model(case),
+      optim.torch_sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
+      input_shape=case['image'],
+      seed=seed,
+      mesh=mesh,
+  )
   batch = jax_batch(case, mesh, seed)
   objective = losses.simple_objective(
-      functools.partial(losses.softmax_cross_entropy, reduction='mean'))
+      functools.partial(losses.softmax_cross_entropy, reduction='mean')
+  )
   step = train.make_train_step(state, mesh, objective=objective)
   t0 = time.perf_counter()
   lowered = step.lower(state, batch)
   t1 = time.perf_counter()
   compiled = lowered.compile()  # With the jit's compiler options (make_train_step's).
   t2 = time.perf_counter()
-  info = {'trace_lower_s': t1 - t0, 'compile_s': t2 - t1,
-          'params': sum(x.size for x in jax.tree.leaves(state.params))}
+  info = {
+      'trace_lower_s': t1 - t0,
+      'compile_s': t2 - t1,
+      'params': sum(x.size for x in jax.tree.leaves(state.params)),
+  }
   try:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -316,39 +340,77 @@ def make_jax_step(case: dict[str, Any], mesh, seed: int = 0) -> JaxRunner:
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--cases', default='resnet32,small_cnn',
-                 help=f'comma-separated subset of {sorted(CASES)}')
-  p.add_argument('--quick', action='store_true',
-                 help='few repetitions, no load wait, results not written unless --out')
+  p = argparse.ArgumentParser(
+      description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument(
+      '--cases', default='resnet32,small_cnn', help=f'comma-separated subset of {sorted(CASES)}'
+  )
+  p.add_argument(
+      '--quick',
+      action='store_true',
+      help='few repetitions, no load wait, results not written unless --out',
+  )
   p.add_argument('--no-torch', action='store_true', help='skip the PyTorch comparison')
-  p.add_argument('--repeats', type=int, default=None,
-                 help='timed steps per measurement (default 12; --quick 3)')
+  p.add_argument(
+      '--repeats',
+      type=int,
+      default=None,
+      help='timed steps per measurement (default 12; --quick 3)',
+  )
   p.add_argument('--warmup', type=int, default=2, help='untimed steps after compiling')
-  p.add_argument('--torch-threads', type=int, default=None,
-                 help='torch.set_num_threads (default: the core count)')
-  p.add_argument('--torch-device', default='auto',
-                 help="PyTorch device: 'cpu', 'cuda' or 'auto' (cuda when available)")
-  p.add_argument('--torch-channels-last', action='store_true',
-                 help='also time PyTorch eager in channels_last')
-  p.add_argument('--torch-compile', action='store_true',
-                 help='also time PyTorch with torch.compile(model) (compile time reported)')
-  p.add_argument('--steps-per-sample', type=int, default=None,
-                 help='steps run back to back per timed sample, blocking after the last '
-                      '(default: 1 on CPU, 10 on a GPU); times are per step')
-  p.add_argument('--compile-cache', default=None, metavar='DIR',
-                 help='use JAX\'s persistent compilation cache in DIR and also report a '
-                      'warm-cache compile')
-  p.add_argument('--max-load', type=float, default=0.5,
-                 help='wait until the 1-min load average is below this (0: do not wait)')
+  p.add_argument(
+      '--torch-threads',
+      type=int,
+      default=None,
+      help='torch.set_num_threads (default: the core count)',
+  )
+  p.add_argument(
+      '--torch-device',
+      default='auto',
+      help="PyTorch device: 'cpu', 'cuda' or 'auto' (cuda when available)",
+  )
+  p.add_argument(
+      '--torch-channels-last', action='store_true', help='also time PyTorch eager in channels_last'
+  )
+  p.add_argument(
+      '--torch-compile',
+      action='store_true',
+      help='also time PyTorch with torch.compile(model) (compile time reported)',
+  )
+  p.add_argument(
+      '--steps-per-sample',
+      type=int,
+      default=None,
+      help='steps run back to back per timed sample, blocking after the last '
+      '(default: 1 on CPU, 10 on a GPU); times are per step',
+  )
+  p.add_argument(
+      '--compile-cache',
+      default=None,
+      metavar='DIR',
+      help="use JAX's persistent compilation cache in DIR and also report a " 'warm-cache compile',
+  )
+  p.add_argument(
+      '--max-load',
+      type=float,
+      default=0.5,
+      help='wait until the 1-min load average is below this (0: do not wait)',
+  )
   p.add_argument('--max-wait', type=float, default=600, help='seconds to wait at most')
-  p.add_argument('--group-wait', type=float, default=300,
-                 help='before each timed group, wait up to this long while other processes '
-                      'use >= 0.25 cores (0: do not wait; --quick: 0)')
-  p.add_argument('--out', default=None,
-                 help='results JSON path (default benchmarks/results/step_time.json; '
-                      '"" to skip; --quick skips unless given)')
+  p.add_argument(
+      '--group-wait',
+      type=float,
+      default=300,
+      help='before each timed group, wait up to this long while other processes '
+      'use >= 0.25 cores (0: do not wait; --quick: 0)',
+  )
+  p.add_argument(
+      '--out',
+      default=None,
+      help='results JSON path (default benchmarks/results/step_time.json; '
+      '"" to skip; --quick skips unless given)',
+  )
   args = p.parse_args(argv)
   args.cases = [c for c in args.cases.split(',') if c]
   for c in args.cases:
@@ -377,17 +439,21 @@ def timed_group(fns, args, *, repeats: int, warmup: int, what: str):
       times = _common.time_interleaved(fns, repeats=repeats, warmup=warmup if not attempt else 0)
     if other.cores is None or other.cores < NOISY_CORES:
       break
-    log(f'WARNING: other processes used {other.cores:.2f} cores while timing {what}; '
-        f'busy: {_common.busy_processes()[:3]}' + ('; re-timing' if not attempt and
-                                                   args.group_wait > 0 else ''))
+    log(
+        f'WARNING: other processes used {other.cores:.2f} cores while timing {what}; '
+        f'busy: {_common.busy_processes()[:3]}'
+        + ('; re-timing' if not attempt and args.group_wait > 0 else '')
+    )
     if args.group_wait <= 0:
       break
   return times, other.cores
 
 
 def noise_fields(other_cores):
-  return {'other_cpu_cores': other_cores,
-          'noisy': (True if other_cores is not None and other_cores >= NOISY_CORES else None)}
+  return {
+      'other_cpu_cores': other_cores,
+      'noisy': (True if other_cores is not None and other_cores >= NOISY_CORES else None),
+  }
 
 
 def train_step_compiler_options(mesh):
@@ -420,18 +486,37 @@ def measure_case(name: str, args, mesh, torch_threads: int | None) -> list[dict[
   runner = make_jax_step(case, mesh)
   compile_note = 'cold (no persistent cache)'
   if args.compile_cache:
-    new_entries = [f for f in set(os.listdir(args.compile_cache)) - cache_before
-                   if 'train_step' in f]
-    compile_note = ('cold (persistent-cache miss, entry written)' if new_entries
-                    else 'persistent-cache hit from an earlier run')
-  rows.append(_common.record(f'{name}/jax', 'compile_time', runner.info['compile_s'], 's',
-                             trace_lower_s=runner.info['trace_lower_s'], cache=compile_note))
+    new_entries = [
+        f for f in set(os.listdir(args.compile_cache)) - cache_before if 'train_step' in f
+    ]
+    compile_note = (
+        'cold (persistent-cache miss, entry written)'
+        if new_entries
+        else 'persistent-cache hit from an earlier run'
+    )
+  rows.append(
+      _common.record(
+          f'{name}/jax',
+          'compile_time',
+          runner.info['compile_s'],
+          's',
+          trace_lower_s=runner.info['trace_lower_s'],
+          cache=compile_note,
+      )
+  )
   if args.compile_cache:
     jax.clear_caches()
     warm = make_jax_step(case, mesh)
-    rows.append(_common.record(f'{name}/jax', 'compile_time_warm_cache', warm.info['compile_s'],
-                               's', trace_lower_s=warm.info['trace_lower_s'],
-                               cache='persistent cache populated, in-memory caches cleared'))
+    rows.append(
+        _common.record(
+            f'{name}/jax',
+            'compile_time_warm_cache',
+            warm.info['compile_s'],
+            's',
+            trace_lower_s=warm.info['trace_lower_s'],
+            cache='persistent cache populated, in-memory caches cleared',
+        )
+    )
     del warm
   runner.steps = steps
   fns = {'jax': runner}
@@ -447,18 +532,23 @@ def measure_case(name: str, args, mesh, torch_threads: int | None) -> list[dict[
       try:
         if kw.get('torch_compile'):
           log(f'[{name}] torch.compile (inductor) of the PyTorch model')
-        tstep, tinfo = make_torch_step(case, threads=torch_threads, device=args.torch_device,
-                                       steps=steps, **kw)
+        tstep, tinfo = make_torch_step(
+            case, threads=torch_threads, device=args.torch_device, steps=steps, **kw
+        )
       except Exception as e:  # pylint: disable=broad-except
         torch_errors[label] = f'{type(e).__name__}: {str(e)[:300]}'
         log(f'[{name}] {label} unavailable: {torch_errors[label]}')
         continue
       fns[label], tinfos[label] = tstep, tinfo
       if tinfo['params'] != runner.info['params']:
-        log(f'WARNING: parameter counts differ: jax {runner.info["params"]} '
-            f'{label} {tinfo["params"]}')
-  log(f'[{name}] timing {args.repeats} interleaved samples of {steps} step(s) after '
-      f'{args.warmup} warm-up')
+        log(
+            f'WARNING: parameter counts differ: jax {runner.info["params"]} '
+            f'{label} {tinfo["params"]}'
+        )
+  log(
+      f'[{name}] timing {args.repeats} interleaved samples of {steps} step(s) after '
+      f'{args.warmup} warm-up'
+  )
   times, other = timed_group(fns, args, repeats=args.repeats, warmup=args.warmup, what=name)
   times = {k: [t / steps for t in v] for k, v in times.items()}  # per step
   stats = {k: _common.summarize(v) for k, v in times.items()}
@@ -466,31 +556,69 @@ def measure_case(name: str, args, mesh, torch_threads: int | None) -> list[dict[
   ts = stats.get('torch')
   gflop = runner.info.get('gflop')
   reference = torch_reference_label(torch_threads, args.torch_device) if torch_threads else None
-  extra_ratios = {f'ratio_vs_{k}': js['median_ms'] / v['median_ms'] for k, v in stats.items()
-                  if k not in ('jax', 'torch')}
-  rows.append(_common.record(
-      f'{name}/jax', 'step_time', js['median_ms'], 'ms',
-      ratio=(js['median_ms'] / ts['median_ms'] if ts else None),
-      reference=(reference if ts else None), **extra_ratios,
-      min_ms=js['min_ms'], p25_ms=js['p25_ms'], p75_ms=js['p75_ms'], n=js['n'],
-      steps_per_sample=steps, batch=case['batch'], dtype=case.get('dtype', 'float32'),
-      images_per_s=case['batch'] / js['median_ms'] * 1e3,
-      params=runner.info['params'], xla_gflop_per_step=gflop, **noise_fields(other),
-      note=None if ts else 'torch not importable or --no-torch: no comparison',
-      torch_errors=torch_errors or None))
+  extra_ratios = {
+      f'ratio_vs_{k}': js['median_ms'] / v['median_ms']
+      for k, v in stats.items()
+      if k not in ('jax', 'torch')
+  }
+  rows.append(
+      _common.record(
+          f'{name}/jax',
+          'step_time',
+          js['median_ms'],
+          'ms',
+          ratio=(js['median_ms'] / ts['median_ms'] if ts else None),
+          reference=(reference if ts else None),
+          **extra_ratios,
+          min_ms=js['min_ms'],
+          p25_ms=js['p25_ms'],
+          p75_ms=js['p75_ms'],
+          n=js['n'],
+          steps_per_sample=steps,
+          batch=case['batch'],
+          dtype=case.get('dtype', 'float32'),
+          images_per_s=case['batch'] / js['median_ms'] * 1e3,
+          params=runner.info['params'],
+          xla_gflop_per_step=gflop,
+          **noise_fields(other),
+          note=None if ts else 'torch not importable or --no-torch: no comparison',
+          torch_errors=torch_errors or None,
+      )
+  )
   for label, tinfo in tinfos.items():
     st = stats[label]
     if 'compile_s' in tinfo:
-      rows.append(_common.record(f'{name}/{label}', 'compile_time', tinfo['compile_s'], 's',
-                                 note='torch.compile + first step (inductor, cold)'))
-    rows.append(_common.record(
-        f'{name}/{label}', 'step_time', st['median_ms'], 'ms', threads=torch_threads,
-        device=tinfo['device'], channels_last=tinfo['channels_last'],
-        autocast_bf16=tinfo['autocast_bf16'], compiled='compile_s' in tinfo,
-        min_ms=st['min_ms'], p25_ms=st['p25_ms'], p75_ms=st['p75_ms'], n=st['n'],
-        steps_per_sample=steps, batch=case['batch'],
-        images_per_s=case['batch'] / st['median_ms'] * 1e3,
-        params=tinfo['params'], **noise_fields(other)))
+      rows.append(
+          _common.record(
+              f'{name}/{label}',
+              'compile_time',
+              tinfo['compile_s'],
+              's',
+              note='torch.compile + first step (inductor, cold)',
+          )
+      )
+    rows.append(
+        _common.record(
+            f'{name}/{label}',
+            'step_time',
+            st['median_ms'],
+            'ms',
+            threads=torch_threads,
+            device=tinfo['device'],
+            channels_last=tinfo['channels_last'],
+            autocast_bf16=tinfo['autocast_bf16'],
+            compiled='compile_s' in tinfo,
+            min_ms=st['min_ms'],
+            p25_ms=st['p25_ms'],
+            p75_ms=st['p75_ms'],
+            n=st['n'],
+            steps_per_sample=steps,
+            batch=case['batch'],
+            images_per_s=case['batch'] / st['median_ms'] * 1e3,
+            params=tinfo['params'],
+            **noise_fields(other),
+        )
+    )
   return rows
 
 
@@ -508,19 +636,25 @@ def main(argv=None) -> int:
       args.torch_device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.torch_device == 'cuda':
       torch.backends.cudnn.benchmark = True  # XLA autotunes its convolutions too.
-      log(f'torch {torch.__version__} on {torch.cuda.get_device_name(0)} (cudnn.benchmark on, '
+      log(
+          f'torch {torch.__version__} on {torch.cuda.get_device_name(0)} (cudnn.benchmark on, '
           f'cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, '
-          f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32})')
+          f'matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32})'
+      )
     else:
-      log(f'torch.set_num_threads({threads}) (= the {_common.core_count()} cores this process '
-          f'may use), torch {torch.__version__}, mkldnn={torch.backends.mkldnn.is_available()}')
+      log(
+          f'torch.set_num_threads({threads}) (= the {_common.core_count()} cores this process '
+          f'may use), torch {torch.__version__}, mkldnn={torch.backends.mkldnn.is_available()}'
+      )
 
   quiet = None
   if args.max_load > 0 and not args.quick:
     quiet = _common.wait_for_quiet(args.max_load, args.max_wait)
     if not quiet['quiet']:
-      log(f'WARNING: load average still {quiet["load_after"]:.2f}; busy: '
-          f'{_common.busy_processes()}')
+      log(
+          f'WARNING: load average still {quiet["load_after"]:.2f}; busy: '
+          f'{_common.busy_processes()}'
+      )
   if args.compile_cache:
     n = setup_compile_cache(args.compile_cache)
     log(f'persistent compilation cache: {args.compile_cache} ({n} entries before)')
@@ -541,18 +675,31 @@ def main(argv=None) -> int:
   log(f'done in {elapsed:.0f}s (after the load wait)')
   if args.out:
     path = _common.write_results(
-        args.out, rows,
-        settings={'repeats': args.repeats, 'warmup': args.warmup, 'torch_threads': threads
-                  if have_torch else None, 'torch_device': args.torch_device if have_torch
-                  else None, 'steps_per_sample': args.steps_per_sample,
-                  'torch_channels_last': args.torch_channels_last,
-                  'torch_compile': args.torch_compile, 'cases': args.cases,
-                  'train_step_compiler_options': train_step_compiler_options(mesh),
-                  'quick': args.quick, 'compile_cache': args.compile_cache,
-                  'lr': LR, 'momentum': MOMENTUM, 'weight_decay': WEIGHT_DECAY},
-        load={'wait': quiet, 'load_at_end': _common.load_average(),
-              'busy_at_end': _common.busy_processes()},
-        elapsed_s=round(elapsed, 1))
+        args.out,
+        rows,
+        settings={
+            'repeats': args.repeats,
+            'warmup': args.warmup,
+            'torch_threads': threads if have_torch else None,
+            'torch_device': args.torch_device if have_torch else None,
+            'steps_per_sample': args.steps_per_sample,
+            'torch_channels_last': args.torch_channels_last,
+            'torch_compile': args.torch_compile,
+            'cases': args.cases,
+            'train_step_compiler_options': train_step_compiler_options(mesh),
+            'quick': args.quick,
+            'compile_cache': args.compile_cache,
+            'lr': LR,
+            'momentum': MOMENTUM,
+            'weight_decay': WEIGHT_DECAY,
+        },
+        load={
+            'wait': quiet,
+            'load_at_end': _common.load_average(),
+            'busy_at_end': _common.busy_processes(),
+        },
+        elapsed_s=round(elapsed, 1),
+    )
     log(f'wrote {path}')
   return 0
 

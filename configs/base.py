@@ -11,88 +11,90 @@ import ml_collections
 def loss_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = 'cross_entropy'  # A key of ltjax.losses.LOSSES.
-  c.label_smoothing = 0.0   # cross_entropy: PyTorch label smoothing.
-  c.focal_gamma = 2.0       # focal, class_balanced 'focal' variant.
-  c.cb_beta = 0.9999        # class_balanced: effective-number beta.
+  c.label_smoothing = 0.0  # cross_entropy: PyTorch label smoothing.
+  c.focal_gamma = 2.0  # focal, class_balanced 'focal' variant.
+  c.cb_beta = 0.9999  # class_balanced: effective-number beta.
   c.cb_variant = 'softmax'  # class_balanced: softmax, sigmoid, focal, softmax_bce.
-  c.ldam_max_margin = 0.5   # ldam: largest margin (0.3 on iNat).
-  c.ldam_scale = 30.0       # ldam: s (use model.head='cosine').
-  c.la_tau = 1.0            # logit_adjusted: tau.
-  c.vs_gamma = 0.3          # vs: multiplicative exponent gamma.
-  c.vs_tau = 1.0            # vs: additive tau.
-  c.lort_delta = 0.98       # lort: retargeting delta.
-  c.schedule = 'none'       # A key of ltjax.losses.SCHEDULES (none, drw, adrw, tla, adrw_tla).
-  c.switch_epoch = 160      # DRW / ADRW / TLA switch (0-indexed epoch, inclusive).
-  c.drw_beta = 0.9999       # drw: effective-number beta after the switch.
-  c.adrw_nu = 0.25          # adrw: alpha_c ~ pi_c^-nu after the switch.
+  c.ldam_max_margin = 0.5  # ldam: largest margin (0.3 on iNat).
+  c.ldam_scale = 30.0  # ldam: s (use model.head='cosine').
+  c.la_tau = 1.0  # logit_adjusted: tau.
+  c.vs_gamma = 0.3  # vs: multiplicative exponent gamma.
+  c.vs_tau = 1.0  # vs: additive tau.
+  c.lort_delta = 0.98  # lort: retargeting delta.
+  c.schedule = 'none'  # A key of ltjax.losses.SCHEDULES (none, drw, adrw, tla, adrw_tla).
+  c.switch_epoch = 160  # DRW / ADRW / TLA switch (0-indexed epoch, inclusive).
+  c.drw_beta = 0.9999  # drw: effective-number beta after the switch.
+  c.adrw_nu = 0.25  # adrw: alpha_c ~ pi_c^-nu after the switch.
   c.feature_norm_weight = 0.0  # FR: + weight * mean ||f||^2 / 2.
-  c.lwr_weight = 0.0        # LWR: lambda0 of lambda(t) = lambda0 (1 - t/T)^2.
-  c.lwr_theta = 0.4         # LWR cosine threshold.
-  c.lwr_tau = 0.1           # LWR temperature.
+  c.lwr_weight = 0.0  # LWR: lambda0 of lambda(t) = lambda0 (1 - t/T)^2.
+  c.lwr_theta = 0.4  # LWR cosine threshold.
+  c.lwr_tau = 0.1  # LWR temperature.
   # CC-SAM stage 2 (classifier re-training): adversarial features f + lambda w_c g/||g||.
   c.adversarial_weight = 0.0  # lambda (the official adver_reg = 1); 0: off.
-  c.adversarial_cap = 1.0   # alpha = min((epoch + 1) / T, cap): 1.0 CIFAR-10, 0.3 CIFAR-100.
-  c.adversarial_div = 2.0   # w_c = log(n_max / n_c + 0.01) / div.
+  c.adversarial_cap = 1.0  # alpha = min((epoch + 1) / T, cap): 1.0 CIFAR-10, 0.3 CIFAR-100.
+  c.adversarial_div = 2.0  # w_c = log(n_max / n_c + 0.01) / div.
   return c
 
 
 def optim_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.name = 'sgd'           # PyTorch-equivalent SGD (ltjax.optim.torch_sgd).
+  c.name = 'sgd'  # PyTorch-equivalent SGD (ltjax.optim.torch_sgd).
   c.lr = 0.1
   c.momentum = 0.9
   c.nesterov = False
-  c.weight_decay = 5e-4    # Coupled L2, as torch.optim.SGD.
+  c.weight_decay = 5e-4  # Coupled L2, as torch.optim.SGD.
   c.weight_decay_mask = '.*'  # Regex over parameter paths that decay ('.*': all, as PyTorch).
   return c
 
 
 def schedule_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.name = 'cosine'     # 'constant', 'warmup_multistep' or 'cosine'.
+  c.name = 'cosine'  # 'constant', 'warmup_multistep' or 'cosine'.
   c.granularity = 'step'  # 'step' or 'epoch' (PyTorch epoch-stepped schedulers).
-  c.epoch_offset = 0    # 1 reproduces scheduler.step() at the start of each epoch.
+  c.epoch_offset = 0  # 1 reproduces scheduler.step() at the start of each epoch.
   c.warmup_epochs = 0.0
   c.warmup_start_factor = 0.0
-  c.milestones = ()     # Epochs of the multistep decays.
-  c.gamma = 0.1         # Multistep decay factor.
+  c.milestones = ()  # Epochs of the multistep decays.
+  c.gamma = 0.1  # Multistep decay factor.
   return c
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.seed = 0                    # Initialisation, data order and augmentation.
-  config.dtype = 'float32'           # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
-  config.batch_size = 128            # Global batch size (all devices, all hosts).
-  config.eval_batch_size = 1000      # Global evaluation batch size.
-  config.num_epochs = 30             # Training length in epochs (epoch = N // batch_size steps).
-  config.num_train_steps = -1        # If > 0, overrides num_epochs for the step count.
-  config.log_every_steps = 50        # Train rows of metrics.jsonl (mean over the interval).
-  config.eval_every_epochs = 5       # Test evaluation (and checkpoint) interval; also at the end.
+  config.seed = 0  # Initialisation, data order and augmentation.
+  config.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (params stay float32).
+  config.batch_size = 128  # Global batch size (all devices, all hosts).
+  config.eval_batch_size = 1000  # Global evaluation batch size.
+  config.num_epochs = 30  # Training length in epochs (epoch = N // batch_size steps).
+  config.num_train_steps = -1  # If > 0, overrides num_epochs for the step count.
+  config.log_every_steps = 50  # Train rows of metrics.jsonl (mean over the interval).
+  config.eval_every_epochs = 5  # Test evaluation (and checkpoint) interval; also at the end.
   config.checkpoint_every_steps = 0  # Extra checkpoints between evaluations (0: none).
-  config.keep_checkpoints = 2        # Latest checkpoints kept (the best is kept separately).
+  config.keep_checkpoints = 2  # Latest checkpoints kept (the best is kept separately).
   config.progress_bar = True
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'fashion_mnist'  # A key of ltjax.data.datasets.SOURCES.
-  config.data.data_dir = ''           # IDX dir, TFDS data_dir or image root ('' = default places).
-  config.data.tfds_name = ''          # With name='tfds': e.g. 'cifar100' or 'cifar10:3.0.2'.
-  config.data.list_dir = ''           # List-file sources: split-file directory ('' = data_dir).
-  config.data.skip_corrupt = False    # Replace unreadable images (logged) instead of failing.
-  config.data.imbalance_ratio = 100.0 # n_max / n_min (> 1) of the long-tailed train split; 0 keeps the source.
-  config.data.n_max = 0               # Head-class count (0: the source's per-class count).
-  config.data.profile = 'exp'         # 'exp' or 'step'.
-  config.data.selection = 'shuffle'   # Kept samples: 'shuffle' (seeded) or 'first' (file order).
-  config.data.subsample_seed = 0      # Seed of the per-class shuffle.
-  config.data.val_per_class = 0       # Held out of training per class as a validation split.
-  config.data.open_classes = ()       # Class ids held out as the open-set test split (OLTR); (): none.
-  config.data.sampler = 'instance'    # 'instance', 'class_aware' or 'square_root'.
-  config.data.read_threads = 1        # grain read threads (1 on small CPUs; 0: in the main thread).
-  config.data.num_workers = 0         # grain worker processes (for JPEG decoding).
-  config.data.augment = 'none'        # A key of ltjax.data.pipeline.AUGMENTATIONS.
-  config.data.crop_padding = 4        # Zero padding of the random crop.
-  config.data.image_size = 224        # 'imagenet'/'inat': crop size (test: resize 256/224 of it).
-  config.data.mixup_alpha = 0.0       # > 0: mixup with lambda ~ Beta(alpha, alpha) per batch.
+  config.data.data_dir = ''  # IDX dir, TFDS data_dir or image root ('' = default places).
+  config.data.tfds_name = ''  # With name='tfds': e.g. 'cifar100' or 'cifar10:3.0.2'.
+  config.data.list_dir = ''  # List-file sources: split-file directory ('' = data_dir).
+  config.data.skip_corrupt = False  # Replace unreadable images (logged) instead of failing.
+  config.data.imbalance_ratio = (
+      100.0  # n_max / n_min (> 1) of the long-tailed train split; 0 keeps the source.
+  )
+  config.data.n_max = 0  # Head-class count (0: the source's per-class count).
+  config.data.profile = 'exp'  # 'exp' or 'step'.
+  config.data.selection = 'shuffle'  # Kept samples: 'shuffle' (seeded) or 'first' (file order).
+  config.data.subsample_seed = 0  # Seed of the per-class shuffle.
+  config.data.val_per_class = 0  # Held out of training per class as a validation split.
+  config.data.open_classes = ()  # Class ids held out as the open-set test split (OLTR); (): none.
+  config.data.sampler = 'instance'  # 'instance', 'class_aware' or 'square_root'.
+  config.data.read_threads = 1  # grain read threads (1 on small CPUs; 0: in the main thread).
+  config.data.num_workers = 0  # grain worker processes (for JPEG decoding).
+  config.data.augment = 'none'  # A key of ltjax.data.pipeline.AUGMENTATIONS.
+  config.data.crop_padding = 4  # Zero padding of the random crop.
+  config.data.image_size = 224  # 'imagenet'/'inat': crop size (test: resize 256/224 of it).
+  config.data.mixup_alpha = 0.0  # > 0: mixup with lambda ~ Beta(alpha, alpha) per batch.
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.num_classes = 10
   config.data.synthetic.per_class = 100
@@ -100,12 +102,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic.seed = 0
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'small_cnn'     # A key of ltjax.models.BACKBONES.
-  config.model.head = 'linear'        # A key of ltjax.models.HEADS.
-  config.model.head_scale = 1.0       # 'cosine': logits = scale * cos.
-  config.model.head_tau = 1.0         # 'tau_norm': w_c / ||w_c||^tau.
-  config.model.head_seed = 0          # 'etf': seed of the random orthonormal basis.
-  config.model.lwr_projection_dim = 0 # 'lwr': output width of the projection MLP (0: d).
+  config.model.name = 'small_cnn'  # A key of ltjax.models.BACKBONES.
+  config.model.head = 'linear'  # A key of ltjax.models.HEADS.
+  config.model.head_scale = 1.0  # 'cosine': logits = scale * cos.
+  config.model.head_tau = 1.0  # 'tau_norm': w_c / ||w_c||^tau.
+  config.model.head_seed = 0  # 'etf': seed of the random orthonormal basis.
+  config.model.lwr_projection_dim = 0  # 'lwr': output width of the projection MLP (0: d).
 
   config.loss = loss_config()
   config.optim = optim_config()
@@ -113,37 +115,39 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Sharpness-aware minimisation (Foret et al.) around the optimiser of stage 1.
   config.sam = ml_collections.ConfigDict()
-  config.sam.rho = 0.0                # > 0: SAM with this radius (0: off).
-  config.sam.rho_boundaries = ()      # Epochs where a piecewise-constant rho changes (Saddle).
-  config.sam.rho_values = ()          # len(boundaries) + 1 values; overrides sam.rho when set.
-  config.sam.adaptive = False         # ASAM: e = rho T^2 g / ||T g||, T = |theta|.
-  config.sam.perturb = '.*'           # Regex of the perturbed parameter paths.
+  config.sam.rho = 0.0  # > 0: SAM with this radius (0: off).
+  config.sam.rho_boundaries = ()  # Epochs where a piecewise-constant rho changes (Saddle).
+  config.sam.rho_values = ()  # len(boundaries) + 1 values; overrides sam.rho when set.
+  config.sam.adaptive = False  # ASAM: e = rho T^2 g / ||T g||, T = |theta|.
+  config.sam.perturb = '.*'  # Regex of the perturbed parameter paths.
 
   # Class-conditional SAM, stage 1 (Zhou et al., CVPR 2023): the linear head is
   # perturbed per class; total = (1 - flat_ratio) * clean + flat_ratio * flat.
   config.cc_sam = ml_collections.ConfigDict()
-  config.cc_sam.flat_ratio = 0.0      # > 0 turns CC-SAM on (official: 0.3 CIFAR-10, 0.5 CIFAR-100).
-  config.cc_sam.noise_ratio = 1e-6    # The official radius scale (both CIFAR configs).
-  config.cc_sam.radius = 'official'   # 'official' (released code), 'paper' (Eq. 8-9) or 'fixed'.
-  config.cc_sam.rho = 0.0             # |eps_c| for radius='fixed'.
+  config.cc_sam.flat_ratio = 0.0  # > 0 turns CC-SAM on (official: 0.3 CIFAR-10, 0.5 CIFAR-100).
+  config.cc_sam.noise_ratio = 1e-6  # The official radius scale (both CIFAR configs).
+  config.cc_sam.radius = 'official'  # 'official' (released code), 'paper' (Eq. 8-9) or 'fixed'.
+  config.cc_sam.rho = 0.0  # |eps_c| for radius='fixed'.
   config.cc_sam.implementation = 'closed_form'  # 'closed_form' (B x B Gram) or 'vmap' (per class).
 
   # Stage 2: classifier re-training on the stage-1 model (cRT, LWS, tau-norm,
   # weight balancing's MaxNorm stage, CC-SAM's adversarial stage, LORT). It runs
   # in <workdir>/stage2 after stage 1 when num_epochs > 0.
   config.stage2 = ml_collections.ConfigDict()
-  config.stage2.num_epochs = 0        # 0: single-stage training.
-  config.stage2.init_from = 'best'    # Stage-1 checkpoint to start from: 'best' or 'latest'.
-  config.stage2.head = 'keep'         # 'keep', 'reinit' (cRT) or a key of ltjax.models.HEADS
-                                      # (parameters whose path and shape match are kept).
-  config.stage2.trainable = 'head/.*' # Regex of the parameter paths that train; the rest is frozen.
-  config.stage2.bn = 'update'         # 'update' (train-mode BN, as the official code) or 'frozen'.
-  config.stage2.batch_size = 0        # 0: stage 1's.
+  config.stage2.num_epochs = 0  # 0: single-stage training.
+  config.stage2.init_from = 'best'  # Stage-1 checkpoint to start from: 'best' or 'latest'.
+  config.stage2.head = 'keep'  # 'keep', 'reinit' (cRT) or a key of ltjax.models.HEADS
+  # (parameters whose path and shape match are kept).
+  config.stage2.trainable = (
+      'head/.*'  # Regex of the parameter paths that train; the rest is frozen.
+  )
+  config.stage2.bn = 'update'  # 'update' (train-mode BN, as the official code) or 'frozen'.
+  config.stage2.batch_size = 0  # 0: stage 1's.
   config.stage2.sampler = 'instance'  # A key of ltjax.data.samplers.SAMPLERS.
-  config.stage2.augment = ''          # '': stage 1's data.augment.
+  config.stage2.augment = ''  # '': stage 1's data.augment.
   config.stage2.mixup_alpha = 0.0
   config.stage2.eval_every_epochs = 1
-  config.stage2.max_norm = 0.0        # > 0: projected MaxNorm on head/kernel with this thresh.
+  config.stage2.max_norm = 0.0  # > 0: projected MaxNorm on head/kernel with this thresh.
   config.stage2.max_norm_per_epoch = False  # Project once per epoch (WB demo) not per step (paper).
   # 'auto': with only the head training, stage2.bn='frozen', stage2.augment='none' and no
   # mixup, extract the features once and train the head on them (exact, much faster);
@@ -154,8 +158,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.stage2.schedule = schedule_config()
 
   config.eval = ml_collections.ConfigDict()
-  config.eval.flip_tta = False        # Average logits of x and hflip(x).
-  config.eval.image_size = 0          # > 0: Resize(size * 256 / 224) + CenterCrop(size) at test.
-  config.eval.many_threshold = 100    # many: n_c > this (training counts).
-  config.eval.few_threshold = 20      # few: n_c < this.
+  config.eval.flip_tta = False  # Average logits of x and hflip(x).
+  config.eval.image_size = 0  # > 0: Resize(size * 256 / 224) + CenterCrop(size) at test.
+  config.eval.many_threshold = 100  # many: n_c > this (training counts).
+  config.eval.few_threshold = 20  # few: n_c < this.
   return config

@@ -21,8 +21,14 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return result
 
 
-def cifar_lt(config: ml_collections.ConfigDict, *, dataset: str, imbalance_ratio: float,
-             profile: str = 'exp', data_dir: str = '') -> None:
+def cifar_lt(
+    config: ml_collections.ConfigDict,
+    *,
+    dataset: str,
+    imbalance_ratio: float,
+    profile: str = 'exp',
+    data_dir: str = '',
+) -> None:
   """CIFAR-10/100-LT from TFDS (Cao et al.'s construction, LDAM-DRW NeurIPS 2019).
 
   n_max = 5000 (CIFAR-10) or 500 (CIFAR-100); the balanced 10k test split;
@@ -40,8 +46,9 @@ def cifar_lt(config: ml_collections.ConfigDict, *, dataset: str, imbalance_ratio
   config.data.crop_padding = 4
 
 
-def large_scale_lt(config: ml_collections.ConfigDict, *, dataset: str, data_dir: str = '',
-                   list_dir: str = '') -> None:
+def large_scale_lt(
+    config: ml_collections.ConfigDict, *, dataset: str, data_dir: str = '', list_dir: str = ''
+) -> None:
   """ImageNet-LT, Places-LT or iNaturalist 2018 from their list files (OLTR / Decoupling).
 
   Already long-tailed (no subsampling). Train: RandomResizedCrop(224) + flip

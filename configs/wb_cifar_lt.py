@@ -28,8 +28,7 @@ from configs import common
 def get_config(arg=None):
   args = common.parse_arg(arg, dataset='cifar100', ir=100.0, profile='exp')
   config = base.get_config()
-  common.cifar_lt(config, dataset=args.dataset, imbalance_ratio=args.ir,
-                  profile=args.profile)
+  common.cifar_lt(config, dataset=args.dataset, imbalance_ratio=args.ir, profile=args.profile)
   config.data.selection = 'first'
   config.model.name = 'resnet34_cifar'
   config.eval.flip_tta = True

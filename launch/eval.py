@@ -20,20 +20,36 @@ from absl import flags
 from absl import logging
 import jax
 
-flags.DEFINE_multi_string('workdir', None, 'A workdir written by launch/train.py (repeat the '
-                          'flag to compare several).')
+flags.DEFINE_multi_string(
+    'workdir', None, 'A workdir written by launch/train.py (repeat the ' 'flag to compare several).'
+)
 flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
-flags.DEFINE_string('output', None, 'Output directory (default <workdir>/report for one '
-                    'workdir; required for several).')
-flags.DEFINE_multi_string('name', None, 'Names of the workdirs in the comparison, in order '
-                          '(default: the workdir paths).')
-flags.DEFINE_integer('sharpness_directions', 10, 'Random directions per radius of the '
-                     'sharpness curve (0 skips it).')
+flags.DEFINE_string(
+    'output',
+    None,
+    'Output directory (default <workdir>/report for one ' 'workdir; required for several).',
+)
+flags.DEFINE_multi_string(
+    'name',
+    None,
+    'Names of the workdirs in the comparison, in order ' '(default: the workdir paths).',
+)
+flags.DEFINE_integer(
+    'sharpness_directions',
+    10,
+    'Random directions per radius of the ' 'sharpness curve (0 skips it).',
+)
 flags.DEFINE_integer('eval_batch_size', 0, "Evaluation batch size (0: the run's).")
-flags.DEFINE_multi_string('override', None, "Config changes before loading the data, e.g. "
-                          "--override=data.data_dir=/new/place.")
-flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/ltjax/jax'),
-                    'JAX persistent compilation cache directory ("" disables it).')
+flags.DEFINE_multi_string(
+    'override',
+    None,
+    'Config changes before loading the data, e.g. ' '--override=data.data_dir=/new/place.',
+)
+flags.DEFINE_string(
+    'compilation_cache',
+    os.path.expanduser('~/.cache/ltjax/jax'),
+    'JAX persistent compilation cache directory ("" disables it).',
+)
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
@@ -69,10 +85,19 @@ def main(argv):
   for name, workdir in zip(names, workdirs):
     logging.info('Evaluating %s (%s checkpoint).', workdir, FLAGS.checkpoint)
     report = workdir_report.report_for_workdir(
-        workdir, checkpoint=FLAGS.checkpoint, sharpness_directions=FLAGS.sharpness_directions,
-        eval_batch_size=FLAGS.eval_batch_size or None, config_overrides=overrides)
-    outdir = (FLAGS.output or os.path.join(workdir, 'report')) if len(workdirs) == 1 else (
-        os.path.join(FLAGS.output, f'{len(reports):02d}_' + os.path.basename(name.rstrip('/'))))
+        workdir,
+        checkpoint=FLAGS.checkpoint,
+        sharpness_directions=FLAGS.sharpness_directions,
+        eval_batch_size=FLAGS.eval_batch_size or None,
+        config_overrides=overrides,
+    )
+    outdir = (
+        (FLAGS.output or os.path.join(workdir, 'report'))
+        if len(workdirs) == 1
+        else (
+            os.path.join(FLAGS.output, f'{len(reports):02d}_' + os.path.basename(name.rstrip('/')))
+        )
+    )
     paths = ltjax_report.write_report(report, outdir, title=name)
     print(metrics.format_table(report, title=f'{name} (step {report["meta"]["step"]}):'))
     print(f'Wrote {", ".join(paths)}')

@@ -22,13 +22,18 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file (configs/*.py).', lock_config=True
+)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
-flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/ltjax/jax'),
-                    'JAX persistent compilation cache directory ("" disables it).')
-flags.DEFINE_bool('multihost', False, 'Call jax.distributed.initialize() (TPU pods, '
-                  'multi-node GPU).')
+flags.DEFINE_string(
+    'compilation_cache',
+    os.path.expanduser('~/.cache/ltjax/jax'),
+    'JAX persistent compilation cache directory ("" disables it).',
+)
+flags.DEFINE_bool(
+    'multihost', False, 'Call jax.distributed.initialize() (TPU pods, ' 'multi-node GPU).'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -43,8 +48,10 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   # orbax logs every step of every save at INFO; keep its warnings only.
   std_logging.getLogger('absl').addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or 'orbax' not in record.pathname)
+      lambda record: record.levelno >= std_logging.WARNING or 'orbax' not in record.pathname
+  )
   from ltjax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+
   train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 

@@ -28,7 +28,8 @@ def path_mask(params, regex: str):
   """Pytree of bools: True where the '/'-joined parameter path fully matches ``regex``."""
   pattern = re.compile(regex)
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: bool(pattern.fullmatch(path_str(path))), params)
+      lambda path, _: bool(pattern.fullmatch(path_str(path))), params
+  )
 
 
 def named_leaves(tree) -> list[tuple[str, Any]]:

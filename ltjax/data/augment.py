@@ -85,10 +85,13 @@ def _pair(size) -> tuple[int, int]:
 # ----------------------------------------------------------------------------
 
 
-def random_resized_crop_params(height: int, width: int, rng: np.random.Generator,
-                               scale: Sequence[float] = (0.08, 1.0),
-                               ratio: Sequence[float] = (3 / 4, 4 / 3)
-                               ) -> tuple[int, int, int, int]:
+def random_resized_crop_params(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
   """torchvision ``RandomResizedCrop.get_params``: the crop box (top, left, h, w).
 
   Up to 10 attempts, each drawing ``rng.uniform(*scale)`` (area fraction), then
@@ -121,9 +124,13 @@ def random_resized_crop_params(height: int, width: int, rng: np.random.Generator
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop(image, rng: np.random.Generator, size=224,
-                        scale: Sequence[float] = (0.08, 1.0),
-                        ratio: Sequence[float] = (3 / 4, 4 / 3)) -> np.ndarray:
+def random_resized_crop(
+    image,
+    rng: np.random.Generator,
+    size=224,
+    scale: Sequence[float] = (0.08, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
   """torchvision ``RandomResizedCrop(size, scale, ratio)`` on one PIL-decoded image.
 
   Args:
@@ -175,12 +182,11 @@ def resize_center_crop(image, resize: int = 256, crop=224) -> np.ndarray:
   crop_h, crop_w = _pair(crop)
   if crop_h > new_h or crop_w > new_w:
     pad_h, pad_w = max(crop_h - new_h, 0), max(crop_w - new_w, 0)
-    array = np.pad(array, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2),
-                           (0, 0)))
+    array = np.pad(array, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
     new_h, new_w = array.shape[:2]
   top = int(round((new_h - crop_h) / 2.0))
   left = int(round((new_w - crop_w) / 2.0))
-  return np.ascontiguousarray(array[top:top + crop_h, left:left + crop_w])
+  return np.ascontiguousarray(array[top : top + crop_h, left : left + crop_w])
 
 
 # ----------------------------------------------------------------------------
@@ -188,8 +194,9 @@ def resize_center_crop(image, resize: int = 256, crop=224) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 
-def random_crop_flip(images: np.ndarray, rng: np.random.Generator, *,
-                     padding: int, flip: bool) -> np.ndarray:
+def random_crop_flip(
+    images: np.ndarray, rng: np.random.Generator, *, padding: int, flip: bool
+) -> np.ndarray:
   """torchvision ``RandomCrop(H, padding)`` + ``RandomHorizontalFlip()`` on a batch.
 
   Each image is zero-padded by ``padding`` pixels a side and an (H, W) window
@@ -224,8 +231,7 @@ def random_crop_flip(images: np.ndarray, rng: np.random.Generator, *,
   return images
 
 
-def horizontal_flip(images: np.ndarray, rng: np.random.Generator,
-                    p: float = 0.5) -> np.ndarray:
+def horizontal_flip(images: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
   """torchvision ``RandomHorizontalFlip(p)`` per image of a batch.
 
   Draws ``rng.random(B) < p`` (the same draw as ``random_crop_flip`` with
@@ -261,8 +267,9 @@ def _jitter_range(value, name: str) -> tuple[float, float] | None:
   return None if lo == hi == 1.0 else (float(lo), float(hi))
 
 
-def color_jitter(images: np.ndarray, rng: np.random.Generator, brightness=0.4,
-                 contrast=0.4, saturation=0.4) -> np.ndarray:
+def color_jitter(
+    images: np.ndarray, rng: np.random.Generator, brightness=0.4, contrast=0.4, saturation=0.4
+) -> np.ndarray:
   """torchvision ``ColorJitter(brightness, contrast, saturation, hue=0)`` on a batch.
 
   Each image gets its own factors and its own random order of the enabled
@@ -295,10 +302,15 @@ def color_jitter(images: np.ndarray, rng: np.random.Generator, brightness=0.4,
     once at the end, where PIL truncates after each transform: a < 1 level
     difference); float in -> float32 out in [0, 1].
   """
-  ranges = [(op, r) for op, r in ((_BRIGHTNESS, _jitter_range(brightness, 'brightness')),
-                                  (_CONTRAST, _jitter_range(contrast, 'contrast')),
-                                  (_SATURATION, _jitter_range(saturation, 'saturation')))
-            if r is not None]
+  ranges = [
+      (op, r)
+      for op, r in (
+          (_BRIGHTNESS, _jitter_range(brightness, 'brightness')),
+          (_CONTRAST, _jitter_range(contrast, 'contrast')),
+          (_SATURATION, _jitter_range(saturation, 'saturation')),
+      )
+      if r is not None
+  ]
   is_uint8 = images.dtype == np.uint8
   if not ranges:
     return images.copy() if is_uint8 else images.astype(np.float32)
@@ -335,8 +347,9 @@ def color_jitter(images: np.ndarray, rng: np.random.Generator, brightness=0.4,
   return out
 
 
-def cutout(images: np.ndarray, rng: np.random.Generator, length: int = 16,
-           holes: int = 1) -> np.ndarray:
+def cutout(
+    images: np.ndarray, rng: np.random.Generator, length: int = 16, holes: int = 1
+) -> np.ndarray:
   """Cutout (DeVries & Taylor 2017): zero ``holes`` squares per image.
 
   Reference-implementation semantics: a centre (y, x) uniform over all pixels,
@@ -394,8 +407,9 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
   return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def mixup(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-          alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def mixup(
+    images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, alpha: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
   """mixup (Zhang et al., ICLR'18) in CC-SAM's formulation (``mixup_data``).
 
   One ``lam = rng.beta(alpha, alpha)`` per batch, then the partner
@@ -490,8 +504,9 @@ AUTOAUGMENT_OPS = tuple(AUTOAUGMENT_RANGES)
 # Ops whose magnitude gets a random sign (p = 1/2), as in DeepVoltaire's
 # CIFAR10Policy. Rotate is *not* signed there (always counter-clockwise), and
 # we keep that to match DDC / CC-SAM; the paper and torchvision sign it.
-_SIGNED = frozenset({'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Color',
-                     'Contrast', 'Sharpness', 'Brightness'})
+_SIGNED = frozenset(
+    {'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Color', 'Contrast', 'Sharpness', 'Brightness'}
+)
 
 
 def autoaugment_magnitude(op: str, level: int) -> float | None:
@@ -533,11 +548,13 @@ def _apply_pil_op(pil: Image.Image, op: str, m: float | None) -> Image.Image:
   if op == 'ShearY':
     return pil.transform(pil.size, _AFFINE, (1, 0, 0, m, 1, 0), _BICUBIC, fillcolor=fill)
   if op == 'TranslateX':
-    return pil.transform(pil.size, _AFFINE, (1, 0, m * pil.size[0], 0, 1, 0), _NEAREST,
-                         fillcolor=fill)
+    return pil.transform(
+        pil.size, _AFFINE, (1, 0, m * pil.size[0], 0, 1, 0), _NEAREST, fillcolor=fill
+    )
   if op == 'TranslateY':
-    return pil.transform(pil.size, _AFFINE, (1, 0, 0, 0, 1, m * pil.size[1]), _NEAREST,
-                         fillcolor=fill)
+    return pil.transform(
+        pil.size, _AFFINE, (1, 0, 0, 0, 1, m * pil.size[1]), _NEAREST, fillcolor=fill
+    )
   if op == 'Rotate':
     return pil.rotate(m, _NEAREST, fillcolor=fill)
   if op == 'Color':
@@ -606,8 +623,15 @@ def auto_augment_cifar10(image, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 
-def cifar_autoaugment_cutout(images: np.ndarray, rng: np.random.Generator, *, mean, std,
-                             padding: int = 4, cutout_length: int = 16) -> np.ndarray:
+def cifar_autoaugment_cutout(
+    images: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    mean,
+    std,
+    padding: int = 4,
+    cutout_length: int = 16,
+) -> np.ndarray:
   """DDC's "RandAug" / CC-SAM's "stronger augmentation" on a uint8 CIFAR batch.
 
   RandomCrop(32, padding) -> HorizontalFlip -> CIFAR10Policy -> ToTensor ->
@@ -630,8 +654,9 @@ def cifar_autoaugment_cutout(images: np.ndarray, rng: np.random.Generator, *, me
   return normalize(images, mean, std)
 
 
-def large_scale_train_batch(images: np.ndarray, rng: np.random.Generator, *, mean, std,
-                            jitter: bool = True) -> np.ndarray:
+def large_scale_train_batch(
+    images: np.ndarray, rng: np.random.Generator, *, mean, std, jitter: bool = True
+) -> np.ndarray:
   """The Decoupling-lineage ImageNet-LT/Places-LT train transform after the crop.
 
   The per-sample ``random_resized_crop`` runs in the workers; on the batch of

@@ -42,8 +42,18 @@ from ltjax.data import longtail
 from ltjax.data import tfds_source
 
 FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',)
-FASHION_MNIST_CLASSES = ('t-shirt/top', 'trouser', 'pullover', 'dress', 'coat',
-                         'sandal', 'shirt', 'sneaker', 'bag', 'ankle boot')
+FASHION_MNIST_CLASSES = (
+    't-shirt/top',
+    'trouser',
+    'pullover',
+    'dress',
+    'coat',
+    'sandal',
+    'shirt',
+    'sneaker',
+    'bag',
+    'ankle boot',
+)
 _FASHION_MNIST_FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
     'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
@@ -52,7 +62,8 @@ _MISSING_FASHION_MNIST = (
     'Fashion-MNIST not found: looked for {files} in {dirs}. Install it with '
     '`sudo apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or download the four '
     'IDX files from https://github.com/zalandoresearch/fashion-mnist and pass their '
-    'directory as --config.data.data_dir=/path/to/dir.')
+    'directory as --config.data.data_dir=/path/to/dir.'
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +77,7 @@ class ArrayDataset:
     mean, std: per-channel normalisation in [0, 1] pixel units.
     class_names: C names.
   """
+
   images: np.ndarray
   labels: np.ndarray
   num_classes: int
@@ -81,8 +93,7 @@ class ArrayDataset:
     return {'image': self.images[index], 'label': int(self.labels[index])}
 
   def subset(self, indices: np.ndarray) -> 'ArrayDataset':
-    return dataclasses.replace(self, images=self.images[indices],
-                               labels=self.labels[indices])
+    return dataclasses.replace(self, images=self.images[indices], labels=self.labels[indices])
 
 
 def check_labels(labels: np.ndarray, num_classes: int, name: str) -> None:
@@ -92,9 +103,10 @@ def check_labels(labels: np.ndarray, num_classes: int, name: str) -> None:
     raise ValueError(
         f'{name}: {int(bad.sum())} labels outside [0, {num_classes}) '
         f'(e.g. {np.unique(labels[bad])[:5].tolist()}). The number of classes is the '
-        f'training split\'s, fixed by config.data.name (config.data.synthetic.num_classes '
+        f"training split's, fixed by config.data.name (config.data.synthetic.num_classes "
         f'for synthetic data): fix the label files, or point config.data.data_dir / '
-        f'config.data.list_dir at the split files of this data set.')
+        f'config.data.list_dir at the split files of this data set.'
+    )
 
 
 def _find_idx_file(dirs: list[str], stem: str) -> str | None:
@@ -112,21 +124,29 @@ def load_fashion_mnist(split: str, data_dir: str = '') -> ArrayDataset:
   image_stem, label_stem = _FASHION_MNIST_FILES[split]
   paths = [_find_idx_file(dirs, s) for s in (image_stem, label_stem)]
   if None in paths:
-    raise FileNotFoundError(_MISSING_FASHION_MNIST.format(
-        files=[image_stem + '[.gz]', label_stem + '[.gz]'], dirs=dirs))
+    raise FileNotFoundError(
+        _MISSING_FASHION_MNIST.format(files=[image_stem + '[.gz]', label_stem + '[.gz]'], dirs=dirs)
+    )
   images = idx.read_idx(paths[0])
   labels = idx.read_idx(paths[1]).astype(np.int32)
   if images.ndim != 3 or len(images) != len(labels):
-    raise ValueError(f'{paths[0]} and {paths[1]} disagree: images {images.shape}, '
-                     f'labels {labels.shape}.')
+    raise ValueError(
+        f'{paths[0]} and {paths[1]} disagree: images {images.shape}, ' f'labels {labels.shape}.'
+    )
   check_labels(labels, 10, paths[1])
-  return ArrayDataset(images=images[..., None], labels=labels, num_classes=10,
-                      mean=(0.2860,), std=(0.3530,),
-                      class_names=FASHION_MNIST_CLASSES)
+  return ArrayDataset(
+      images=images[..., None],
+      labels=labels,
+      num_classes=10,
+      mean=(0.2860,),
+      std=(0.3530,),
+      class_names=FASHION_MNIST_CLASSES,
+  )
 
 
-def make_synthetic(split: str, *, num_classes: int, per_class: int,
-                   image_shape: tuple[int, int, int], seed: int) -> ArrayDataset:
+def make_synthetic(
+    split: str, *, num_classes: int, per_class: int, image_shape: tuple[int, int, int], seed: int
+) -> ArrayDataset:
   """Learnable random data: class c is a grating of its own orientation and frequency.
 
   Each image is a sinusoidal grating (angle pi * c / C, one of two spatial
@@ -140,17 +160,23 @@ def make_synthetic(split: str, *, num_classes: int, per_class: int,
   frequency = np.where(labels % 2 == 0, 0.15, 0.3)
   phase = rng.uniform(0, 2 * np.pi, len(labels))
   yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
-  project = (np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy)
+  project = np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy
   grating = np.sin(2 * np.pi * frequency[:, None, None] * project + phase[:, None, None])
   images = 128 + 80 * grating[..., None] + rng.normal(0, 40, (len(labels), h, w, channels))
   images = np.clip(images, 0, 255).astype(np.uint8)
-  return ArrayDataset(images=images, labels=labels, num_classes=num_classes,
-                      mean=(0.5,) * channels, std=(0.25,) * channels,
-                      class_names=tuple(f'class_{c}' for c in range(num_classes)))
+  return ArrayDataset(
+      images=images,
+      labels=labels,
+      num_classes=num_classes,
+      mean=(0.5,) * channels,
+      std=(0.25,) * channels,
+      class_names=tuple(f'class_{c}' for c in range(num_classes)),
+  )
 
 
 class Source(Protocol):
   """A random-access data source (see the module docstring)."""
+
   labels: np.ndarray
   num_classes: int
   mean: tuple[float, ...]
@@ -187,12 +213,15 @@ class RelabeledSource:
     mean, std: the wrapped source's normalisation.
   """
 
-  def __init__(self, source: 'Source', mapping: np.ndarray, *, num_classes: int,
-               class_names: tuple[str, ...]):
+  def __init__(
+      self, source: 'Source', mapping: np.ndarray, *, num_classes: int, class_names: tuple[str, ...]
+  ):
     mapping = np.asarray(mapping, np.int32)
     if mapping.shape != (source.num_classes,):
-      raise ValueError(f'The class map has shape {mapping.shape}; the source has '
-                       f'{source.num_classes} classes.')
+      raise ValueError(
+          f'The class map has shape {mapping.shape}; the source has '
+          f'{source.num_classes} classes.'
+      )
     if mapping.size and (mapping.min() < -1 or mapping.max() >= num_classes):
       raise ValueError(f'The class map has labels outside [-1, {num_classes}).')
     if len(class_names) != num_classes:
@@ -222,8 +251,12 @@ class RelabeledSource:
 
   def subset(self, indices: np.ndarray) -> 'RelabeledSource':
     """The same source restricted to ``indices``, in that order."""
-    return RelabeledSource(self.source.subset(indices), self.mapping,
-                           num_classes=self.num_classes, class_names=self.class_names)
+    return RelabeledSource(
+        self.source.subset(indices),
+        self.mapping,
+        num_classes=self.num_classes,
+        class_names=self.class_names,
+    )
 
   def skipped(self) -> set[str]:
     """The wrapped source's skipped images (list-file sources), else none."""
@@ -234,8 +267,7 @@ class RelabeledSource:
     return f'RelabeledSource({self.source!r}, n={len(self)}, num_classes={self.num_classes})'
 
 
-def relabel(source: 'Source', mapping: np.ndarray,
-            class_names: tuple[str, ...]) -> 'Source':
+def relabel(source: 'Source', mapping: np.ndarray, class_names: tuple[str, ...]) -> 'Source':
   """``source`` with label c replaced by ``mapping[c]`` and ``class_names``.
 
   An ``ArrayDataset`` whose new labels are all known (>= 0) stays an
@@ -246,16 +278,20 @@ def relabel(source: 'Source', mapping: np.ndarray,
   num_classes = len(class_names)
   if isinstance(source, RelabeledSource):
     composed = np.where(source.mapping >= 0, mapping[np.maximum(source.mapping, 0)], -1)
-    return RelabeledSource(source.source, composed, num_classes=num_classes,
-                           class_names=class_names)
+    return RelabeledSource(
+        source.source, composed, num_classes=num_classes, class_names=class_names
+    )
   if isinstance(source, ArrayDataset):
     if mapping.shape != (source.num_classes,):
-      raise ValueError(f'The class map has shape {mapping.shape}; the source has '
-                       f'{source.num_classes} classes.')
+      raise ValueError(
+          f'The class map has shape {mapping.shape}; the source has '
+          f'{source.num_classes} classes.'
+      )
     labels = mapping[source.labels]
     if (labels >= 0).all():
-      return dataclasses.replace(source, labels=labels, num_classes=num_classes,
-                                 class_names=tuple(class_names))
+      return dataclasses.replace(
+          source, labels=labels, num_classes=num_classes, class_names=tuple(class_names)
+      )
   return RelabeledSource(source, mapping, num_classes=num_classes, class_names=class_names)
 
 
@@ -276,13 +312,16 @@ def open_class_map(open_classes, num_classes: int, name: str = '') -> np.ndarray
       fewer than 2 closed classes would remain.
   """
   key = 'config.data.open_classes'
-  valid = (f'valid ids are 0..{num_classes - 1} (the {num_classes} classes of '
-           f'{name or "the source"})')
+  valid = (
+      f'valid ids are 0..{num_classes - 1} (the {num_classes} classes of '
+      f'{name or "the source"})'
+  )
   try:
     ids = tuple(open_classes)
   except TypeError:
-    raise ValueError(f'{key} must be a tuple of class ids, got {open_classes!r}; '
-                     f'{valid}.') from None
+    raise ValueError(
+        f'{key} must be a tuple of class ids, got {open_classes!r}; ' f'{valid}.'
+    ) from None
   bad = [c for c in ids if isinstance(c, bool) or not isinstance(c, (int, np.integer))]
   if bad:
     raise ValueError(f'{key} must hold integer class ids, got {bad}; {valid}.')
@@ -292,31 +331,33 @@ def open_class_map(open_classes, num_classes: int, name: str = '') -> np.ndarray
     raise ValueError(f'{key} has ids {outside} outside the valid range; {valid}.')
   duplicates = sorted({c for c in ids if ids.count(c) > 1})
   if duplicates:
-    raise ValueError(f'{key} lists {duplicates} more than once; give each held-out '
-                     f'class once ({valid}).')
+    raise ValueError(
+        f'{key} lists {duplicates} more than once; give each held-out ' f'class once ({valid}).'
+    )
   closed = np.setdiff1d(np.arange(num_classes), ids)
   if len(closed) < 2:
-    raise ValueError(f'{key} holds out {len(ids)} of {num_classes} classes, leaving '
-                     f'{len(closed)} closed; at least 2 must remain for training '
-                     f'({valid}).')
+    raise ValueError(
+        f'{key} holds out {len(ids)} of {num_classes} classes, leaving '
+        f'{len(closed)} closed; at least 2 must remain for training '
+        f'({valid}).'
+    )
   mapping = np.full(num_classes, -1, np.int32)
   mapping[closed] = np.arange(len(closed), dtype=np.int32)
   return mapping
 
 
-def _closed(source: 'Source', mapping: np.ndarray,
-            class_names: tuple[str, ...]) -> 'Source':
+def _closed(source: 'Source', mapping: np.ndarray, class_names: tuple[str, ...]) -> 'Source':
   """The closed-class records of ``source`` (file order), relabelled by ``mapping``."""
-  return relabel(source.subset(np.flatnonzero(mapping[source.labels] >= 0)), mapping,
-                 class_names)
+  return relabel(source.subset(np.flatnonzero(mapping[source.labels] >= 0)), mapping, class_names)
 
 
 ARRAY_SOURCES = ('fashion_mnist', 'synthetic')
 SOURCES = ARRAY_SOURCES + ('tfds',) + tuple(listfile.SPLITS)
 
 
-def load_split(data_config: ml_collections.ConfigDict, split: str, *,
-               skip_log_dir: str | None = None) -> Source:
+def load_split(
+    data_config: ml_collections.ConfigDict, split: str, *, skip_log_dir: str | None = None
+) -> Source:
   """Split 'train', 'val' or 'test' of the source named by ``data_config.name``.
 
   ``skip_log_dir``: where list-file sources record images skipped as corrupt
@@ -324,18 +365,26 @@ def load_split(data_config: ml_collections.ConfigDict, split: str, *,
   """
   if data_config.name in listfile.SPLITS:
     return listfile.load_list_split(
-        data_config.name, split, root=data_config.data_dir,
-        list_dir=data_config.list_dir or None, skip_corrupt=data_config.skip_corrupt,
-        skip_log_dir=skip_log_dir)
+        data_config.name,
+        split,
+        root=data_config.data_dir,
+        list_dir=data_config.list_dir or None,
+        skip_corrupt=data_config.skip_corrupt,
+        skip_log_dir=skip_log_dir,
+    )
   if data_config.name == 'tfds':
-    return tfds_source.load_tfds_split(data_config.tfds_name, split,
-                                       data_dir=data_config.data_dir)
+    return tfds_source.load_tfds_split(data_config.tfds_name, split, data_dir=data_config.data_dir)
   if data_config.name == 'fashion_mnist':
     return load_fashion_mnist(split, data_config.data_dir)
   if data_config.name == 'synthetic':
     s = data_config.synthetic
-    return make_synthetic(split, num_classes=s.num_classes, per_class=s.per_class,
-                          image_shape=tuple(s.image_shape), seed=s.seed)
+    return make_synthetic(
+        split,
+        num_classes=s.num_classes,
+        per_class=s.per_class,
+        image_shape=tuple(s.image_shape),
+        seed=s.seed,
+    )
   raise ValueError(f'Unknown data.name {data_config.name!r}; valid: {SOURCES}.')
 
 
@@ -346,6 +395,7 @@ class Splits(NamedTuple):
   images of the held-out open-set classes, every label -1 ("unknown"; the
   original class ids are in ``open_test.original_labels``).
   """
+
   train: Source
   val: Source | None
   test: Source
@@ -353,8 +403,9 @@ class Splits(NamedTuple):
   open_test: Source | None = None
 
 
-def load_datasets(data_config: ml_collections.ConfigDict, *,
-                  skip_log_dir: str | None = None) -> Splits:
+def load_datasets(
+    data_config: ml_collections.ConfigDict, *, skip_log_dir: str | None = None
+) -> Splits:
   """Loads the source and builds the long-tailed training split.
 
   Order of operations: ``val_per_class`` samples of every class are held out
@@ -376,35 +427,45 @@ def load_datasets(data_config: ml_collections.ConfigDict, *,
   val = None
   layout = listfile.SPLITS.get(data_config.name)
   if layout is not None and layout.files['val'] != layout.files['test']:
-    val = load_split(data_config, 'val', skip_log_dir=skip_log_dir)  # ImageNet-LT / Places-LT ship a validation list.
+    val = load_split(
+        data_config, 'val', skip_log_dir=skip_log_dir
+    )  # ImageNet-LT / Places-LT ship a validation list.
     check_labels(val.labels, train.num_classes, f'{data_config.name} val')
   open_test = None
   open_classes = data_config.get('open_classes', ())
   if open_classes:
     mapping = open_class_map(open_classes, train.num_classes, data_config.name)
     names = tuple(n for n, m in zip(train.class_names, mapping) if m >= 0)
-    open_test = RelabeledSource(test.subset(np.flatnonzero(mapping[test.labels] < 0)),
-                                np.full_like(mapping, -1), num_classes=len(names),
-                                class_names=names)
+    open_test = RelabeledSource(
+        test.subset(np.flatnonzero(mapping[test.labels] < 0)),
+        np.full_like(mapping, -1),
+        num_classes=len(names),
+        class_names=names,
+    )
     train, test = _closed(train, mapping, names), _closed(test, mapping, names)
     if val is not None:
       val = _closed(val, mapping, names)
   if data_config.val_per_class > 0:
-    keep, held = longtail.hold_out_indices(train.labels, data_config.val_per_class,
-                                           selection=data_config.selection,
-                                           seed=data_config.subsample_seed + 1)
+    keep, held = longtail.hold_out_indices(
+        train.labels,
+        data_config.val_per_class,
+        selection=data_config.selection,
+        seed=data_config.subsample_seed + 1,
+    )
     train, val = train.subset(keep), train.subset(held)
   if data_config.imbalance_ratio:
     n_max = data_config.n_max or int(np.bincount(train.labels).max())
-    counts = longtail.long_tail_counts(train.num_classes, n_max,
-                                       data_config.imbalance_ratio,
-                                       data_config.profile)
-    keep = longtail.long_tail_indices(train.labels, counts,
-                                      selection=data_config.selection,
-                                      seed=data_config.subsample_seed)
+    counts = longtail.long_tail_counts(
+        train.num_classes, n_max, data_config.imbalance_ratio, data_config.profile
+    )
+    keep = longtail.long_tail_indices(
+        train.labels, counts, selection=data_config.selection, seed=data_config.subsample_seed
+    )
     train = train.subset(keep)
   counts = np.bincount(train.labels, minlength=train.num_classes)
   if (counts == 0).any():
-    raise ValueError(f'Classes {np.flatnonzero(counts == 0).tolist()} have no training '
-                     'samples; every class needs at least one.')
+    raise ValueError(
+        f'Classes {np.flatnonzero(counts == 0).tolist()} have no training '
+        'samples; every class needs at least one.'
+    )
   return Splits(train=train, val=val, test=test, train_counts=counts, open_test=open_test)

@@ -44,7 +44,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   shape = tuple(int(s) for s in np.frombuffer(raw, '>u4', ndim, offset=4))
   expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
   if len(raw) != expected:
-    raise ValueError(f'{path} is truncated or corrupt: header says shape {shape} '
-                     f'({expected} bytes), file has {len(raw)} bytes.')
+    raise ValueError(
+        f'{path} is truncated or corrupt: header says shape {shape} '
+        f'({expected} bytes), file has {len(raw)} bytes.'
+    )
   data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
   return data.astype(dtype.newbyteorder('='))

@@ -55,6 +55,7 @@ class SplitLayout:
     mean, std: per-channel normalisation in [0, 1] pixel units.
     images: how to get the images (for error messages).
   """
+
   files: dict[str, str]
   sizes: dict[str, int]
   num_classes: int
@@ -67,31 +68,48 @@ _SPLIT_FILE_SOURCE = (
     'The split files are those of OLTR (Liu et al., CVPR 2019, zhmiao/'
     'OpenLongTailRecognition-OLTR) and Decoupling (Kang et al., ICLR 2020, '
     'facebookresearch/classifier-balancing); copies ship with '
-    'BalancedMetaSoftmax-Classification (data/) and Saddle-LongTail (datasets/data_txt/).')
+    'BalancedMetaSoftmax-Classification (data/) and Saddle-LongTail (datasets/data_txt/).'
+)
 
 SPLITS = {
     'imagenet_lt': SplitLayout(
-        files={'train': 'ImageNet_LT_train.txt', 'val': 'ImageNet_LT_val.txt',
-               'test': 'ImageNet_LT_test.txt'},
+        files={
+            'train': 'ImageNet_LT_train.txt',
+            'val': 'ImageNet_LT_val.txt',
+            'test': 'ImageNet_LT_test.txt',
+        },
         sizes={'train': 115_846, 'val': 20_000, 'test': 50_000},
-        num_classes=1000, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        num_classes=1000,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         images='the ILSVRC-2012 train and val images (image-net.org), with val '
-               'sorted into class folders as the split files expect (val/<wnid>/...)'),
+        'sorted into class folders as the split files expect (val/<wnid>/...)',
+    ),
     'places_lt': SplitLayout(
-        files={'train': 'Places_LT_train.txt', 'val': 'Places_LT_val.txt',
-               'test': 'Places_LT_test.txt'},
+        files={
+            'train': 'Places_LT_train.txt',
+            'val': 'Places_LT_val.txt',
+            'test': 'Places_LT_test.txt',
+        },
         sizes={'train': 62_500, 'val': 7_300, 'test': 36_500},
-        num_classes=365, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        images='the Places365-Standard 256x256 train and val images '
-               '(places2.csail.mit.edu)'),
+        num_classes=365,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        images='the Places365-Standard 256x256 train and val images ' '(places2.csail.mit.edu)',
+    ),
     # iNaturalist 2018 has no test labels; its val list serves as the test split.
     'inat2018': SplitLayout(
-        files={'train': 'iNaturalist18_train.txt', 'val': 'iNaturalist18_val.txt',
-               'test': 'iNaturalist18_val.txt'},
+        files={
+            'train': 'iNaturalist18_train.txt',
+            'val': 'iNaturalist18_val.txt',
+            'test': 'iNaturalist18_val.txt',
+        },
         sizes={'train': 437_513, 'val': 24_426, 'test': 24_426},
-        num_classes=8142, mean=INAT_MEAN, std=INAT_STD,
-        images='the iNaturalist 2018 train_val2018 images '
-               '(visipedia/inat_comp, 2018)'),
+        num_classes=8142,
+        mean=INAT_MEAN,
+        std=INAT_STD,
+        images='the iNaturalist 2018 train_val2018 images ' '(visipedia/inat_comp, 2018)',
+    ),
 }
 
 # Pillow raises these for missing, truncated or undecodable files.
@@ -130,14 +148,16 @@ def read_list_file(list_file: str) -> tuple[list[str], np.ndarray]:
       except ValueError:
         raise ValueError(
             f'{list_file}, line {line_number}: expected "<relative path> <integer '
-            f'label>", got {line[:200]!r}. Fix or remove the line.') from None
+            f'label>", got {line[:200]!r}. Fix or remove the line.'
+        ) from None
       paths.append(fields[0])
       labels.append(label)
   return paths, np.asarray(labels, np.int64)
 
 
-def _class_names_from_paths(paths: np.ndarray, labels: np.ndarray,
-                            num_classes: int) -> tuple[str, ...]:
+def _class_names_from_paths(
+    paths: np.ndarray, labels: np.ndarray, num_classes: int
+) -> tuple[str, ...]:
   """Name of class c: the parent folder of its first image, else 'class_<c>'.
 
   The standard layouts keep one folder per class (ImageNet wnids, Places
@@ -168,10 +188,18 @@ class ListFileSource:
     skip_log_dir: directory of the per-process skip logs, or None.
   """
 
-  def __init__(self, root: str, list_file: str, *, num_classes: int | None = None,
-               mean: tuple[float, ...], std: tuple[float, ...],
-               class_names: tuple[str, ...] | None = None,
-               skip_corrupt: bool = False, skip_log_dir: str | None = None):
+  def __init__(
+      self,
+      root: str,
+      list_file: str,
+      *,
+      num_classes: int | None = None,
+      mean: tuple[float, ...],
+      std: tuple[float, ...],
+      class_names: tuple[str, ...] | None = None,
+      skip_corrupt: bool = False,
+      skip_log_dir: str | None = None,
+  ):
     """Reads the list file; no image is opened.
 
     Args:
@@ -204,7 +232,8 @@ class ListFileSource:
           f'{list_file}: {int(bad.sum())} labels outside [0, {num_classes}) (first: '
           f'{labels[line]} for {paths[line]}). The list file belongs to another data set '
           f'or num_classes is wrong; pass the list file of this data set or the right '
-          f'num_classes.')
+          f'num_classes.'
+      )
     # Leading '/' would make os.path.join drop root; strip it so paths stay under root.
     # Fixed-width bytes pickle as one buffer (437k iNat paths: ~30 MB) and subset cheaply.
     self._paths = np.array([p.lstrip('/').encode('utf-8') for p in paths])
@@ -214,8 +243,11 @@ class ListFileSource:
     self.num_classes = int(num_classes)
     self.mean = tuple(mean)
     self.std = tuple(std)
-    self.class_names = (tuple(class_names) if class_names is not None else
-                        _class_names_from_paths(self._paths, self.labels, self.num_classes))
+    self.class_names = (
+        tuple(class_names)
+        if class_names is not None
+        else _class_names_from_paths(self._paths, self.labels, self.num_classes)
+    )
     if len(self.class_names) != self.num_classes:
       raise ValueError(f'{len(self.class_names)} class names for {self.num_classes} classes.')
     self.skip_corrupt = skip_corrupt
@@ -240,7 +272,8 @@ class ListFileSource:
       raise UnreadableImageError(
           f'Cannot read image {path} (record {index} of {self.list_file}): '
           f'{type(e).__name__}: {e}. Replace the file, remove its line from the list '
-          f'file, or set config.data.skip_corrupt=True to skip unreadable images.') from e
+          f'file, or set config.data.skip_corrupt=True to skip unreadable images.'
+      ) from e
 
   def __getitem__(self, index: int) -> dict:
     """One record {'image': (H, W, 3) uint8, 'label': int} (the source protocol)."""
@@ -256,8 +289,9 @@ class ListFileSource:
         return {'image': self._decode(i), 'label': int(self.labels[i])}
       except UnreadableImageError as e:
         self._record_skip(self.path(i), e)
-    raise UnreadableImageError(f'No image listed in {self.list_file} under {self.root} '
-                               'is readable.')
+    raise UnreadableImageError(
+        f'No image listed in {self.list_file} under {self.root} ' 'is readable.'
+    )
 
   def _record_skip(self, path: str, error: Exception) -> None:
     if path in self._skipped:
@@ -297,20 +331,30 @@ class ListFileSource:
     return state
 
   def __repr__(self) -> str:
-    return (f'ListFileSource({self.list_file!r}, root={self.root!r}, n={len(self)}, '
-            f'num_classes={self.num_classes})')
+    return (
+        f'ListFileSource({self.list_file!r}, root={self.root!r}, n={len(self)}, '
+        f'num_classes={self.num_classes})'
+    )
 
 
 def _missing_message(what: str, path: str, name: str, layout: SplitLayout) -> str:
-  return (f'{name}: {what} not found: looked for {path}. {_SPLIT_FILE_SOURCE} Put the '
-          f'split files ({", ".join(sorted(set(layout.files.values())))}) in the image root '
-          f'or pass their directory as list_dir (config.data.list_dir); the image root must '
-          f'hold {layout.images}.')
+  return (
+      f'{name}: {what} not found: looked for {path}. {_SPLIT_FILE_SOURCE} Put the '
+      f'split files ({", ".join(sorted(set(layout.files.values())))}) in the image root '
+      f'or pass their directory as list_dir (config.data.list_dir); the image root must '
+      f'hold {layout.images}.'
+  )
 
 
-def load_list_split(name: str, split: str, *, root: str, list_dir: str | None = None,
-                    skip_corrupt: bool = False,
-                    skip_log_dir: str | None = None) -> ListFileSource:
+def load_list_split(
+    name: str,
+    split: str,
+    *,
+    root: str,
+    list_dir: str | None = None,
+    skip_corrupt: bool = False,
+    skip_log_dir: str | None = None,
+) -> ListFileSource:
   """A split of a known list-file data set (``SPLITS``).
 
   Args:
@@ -341,10 +385,22 @@ def load_list_split(name: str, split: str, *, root: str, list_dir: str | None = 
   list_file = os.path.join(os.fspath(list_dir) if list_dir else root, layout.files[split])
   if not os.path.isfile(list_file):
     raise FileNotFoundError(_missing_message('split file', list_file, name, layout))
-  source = ListFileSource(root, list_file, num_classes=layout.num_classes,
-                          mean=layout.mean, std=layout.std, skip_corrupt=skip_corrupt,
-                          skip_log_dir=skip_log_dir)
+  source = ListFileSource(
+      root,
+      list_file,
+      num_classes=layout.num_classes,
+      mean=layout.mean,
+      std=layout.std,
+      skip_corrupt=skip_corrupt,
+      skip_log_dir=skip_log_dir,
+  )
   if len(source) != layout.sizes[split]:
-    logging.warning('%s lists %d images; the published %s %s split has %d.',
-                    list_file, len(source), name, split, layout.sizes[split])
+    logging.warning(
+        '%s lists %d images; the published %s %s split has %d.',
+        list_file,
+        len(source),
+        name,
+        split,
+        layout.sizes[split],
+    )
   return source

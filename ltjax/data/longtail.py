@@ -16,12 +16,15 @@ PROFILES = ('exp', 'step')
 SELECTIONS = ('shuffle', 'first')
 
 
-def long_tail_counts(num_classes: int, n_max: int, imbalance_ratio: float,
-                     profile: str = 'exp') -> np.ndarray:
+def long_tail_counts(
+    num_classes: int, n_max: int, imbalance_ratio: float, profile: str = 'exp'
+) -> np.ndarray:
   """Per-class training counts of a long-tailed profile, head class first."""
   if imbalance_ratio <= 1:
-    raise ValueError(f'imbalance_ratio must be > 1 (n_max / n_min), got {imbalance_ratio}. '
-                     'To train on the source as it is, set config.data.imbalance_ratio=0.')
+    raise ValueError(
+        f'imbalance_ratio must be > 1 (n_max / n_min), got {imbalance_ratio}. '
+        'To train on the source as it is, set config.data.imbalance_ratio=0.'
+    )
   if num_classes < 2:
     raise ValueError(f'num_classes must be >= 2, got {num_classes}.')
   factor = 1.0 / imbalance_ratio
@@ -34,13 +37,16 @@ def long_tail_counts(num_classes: int, n_max: int, imbalance_ratio: float,
     raise ValueError(f'Unknown long-tail profile {profile!r}; valid: {PROFILES}.')
   counts = np.asarray(counts, np.int64)
   if counts.min() < 1:
-    raise ValueError(f'Profile {profile} with n_max={n_max}, imbalance_ratio={imbalance_ratio} '
-                     f'leaves class {int(np.argmin(counts))} with no samples.')
+    raise ValueError(
+        f'Profile {profile} with n_max={n_max}, imbalance_ratio={imbalance_ratio} '
+        f'leaves class {int(np.argmin(counts))} with no samples.'
+    )
   return counts
 
 
-def long_tail_indices(labels: np.ndarray, counts: np.ndarray, *,
-                      selection: str = 'shuffle', seed: int = 0) -> np.ndarray:
+def long_tail_indices(
+    labels: np.ndarray, counts: np.ndarray, *, selection: str = 'shuffle', seed: int = 0
+) -> np.ndarray:
   """Indices into ``labels`` that keep ``counts[c]`` samples of each class c.
 
   Args:
@@ -67,8 +73,9 @@ def long_tail_indices(labels: np.ndarray, counts: np.ndarray, *,
   return np.sort(np.concatenate(kept))
 
 
-def hold_out_indices(labels: np.ndarray, per_class: int, *, selection: str = 'shuffle',
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def hold_out_indices(
+    labels: np.ndarray, per_class: int, *, selection: str = 'shuffle', seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """Splits indices into (kept, held out) with ``per_class`` held out of every class.
 
   The held-out samples form a balanced validation split for post-hoc tuning
@@ -84,8 +91,10 @@ def hold_out_indices(labels: np.ndarray, per_class: int, *, selection: str = 'sh
   for c in np.unique(labels):
     idx = np.flatnonzero(labels == c)
     if len(idx) <= per_class:
-      raise ValueError(f'Class {c} has {len(idx)} samples; holding out {per_class} for '
-                       'validation would leave none for training.')
+      raise ValueError(
+          f'Class {c} has {len(idx)} samples; holding out {per_class} for '
+          'validation would leave none for training.'
+      )
     if selection == 'shuffle':
       rng.shuffle(idx)
     held.append(idx[-per_class:])
@@ -93,8 +102,9 @@ def hold_out_indices(labels: np.ndarray, per_class: int, *, selection: str = 'sh
   return np.setdiff1d(np.arange(len(labels)), held), held
 
 
-def class_groups(train_counts: np.ndarray, *, many_threshold: int = 100,
-                 few_threshold: int = 20) -> dict[str, np.ndarray]:
+def class_groups(
+    train_counts: np.ndarray, *, many_threshold: int = 100, few_threshold: int = 20
+) -> dict[str, np.ndarray]:
   """Many/medium/few class masks from *training* counts (OLTR's shot split).
 
   many: n_c > many_threshold; few: n_c < few_threshold; medium: the rest.

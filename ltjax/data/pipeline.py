@@ -44,8 +44,9 @@ from ltjax.data.datasets import ArrayDataset
 class Augmentation(Protocol):
   """A training augmentation: the loaded uint8 batch -> its normalised float32 batch."""
 
-  def __call__(self, images: np.ndarray, rng: np.random.Generator, *, mean, std,
-               crop_padding: int) -> np.ndarray:
+  def __call__(
+      self, images: np.ndarray, rng: np.random.Generator, *, mean, std, crop_padding: int
+  ) -> np.ndarray:
     """Augments and normalises one batch.
 
     Args:
@@ -71,20 +72,19 @@ def _none(images, rng, *, mean, std, crop_padding):
 def _flip(images, rng, *, mean, std, crop_padding):
   """Horizontal flip."""
   del crop_padding  # Unused.
-  return augment.normalize(augment.random_crop_flip(images, rng, padding=0, flip=True),
-                           mean, std)
+  return augment.normalize(augment.random_crop_flip(images, rng, padding=0, flip=True), mean, std)
 
 
 def _crop_flip(images, rng, *, mean, std, crop_padding):
   """RandomCrop(H, crop_padding) + flip (the CIFAR standard)."""
   return augment.normalize(
-      augment.random_crop_flip(images, rng, padding=crop_padding, flip=True), mean, std)
+      augment.random_crop_flip(images, rng, padding=crop_padding, flip=True), mean, std
+  )
 
 
 def _autoaugment(images, rng, *, mean, std, crop_padding):
   """crop_flip + AutoAugment CIFAR-10 policy + Cutout(16) (DDC's "RandAug")."""
-  return augment.cifar_autoaugment_cutout(images, rng, mean=mean, std=std,
-                                          padding=crop_padding)
+  return augment.cifar_autoaugment_cutout(images, rng, mean=mean, std=std, padding=crop_padding)
 
 
 def _imagenet(images, rng, *, mean, std, crop_padding):
@@ -113,8 +113,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
 _RESIZED_CROP = ('imagenet', 'inat')
 
 
-def load_images(dataset, indices: np.ndarray, transform=None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def load_images(dataset, indices: np.ndarray, transform=None) -> tuple[np.ndarray, np.ndarray]:
   """(images (B, H, W, C) uint8, labels (B,)) of ``indices``.
 
   In-memory sources are sliced at once; others are read record by record
@@ -127,27 +126,43 @@ def load_images(dataset, indices: np.ndarray, transform=None
   images = [r['image'] if transform is None else transform(r['image']) for r in records]
   shapes = {x.shape for x in images}
   if len(shapes) > 1:
-    raise ValueError(f'Images of different sizes {sorted(shapes)[:3]} in one batch; use '
-                     "data.augment='imagenet' or 'inat' (random resized crop) for "
-                     'variable-size sources.')
+    raise ValueError(
+        f'Images of different sizes {sorted(shapes)[:3]} in one batch; use '
+        "data.augment='imagenet' or 'inat' (random resized crop) for "
+        'variable-size sources.'
+    )
   return np.stack(images), np.asarray([r['label'] for r in records], np.int32)
 
 
 class TrainBatches:
   """Host-local training batches indexed by the global step."""
 
-  def __init__(self, dataset, *, global_batch_size: int, seed: int,
-               sampler: str = 'instance', augment: str = 'none', crop_padding: int = 4,
-               image_size: int = 224, mixup_alpha: float = 0.0,
-               process_index: int = 0, process_count: int = 1):
+  def __init__(
+      self,
+      dataset,
+      *,
+      global_batch_size: int,
+      seed: int,
+      sampler: str = 'instance',
+      augment: str = 'none',
+      crop_padding: int = 4,
+      image_size: int = 224,
+      mixup_alpha: float = 0.0,
+      process_index: int = 0,
+      process_count: int = 1,
+  ):
     if augment not in AUGMENTATIONS:
       raise ValueError(f'Unknown data.augment {augment!r}; valid: {sorted(AUGMENTATIONS)}.')
     if global_batch_size % process_count:
-      raise ValueError(f'Global batch size {global_batch_size} is not divisible by the '
-                       f'number of processes {process_count}.')
+      raise ValueError(
+          f'Global batch size {global_batch_size} is not divisible by the '
+          f'number of processes {process_count}.'
+      )
     if len(dataset) < global_batch_size:
-      raise ValueError(f'The training set has {len(dataset)} samples, fewer than one '
-                       f'batch of {global_batch_size}; lower config.batch_size.')
+      raise ValueError(
+          f'The training set has {len(dataset)} samples, fewer than one '
+          f'batch of {global_batch_size}; lower config.batch_size.'
+      )
     self.dataset = dataset
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // process_count
@@ -157,8 +172,9 @@ class TrainBatches:
     self.image_size = image_size
     self.mixup_alpha = mixup_alpha
     self.process_index = process_index
-    self.sampler = samplers.build_sampler(sampler, dataset.labels, seed=seed,
-                                          num_classes=dataset.num_classes)
+    self.sampler = samplers.build_sampler(
+        sampler, dataset.labels, seed=seed, num_classes=dataset.num_classes
+    )
     self.steps_per_epoch = len(self.sampler) // global_batch_size
     self._cached_epoch = (None, None)
 
@@ -177,7 +193,7 @@ class TrainBatches:
     """Dataset indices of this process's part of the batch of ``step``."""
     epoch, i = divmod(step, self.steps_per_epoch)
     start = i * self.global_batch_size + self.process_index * self.local_batch_size
-    return self.epoch_indices(epoch)[start:start + self.local_batch_size]
+    return self.epoch_indices(epoch)[start : start + self.local_batch_size]
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """The augmented, normalised local batch of ``step`` (a pure function of it)."""
@@ -187,8 +203,9 @@ class TrainBatches:
     if self.augment in _RESIZED_CROP:  # Per sample, as each image is loaded; draws first.
       crop = functools.partial(augment.random_resized_crop, rng=rng, size=self.image_size)
     images, labels = load_images(self.dataset, idx, crop)
-    images = AUGMENTATIONS[self.augment](images, rng, mean=self.dataset.mean,
-                                         std=self.dataset.std, crop_padding=self.crop_padding)
+    images = AUGMENTATIONS[self.augment](
+        images, rng, mean=self.dataset.mean, std=self.dataset.std, crop_padding=self.crop_padding
+    )
     batch = {batch_keys.IMAGE: images, batch_keys.LABEL: labels}
     if self.mixup_alpha > 0:
       mixed, _, partner, lam = augment.mixup(images, labels, rng, self.mixup_alpha)
@@ -197,8 +214,15 @@ class TrainBatches:
       batch[batch_keys.MIXUP_LAMBDA] = np.full(len(labels), lam, np.float32)
     return batch
 
-  def iterate(self, start_step: int, num_steps: int, *, num_threads: int = 1,
-              num_workers: int = 0, buffer_size: int = 2) -> Iterator[dict[str, np.ndarray]]:
+  def iterate(
+      self,
+      start_step: int,
+      num_steps: int,
+      *,
+      num_threads: int = 1,
+      num_workers: int = 0,
+      buffer_size: int = 2,
+  ) -> Iterator[dict[str, np.ndarray]]:
     """The batches of steps [start_step, start_step + num_steps), computed ahead.
 
     Args:
@@ -208,21 +232,29 @@ class TrainBatches:
     """
     dataset = grain.MapDataset.range(start_step, start_step + num_steps).map(self.batch)
     iter_dataset = dataset.to_iter_dataset(
-        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer_size))
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=buffer_size)
+    )
     if num_workers > 0:
       if not flags.FLAGS.is_parsed():
         raise RuntimeError(
             'grain worker processes (config.data.num_workers > 0) need absl flags parsed: '
             'run through launch/train.py, or call absl.flags.FLAGS.mark_as_parsed() first '
-            '(e.g. in a notebook).')
-      iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(
-          num_workers=num_workers, per_worker_buffer_size=buffer_size))
+            '(e.g. in a notebook).'
+        )
+      iter_dataset = iter_dataset.mp_prefetch(
+          grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=buffer_size)
+      )
     return iter(iter_dataset)
 
 
-def eval_batches(dataset, *, global_batch_size: int, image_size: int | None = None,
-                 process_index: int = 0, process_count: int = 1
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    dataset,
+    *,
+    global_batch_size: int,
+    image_size: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
   """Host-local evaluation batches in file order, padded to a fixed shape.
 
   Every global batch has ``global_batch_size`` rows so the eval step compiles
@@ -232,13 +264,17 @@ def eval_batches(dataset, *, global_batch_size: int, image_size: int | None = No
   """
   transform = None
   if image_size is not None:
-    transform = functools.partial(augment.resize_center_crop,
-                                  resize=round(image_size * 256 / 224), crop=image_size)
+    transform = functools.partial(
+        augment.resize_center_crop, resize=round(image_size * 256 / 224), crop=image_size
+    )
   local = global_batch_size // process_count
   n = len(dataset)
   for start in range(0, n, global_batch_size):
     idx = np.arange(start + process_index * local, start + (process_index + 1) * local)
     mask = idx < n
     images, labels = load_images(dataset, np.where(mask, idx, 0), transform)
-    yield {batch_keys.IMAGE: augment.normalize(images, dataset.mean, dataset.std),
-           batch_keys.LABEL: labels, batch_keys.MASK: mask}
+    yield {
+        batch_keys.IMAGE: augment.normalize(images, dataset.mean, dataset.std),
+        batch_keys.LABEL: labels,
+        batch_keys.MASK: mask,
+    }

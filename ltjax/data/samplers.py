@@ -64,7 +64,7 @@ class InstanceSampler(_EpochSampler):
 def _class_members(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
   order = np.argsort(labels, kind='stable')
   bounds = np.searchsorted(labels[order], np.arange(num_classes + 1))
-  return [order[bounds[c]:bounds[c + 1]] for c in range(num_classes)]
+  return [order[bounds[c] : bounds[c + 1]] for c in range(num_classes)]
 
 
 def _cycle(rng: np.random.Generator, items: np.ndarray, length: int) -> np.ndarray:
@@ -95,13 +95,14 @@ class ClassAwareSampler(_EpochSampler):
 class PowerSampler(_EpochSampler):
   """Class c with probability ~ n_c ** power, then a uniform member (with replacement)."""
 
-  def __init__(self, labels: np.ndarray, *, seed: int, power: float = 0.5,
-               num_classes: int | None = None):
+  def __init__(
+      self, labels: np.ndarray, *, seed: int, power: float = 0.5, num_classes: int | None = None
+  ):
     super().__init__(labels, seed=seed)
     labels = np.asarray(labels)
     self.members = _class_members(labels, num_classes or int(labels.max()) + 1)
     counts = np.array([len(m) for m in self.members], np.float64)
-    weights = np.where(counts > 0, counts ** power, 0.0)
+    weights = np.where(counts > 0, counts**power, 0.0)
     self.class_probs = weights / weights.sum()
 
   def epoch_indices(self, epoch: int) -> np.ndarray:
@@ -114,8 +115,9 @@ class PowerSampler(_EpochSampler):
     return indices
 
 
-def build_sampler(name: str, labels: np.ndarray, *, seed: int,
-                  num_classes: int | None = None) -> Sampler:
+def build_sampler(
+    name: str, labels: np.ndarray, *, seed: int, num_classes: int | None = None
+) -> Sampler:
   """The sampler named by ``config.data.sampler``."""
   if name == 'instance':
     return InstanceSampler(labels, seed=seed)

@@ -39,13 +39,17 @@ NORMALIZATION = {
     'mnist': ((0.1307,), (0.3081,)),
 }
 
-_INSTALL = ('tensorflow-datasets is not installed; install the optional extra with '
-            '`pip install ltjax[tfds]` (it does not pull TensorFlow).')
-_PREPARE = ('Prepare it with `tfds build {name} --data_dir={data_dir} '
-            '--file_format=array_record` (needs TensorFlow: `pip install ltjax[tfds] '
-            'tensorflow`; on a machine without it, build elsewhere and copy the {folder}/ folder '
-            'into {data_dir}), or write in-memory arrays with '
-            'ltjax.data.tfds_source.prepare_from_arrays.')
+_INSTALL = (
+    'tensorflow-datasets is not installed; install the optional extra with '
+    '`pip install ltjax[tfds]` (it does not pull TensorFlow).'
+)
+_PREPARE = (
+    'Prepare it with `tfds build {name} --data_dir={data_dir} '
+    '--file_format=array_record` (needs TensorFlow: `pip install ltjax[tfds] '
+    'tensorflow`; on a machine without it, build elsewhere and copy the {folder}/ folder '
+    'into {data_dir}), or write in-memory arrays with '
+    'ltjax.data.tfds_source.prepare_from_arrays.'
+)
 _VERSION = re.compile(r'^\d+\.\d+\.\d+$')
 # Labels read per split, per process: a second load of the same split is free.
 _LABEL_CACHE: dict[tuple[str, str], np.ndarray] = {}
@@ -62,6 +66,7 @@ def _tfds():
 
 def _epath():
   from etils import epath  # pylint: disable=g-import-not-at-top
+
   return epath
 
 
@@ -92,30 +97,42 @@ def find_prepared(name: str, data_dir: str) -> str:
     raise FileNotFoundError(f'TFDS data_dir {data_dir} does not exist. {how}')
   dataset_dir = root / base
   if not dataset_dir.is_dir():
-    raise FileNotFoundError(f'TFDS data set {base!r} not found: {dataset_dir} does not '
-                            f'exist. {how}')
+    raise FileNotFoundError(
+        f'TFDS data set {base!r} not found: {dataset_dir} does not ' f'exist. {how}'
+    )
   if not version:
-    versions = [p.name for p in dataset_dir.iterdir()
-                if _VERSION.match(p.name) and (p / 'dataset_info.json').exists()]
+    versions = [
+        p.name
+        for p in dataset_dir.iterdir()
+        if _VERSION.match(p.name) and (p / 'dataset_info.json').exists()
+    ]
     if not versions:
-      configs = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir()
-                       and not p.name.startswith('incomplete') and not _VERSION.match(p.name))
-      hint = (f' It has the configs {configs}: name one, e.g. {base}/{configs[0]}.'
-              if configs else '')
-      raise FileNotFoundError(f'No prepared version of {base!r} in {dataset_dir} (looked '
-                              f'for <version>/dataset_info.json).{hint} {how}')
+      configs = sorted(
+          p.name
+          for p in dataset_dir.iterdir()
+          if p.is_dir() and not p.name.startswith('incomplete') and not _VERSION.match(p.name)
+      )
+      hint = (
+          f' It has the configs {configs}: name one, e.g. {base}/{configs[0]}.' if configs else ''
+      )
+      raise FileNotFoundError(
+          f'No prepared version of {base!r} in {dataset_dir} (looked '
+          f'for <version>/dataset_info.json).{hint} {how}'
+      )
     version = max(versions, key=_version_key)
   builder_dir = dataset_dir / version
   if not (builder_dir / 'dataset_info.json').exists():
-    raise FileNotFoundError(f'TFDS data set {name!r} not prepared: '
-                            f'{builder_dir / "dataset_info.json"} does not exist. {how}')
+    raise FileNotFoundError(
+        f'TFDS data set {name!r} not prepared: '
+        f'{builder_dir / "dataset_info.json"} does not exist. {how}'
+    )
   files = [p.name for p in builder_dir.iterdir()]
   if not any('.array_record' in f for f in files):
-    found = ('TFRecord files' if any('.tfrecord' in f for f in files)
-             else f'only {sorted(files)}')
+    found = 'TFRecord files' if any('.tfrecord' in f for f in files) else f'only {sorted(files)}'
     raise FileNotFoundError(
         f'{builder_dir} has no ArrayRecord files ({found}); random access needs '
-        f'--file_format=array_record. {how}')
+        f'--file_format=array_record. {how}'
+    )
   return str(builder_dir)
 
 
@@ -133,9 +150,20 @@ class TfdsSource:
     image_key, label_key: the feature names read.
   """
 
-  def __init__(self, builder_dir: str, split: str, *, labels: np.ndarray,
-               num_classes: int, mean, std, class_names, image_key: str = 'image',
-               label_key: str = 'label', indices: np.ndarray | None = None):
+  def __init__(
+      self,
+      builder_dir: str,
+      split: str,
+      *,
+      labels: np.ndarray,
+      num_classes: int,
+      mean,
+      std,
+      class_names,
+      image_key: str = 'image',
+      label_key: str = 'label',
+      indices: np.ndarray | None = None,
+  ):
     self.builder_dir = builder_dir
     self.split = split
     self.labels = np.asarray(labels, np.int32)
@@ -164,25 +192,34 @@ class TfdsSource:
     if not -len(self) <= index < len(self):
       raise IndexError(f'Index {index} out of range for {len(self)} records.')
     index %= len(self)
-    record = self._data_source()[index if self._indices is None else
-                                 int(self._indices[index])]
+    record = self._data_source()[index if self._indices is None else int(self._indices[index])]
     image = np.asarray(record[self.image_key])
     if image.ndim == 2:
       image = image[..., None]
     if image.dtype != np.uint8 or image.ndim != 3:
-      raise ValueError(f'{self.builder_dir} split {self.split}: feature '
-                       f'{self.image_key!r} is {image.dtype} {image.shape}, expected an '
-                       '(H, W, C) uint8 image.')
+      raise ValueError(
+          f'{self.builder_dir} split {self.split}: feature '
+          f'{self.image_key!r} is {image.dtype} {image.shape}, expected an '
+          '(H, W, C) uint8 image.'
+      )
     return {'image': image, 'label': int(record[self.label_key])}
 
   def subset(self, indices: np.ndarray) -> 'TfdsSource':
     """The same source restricted to ``indices``, in that order."""
     indices = np.asarray(indices, np.int64)
     records = indices if self._indices is None else self._indices[indices]
-    return TfdsSource(self.builder_dir, self.split, labels=self.labels[indices],
-                      num_classes=self.num_classes, mean=self.mean, std=self.std,
-                      class_names=self.class_names, image_key=self.image_key,
-                      label_key=self.label_key, indices=records)
+    return TfdsSource(
+        self.builder_dir,
+        self.split,
+        labels=self.labels[indices],
+        num_classes=self.num_classes,
+        mean=self.mean,
+        std=self.std,
+        class_names=self.class_names,
+        image_key=self.image_key,
+        label_key=self.label_key,
+        indices=records,
+    )
 
   def __getstate__(self) -> dict:
     state = dict(self.__dict__)
@@ -204,8 +241,7 @@ def _read_labels(builder, builder_dir: str, split: str, label_key: str) -> np.nd
   key = (builder_dir, split)
   if key not in _LABEL_CACHE:
     tfds = _tfds()
-    skip = {k: tfds.decode.SkipDecoding() for k in builder.info.features.keys()
-            if k != label_key}
+    skip = {k: tfds.decode.SkipDecoding() for k in builder.info.features.keys() if k != label_key}
     source = builder.as_data_source(split=split, decoders=skip)
     labels = np.empty(len(source), np.int64)
     for start in range(0, len(source), _LABEL_CHUNK):
@@ -226,10 +262,16 @@ def _metadata_normalization(builder_dir: str):
   return None
 
 
-def load_tfds_split(name: str, split: str, *, data_dir: str,
-                    mean: tuple[float, ...] | None = None,
-                    std: tuple[float, ...] | None = None, image_key: str = 'image',
-                    label_key: str = 'label') -> TfdsSource:
+def load_tfds_split(
+    name: str,
+    split: str,
+    *,
+    data_dir: str,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    image_key: str = 'image',
+    label_key: str = 'label',
+) -> TfdsSource:
   """One split of a prepared TFDS data set, as a random-access source.
 
   Args:
@@ -261,15 +303,19 @@ def load_tfds_split(name: str, split: str, *, data_dir: str,
   features = info.features
   for key in (image_key, label_key):
     if key not in features.keys():
-      raise ValueError(f'{builder_dir} has no feature {key!r}; features: '
-                       f'{sorted(features.keys())}. Pass image_key/label_key.')
+      raise ValueError(
+          f'{builder_dir} has no feature {key!r}; features: '
+          f'{sorted(features.keys())}. Pass image_key/label_key.'
+      )
   base_name = name.partition(':')[0].split('/')[0]
   if mean is None or std is None:
     known = NORMALIZATION.get(base_name) or _metadata_normalization(builder_dir)
     if known is None:
-      raise ValueError(f'No normalisation known for TFDS data set {base_name!r} (known: '
-                       f'{sorted(NORMALIZATION)}); pass mean= and std= (per channel, in '
-                       '[0, 1] units).')
+      raise ValueError(
+          f'No normalisation known for TFDS data set {base_name!r} (known: '
+          f'{sorted(NORMALIZATION)}); pass mean= and std= (per channel, in '
+          '[0, 1] units).'
+      )
     mean = known[0] if mean is None else mean
     std = known[1] if std is None else std
   labels = _read_labels(builder, builder_dir, split, label_key)
@@ -280,20 +326,33 @@ def load_tfds_split(name: str, split: str, *, data_dir: str,
   else:
     num_classes = int(labels.max()) + 1
     class_names = tuple(f'class_{c}' for c in range(num_classes))
-  source = TfdsSource(builder_dir, split, labels=labels, num_classes=num_classes,
-                      mean=mean, std=std, class_names=class_names, image_key=image_key,
-                      label_key=label_key)
+  source = TfdsSource(
+      builder_dir,
+      split,
+      labels=labels,
+      num_classes=num_classes,
+      mean=mean,
+      std=std,
+      class_names=class_names,
+      image_key=image_key,
+      label_key=label_key,
+  )
   source._source = builder.as_data_source(split=split)  # pylint: disable=protected-access
   return source
 
 
-def prepare_from_arrays(name: str, data_dir: str,
-                        splits: dict[str, tuple[np.ndarray, np.ndarray]], *,
-                        class_names: tuple[str, ...] | None = None,
-                        num_classes: int | None = None, version: str = '1.0.0',
-                        mean: tuple[float, ...] | None = None,
-                        std: tuple[float, ...] | None = None,
-                        overwrite: bool = False) -> str:
+def prepare_from_arrays(
+    name: str,
+    data_dir: str,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    class_names: tuple[str, ...] | None = None,
+    num_classes: int | None = None,
+    version: str = '1.0.0',
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    overwrite: bool = False,
+) -> str:
   """Writes numpy arrays as a prepared TFDS data set, without TensorFlow.
 
   Features: 'image' a ``tfds.features.Tensor`` of uint8 (H, W, C) (raw
@@ -327,16 +386,21 @@ def prepare_from_arrays(name: str, data_dir: str,
     if images.ndim == 3:
       images = images[..., None]
     if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
-      raise ValueError(f'Split {split!r}: expected uint8 images (N, H, W[, C]) and labels '
-                       f'(N,), got {images.dtype} {images.shape} and {labels.shape}.')
+      raise ValueError(
+          f'Split {split!r}: expected uint8 images (N, H, W[, C]) and labels '
+          f'(N,), got {images.dtype} {images.shape} and {labels.shape}.'
+      )
     arrays[split] = (images, labels.astype(np.int64))
   shapes = {split: a[0].shape[1:] for split, a in arrays.items()}
   if len(set(shapes.values())) != 1:
     raise ValueError(f'All splits need the same image shape, got {shapes}.')
   shape = next(iter(shapes.values()))
   if num_classes is None:
-    num_classes = (len(class_names) if class_names is not None else
-                   int(max(a[1].max() for a in arrays.values())) + 1)
+    num_classes = (
+        len(class_names)
+        if class_names is not None
+        else int(max(a[1].max() for a in arrays.values())) + 1
+    )
   for split, (_, labels) in arrays.items():
     if labels.min() < 0 or labels.max() >= num_classes:
       raise ValueError(f'Split {split!r}: labels outside [0, {num_classes}).')
@@ -352,9 +416,11 @@ def prepare_from_arrays(name: str, data_dir: str,
     target.rmtree()
     for key in [k for k in _LABEL_CACHE if k[0] == str(target)]:
       del _LABEL_CACHE[key]  # Labels of the replaced data are stale.
-  label_feature = (tfds.features.ClassLabel(names=list(class_names))
-                   if class_names is not None
-                   else tfds.features.ClassLabel(num_classes=num_classes))
+  label_feature = (
+      tfds.features.ClassLabel(names=list(class_names))
+      if class_names is not None
+      else tfds.features.ClassLabel(num_classes=num_classes)
+  )
 
   def body(ns):
     ns['name'] = name
@@ -362,12 +428,14 @@ def prepare_from_arrays(name: str, data_dir: str,
 
     def _info(self):
       return tfds.core.DatasetInfo(
-          builder=self, description='Prepared from numpy arrays by ltjax.',
-          features=tfds.features.FeaturesDict({
-              'image': tfds.features.Tensor(shape=shape, dtype=np.uint8),
-              'label': label_feature}),
+          builder=self,
+          description='Prepared from numpy arrays by ltjax.',
+          features=tfds.features.FeaturesDict(
+              {'image': tfds.features.Tensor(shape=shape, dtype=np.uint8), 'label': label_feature}
+          ),
           metadata=tfds.core.MetadataDict(mean=list(mean), std=list(std)),
-          disable_shuffling=True)  # Keep record i == array element i.
+          disable_shuffling=True,
+      )  # Keep record i == array element i.
 
     def _split_generators(self, dl_manager):
       del dl_manager
@@ -377,15 +445,16 @@ def prepare_from_arrays(name: str, data_dir: str,
       for i, (image, label) in enumerate(zip(images, labels)):
         yield i, {'image': image, 'label': int(label)}
 
-    ns.update(_info=_info, _split_generators=_split_generators,
-              _generate_examples=_generate_examples)
+    ns.update(
+        _info=_info, _split_generators=_split_generators, _generate_examples=_generate_examples
+    )
 
   # skip_registration: preparing the same name twice must not clash in TFDS's registry.
-  builder_cls = types.new_class('ArraysBuilder', (tfds.core.GeneratorBasedBuilder,),
-                                {'skip_registration': True}, body)
+  builder_cls = types.new_class(
+      'ArraysBuilder', (tfds.core.GeneratorBasedBuilder,), {'skip_registration': True}, body
+  )
   builder = builder_cls(data_dir=str(data_dir), file_format='array_record')
   with tempfile.TemporaryDirectory() as downloads:  # Keep data_dir free of downloads/.
     builder.download_and_prepare(download_dir=downloads)
-  logging.info('Prepared %s (%s) in %s.', name,
-               {s: len(a[1]) for s, a in arrays.items()}, target)
+  logging.info('Prepared %s (%s) in %s.', name, {s: len(a[1]) for s, a in arrays.items()}, target)
   return str(target)

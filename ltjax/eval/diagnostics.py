@@ -67,8 +67,9 @@ def _matrix(x, name: str) -> np.ndarray:
 def _labels(labels, num_classes: Optional[int], rows: int) -> np.ndarray:
   labels = np.asarray(labels)
   if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-    raise ValueError('labels must be a 1-D integer array, got shape '
-                     f'{labels.shape} and dtype {labels.dtype}.')
+    raise ValueError(
+        'labels must be a 1-D integer array, got shape ' f'{labels.shape} and dtype {labels.dtype}.'
+    )
   labels = labels.astype(np.int64)
   if len(labels) != rows:
     raise ValueError(f'labels has {len(labels)} entries, the data has {rows} rows.')
@@ -126,8 +127,7 @@ def _num_classes(labels) -> int:
 # ------------------------------------------------------------------ logits
 
 
-def logits_magnitude(logits, labels, num_classes: int, *,
-                     normalize: bool = False) -> np.ndarray:
+def logits_magnitude(logits, labels, num_classes: int, *, normalize: bool = False) -> np.ndarray:
   """LORT Def. 1, Eq. (4): L_i = E[z_Pi] - E[z_Ni] for every class i.
 
   z_Pi are the class-i logits of the samples of class i (positives), z_Ni the
@@ -161,8 +161,7 @@ def logits_magnitude(logits, labels, num_classes: int, *,
   return magnitude
 
 
-def regularized_std(logits, labels, num_classes: int, *,
-                    over: str = 'all') -> np.ndarray:
+def regularized_std(logits, labels, num_classes: int, *, over: str = 'all') -> np.ndarray:
   """LORT Def. 2, Eq. (8): r_i = sigma(z_i) / L_i.
 
   Def. 2 takes "the standard deviation sigma(z)" of the logits z with no
@@ -193,16 +192,17 @@ def regularized_std(logits, labels, num_classes: int, *,
   elif over == 'positive':
     with np.errstate(invalid='ignore', divide='ignore'):
       mean = np.bincount(y, weights=own, minlength=num_classes) / positives
-      sigma = np.sqrt(np.bincount(y, weights=(own - mean[y]) ** 2,
-                                  minlength=num_classes) / positives)
+      sigma = np.sqrt(
+          np.bincount(y, weights=(own - mean[y]) ** 2, minlength=num_classes) / positives
+      )
   elif over == 'negative':
     negatives = n - positives
     with np.errstate(invalid='ignore', divide='ignore'):
-      mean = (z.sum(axis=0) - np.bincount(y, weights=own, minlength=num_classes)
-              ) / negatives
+      mean = (z.sum(axis=0) - np.bincount(y, weights=own, minlength=num_classes)) / negatives
       # Two-pass: squared deviations over all rows minus those of the positives.
       squares = ((z - mean) ** 2).sum(axis=0) - np.bincount(
-          y, weights=(own - mean[y]) ** 2, minlength=num_classes)
+          y, weights=(own - mean[y]) ** 2, minlength=num_classes
+      )
       sigma = np.sqrt(np.maximum(squares, 0.0) / negatives)
   else:
     raise ValueError(f"over must be 'all', 'positive' or 'negative', got {over!r}.")
@@ -210,8 +210,9 @@ def regularized_std(logits, labels, num_classes: int, *,
     return sigma / magnitude
 
 
-def group_summary(values, train_counts, *, many_threshold: int = 100,
-                  few_threshold: int = 20) -> dict:
+def group_summary(
+    values, train_counts, *, many_threshold: int = 100, few_threshold: int = 20
+) -> dict:
   """{'many', 'medium', 'few'}: nan-mean of a per-class vector over each group.
 
   Groups from training counts (``ltjax.data.class_groups``); NaN entries
@@ -221,10 +222,8 @@ def group_summary(values, train_counts, *, many_threshold: int = 100,
   values = np.asarray(values, np.float64)
   counts = np.asarray(train_counts)
   if values.shape != counts.shape or values.ndim != 1:
-    raise ValueError(f'values {values.shape} and train_counts {counts.shape} must '
-                     'both be (C,).')
-  groups = class_groups(counts, many_threshold=many_threshold,
-                        few_threshold=few_threshold)
+    raise ValueError(f'values {values.shape} and train_counts {counts.shape} must ' 'both be (C,).')
+  groups = class_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
   return {name: _nanmean(values[groups[name]]) for name in GROUPS}
 
 
@@ -241,8 +240,7 @@ def decile_summary(values, train_counts, *, num_bins: int = 10) -> list:
   values = np.asarray(values, np.float64)
   counts = np.asarray(train_counts)
   if values.shape != counts.shape or values.ndim != 1:
-    raise ValueError(f'values {values.shape} and train_counts {counts.shape} must '
-                     'both be (C,).')
+    raise ValueError(f'values {values.shape} and train_counts {counts.shape} must ' 'both be (C,).')
   order = np.argsort(-counts, kind='stable')
   return [_nanmean(values[b]) for b in np.array_split(order, num_bins)]
 
@@ -279,7 +277,7 @@ def fisher_discriminant_ratio(features, labels) -> float:
   x, means = x[:, informative], means[:, informative]
   scatter = np.zeros((x.shape[1], x.shape[1]))
   for start in range(0, len(x), _BLOCK_ROWS):
-    centred = x[start:start + _BLOCK_ROWS] - means[y[start:start + _BLOCK_ROWS]]
+    centred = x[start : start + _BLOCK_ROWS] - means[y[start : start + _BLOCK_ROWS]]
     scatter += centred.T @ centred
   between = means - x.mean(axis=0)
   eigenvalues, eigenvectors = np.linalg.eigh(scatter)
@@ -288,7 +286,7 @@ def fisher_discriminant_ratio(features, labels) -> float:
   keep = eigenvalues > eigenvalues.max() * len(eigenvalues) * np.finfo(np.float64).eps
   # Tr(S_W^-1 S_B) = sum_k N_k m_k^T S_W^-1 m_k, with S_W^-1 = V diag(1/l) V^T.
   projected = between @ eigenvectors[:, keep]
-  return float(np.sum(counts[:, None] * projected ** 2 / eigenvalues[keep]))
+  return float(np.sum(counts[:, None] * projected**2 / eigenvalues[keep]))
 
 
 def cosine_similarity_stats(features, labels) -> dict:
@@ -315,18 +313,19 @@ def cosine_similarity_stats(features, labels) -> dict:
   num_classes = _num_classes(y)
   units = _unit_rows(x)
   sums = _class_sums(units, y, num_classes)
-  self_terms = np.bincount(y, weights=(units ** 2).sum(axis=1), minlength=num_classes)
+  self_terms = np.bincount(y, weights=(units**2).sum(axis=1), minlength=num_classes)
   counts = np.bincount(y, minlength=num_classes).astype(np.float64)
-  same = (sums ** 2).sum(axis=1)
+  same = (sums**2).sum(axis=1)
   intra_pairs = np.sum(counts * (counts - 1))
-  inter_pairs = len(x) ** 2 - np.sum(counts ** 2)
+  inter_pairs = len(x) ** 2 - np.sum(counts**2)
   intra = (same.sum() - self_terms.sum()) / intra_pairs if intra_pairs else np.nan
   inter = ((sums.sum(axis=0) ** 2).sum() - same.sum()) / inter_pairs if inter_pairs else np.nan
   return {'intra': float(intra), 'inter': float(inter)}
 
 
-def class_mean_cosine_matrix(features, labels, num_classes: int, *,
-                             include_self: bool = False) -> np.ndarray:
+def class_mean_cosine_matrix(
+    features, labels, num_classes: int, *, include_self: bool = False
+) -> np.ndarray:
   """EWB Fig. 1: M[a, b] = mean cosine similarity of a class-a and a class-b feature.
 
   M[a, b] = mean_{i in a, j in b} cos(x_i, x_j) = u_a . u_b, with u_a the mean
@@ -350,14 +349,15 @@ def class_mean_cosine_matrix(features, labels, num_classes: int, *,
     mean_units = sums / counts[:, None]
     matrix = mean_units @ mean_units.T
     if not include_self:
-      self_terms = np.bincount(y, weights=(units ** 2).sum(axis=1), minlength=num_classes)
-      diagonal = ((sums ** 2).sum(axis=1) - self_terms) / (counts * (counts - 1))
+      self_terms = np.bincount(y, weights=(units**2).sum(axis=1), minlength=num_classes)
+      diagonal = ((sums**2).sum(axis=1) - self_terms) / (counts * (counts - 1))
       np.fill_diagonal(matrix, np.where(counts > 1, diagonal, np.nan))
   return matrix
 
 
-def feature_norm_per_class(features, labels, num_classes: int, *,
-                           of_mean: bool = False) -> np.ndarray:
+def feature_norm_per_class(
+    features, labels, num_classes: int, *, of_mean: bool = False
+) -> np.ndarray:
   """Mean L2 norm of the features of each class (EWB §4.5, Fig. 3).
 
   EWB's ``plot_features_norms`` averages the per-sample norms, mean_{i in c}
@@ -460,8 +460,9 @@ def weight_cosine_matrix(kernel) -> np.ndarray:
   return units @ units.T
 
 
-def head_tail_angles(kernel, train_counts, *, many_threshold: int = 100,
-                     few_threshold: int = 20) -> dict:
+def head_tail_angles(
+    kernel, train_counts, *, many_threshold: int = 100, few_threshold: int = 20
+) -> dict:
   """Angles between class vectors, by group pair (LWR §1, Fig. 1; §3.2).
 
   LWR argues that balanced losses shrink the angle between w_head and w_tail;
@@ -477,18 +478,21 @@ def head_tail_angles(kernel, train_counts, *, many_threshold: int = 100,
   counts = np.asarray(train_counts)
   kernel = _kernel(kernel)
   if counts.shape != (kernel.shape[1],):
-    raise ValueError(f'train_counts {counts.shape} must be ({kernel.shape[1]},) '
-                     'like the kernel columns.')
+    raise ValueError(
+        f'train_counts {counts.shape} must be ({kernel.shape[1]},) ' 'like the kernel columns.'
+    )
   angles = np.degrees(np.arccos(np.clip(weight_cosine_matrix(kernel), -1.0, 1.0)))
-  groups = class_groups(counts, many_threshold=many_threshold,
-                        few_threshold=few_threshold)
+  groups = class_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
   upper = np.triu(np.ones(angles.shape, bool), k=1)
 
   def summary(mask):
     values = angles[mask]
-    return {'mean': _nanmean(values),
-            'min': float(values.min()) if values.size else float('nan'),
-            'count': int(values.size), 'angles': values}
+    return {
+        'mean': _nanmean(values),
+        'min': float(values.min()) if values.size else float('nan'),
+        'count': int(values.size),
+        'angles': values,
+    }
 
   result = {}
   for i, a in enumerate(GROUPS):
@@ -548,17 +552,19 @@ def batchnorm_scale_stats(params, *, batch_stats=None) -> dict:
 
   def describe(values):
     values = np.asarray(values, np.float64).ravel()
-    return {'mean_abs_scale': float(np.abs(values).mean()),
-            'mean_scale': float(values.mean()), 'std_scale': float(values.std()),
-            'num': int(values.size)}
+    return {
+        'mean_abs_scale': float(np.abs(values).mean()),
+        'mean_scale': float(values.mean()),
+        'std_scale': float(values.std()),
+        'num': int(values.size),
+    }
 
   result, scales = {}, []
   for path in sorted(flat):
     module = path[:-1]
     if path[-1] != 'scale' or not module:
       continue
-    is_bn = (module in stats_modules if stats_modules is not None
-             else _is_batchnorm_name(module[-1]))
+    is_bn = module in stats_modules if stats_modules is not None else _is_batchnorm_name(module[-1])
     if not is_bn:
       continue
     values = np.asarray(flat[path], np.float64)
@@ -570,8 +576,13 @@ def batchnorm_scale_stats(params, *, batch_stats=None) -> dict:
   if scales:
     result['all'] = dict(describe(np.concatenate(scales)), num_layers=len(scales))
   else:
-    result['all'] = {'mean_abs_scale': float('nan'), 'mean_scale': float('nan'),
-                     'std_scale': float('nan'), 'num': 0, 'num_layers': 0}
+    result['all'] = {
+        'mean_abs_scale': float('nan'),
+        'mean_scale': float('nan'),
+        'std_scale': float('nan'),
+        'num': 0,
+        'num_layers': 0,
+    }
   return result
 
 
@@ -579,8 +590,7 @@ def batchnorm_scale_stats(params, *, batch_stats=None) -> dict:
 
 
 @jax.jit
-def _perturbed_ce_sums(features, labels, weights, kernel, bias, d_kernel, d_bias,
-                       scales):
+def _perturbed_ce_sums(features, labels, weights, kernel, bias, d_kernel, d_bias, scales):
   """Per-class CE sums at (W + s dW, b + s db) for every s: (S, C).
 
   features (B, n, D) blocks, labels / weights (B, n); a scan over the blocks
@@ -597,8 +607,7 @@ def _perturbed_ce_sums(features, labels, weights, kernel, bias, d_kernel, d_bias
     true = jnp.take_along_axis(logits, y[None, :, None], axis=-1)
     # CE = log(1 + sum_{j != y} e^{z_j - z_y}) via log1p: logsumexp(z) - z_y
     # rounds a well-classified sample's small loss to 0 in float32.
-    others = jnp.where(jax.nn.one_hot(y, num_classes, dtype=bool)[None],
-                       -jnp.inf, logits - true)
+    others = jnp.where(jax.nn.one_hot(y, num_classes, dtype=bool)[None], -jnp.inf, logits - true)
     top = jnp.maximum(others.max(axis=-1), 0.0)
     rest = jnp.exp(others - top[..., None]).sum(axis=-1)
     ce = (top + jnp.log1p(jnp.expm1(-top) + rest)) * w[None]
@@ -610,11 +619,21 @@ def _perturbed_ce_sums(features, labels, weights, kernel, bias, d_kernel, d_bias
   return total
 
 
-def sharpness_curve(features, labels, kernel, bias, train_counts, *,
-                    relative_radii: Sequence[float] = (0, .01, .02, .05, .1, .2, .5),
-                    num_directions: int = 10, seed: int = 0, antithetic: bool = True,
-                    many_threshold: int = 100, few_threshold: int = 20,
-                    block_rows: Optional[int] = None) -> dict:
+def sharpness_curve(
+    features,
+    labels,
+    kernel,
+    bias,
+    train_counts,
+    *,
+    relative_radii: Sequence[float] = (0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+    num_directions: int = 10,
+    seed: int = 0,
+    antithetic: bool = True,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+    block_rows: Optional[int] = None,
+) -> dict:
   """Loss of the perturbed linear classifier vs. |eps| / |theta|, per class group.
 
   CC-SAM §2.2.1, Fig. 1: "perturbing the parameter theta of the classifier h
@@ -668,8 +687,10 @@ def sharpness_curve(features, labels, kernel, bias, train_counts, *,
   if num_directions < 1:
     raise ValueError(f'num_directions must be >= 1, got {num_directions}.')
   radii = np.asarray(relative_radii, np.float64)
-  theta_norm = math.sqrt(float(np.sum(w.astype(np.float64) ** 2)) +
-                         (0.0 if bias is None else float(np.sum(b.astype(np.float64) ** 2))))
+  theta_norm = math.sqrt(
+      float(np.sum(w.astype(np.float64) ** 2))
+      + (0.0 if bias is None else float(np.sum(b.astype(np.float64) ** 2)))
+  )
   scales = radii * theta_norm
 
   n = len(x)
@@ -688,19 +709,26 @@ def sharpness_curve(features, labels, kernel, bias, train_counts, *,
     base, sign = (k // 2, -1.0 if k % 2 else 1.0) if antithetic else (k, 1.0)
     key_w, key_b = jax.random.split(jax.random.fold_in(key, base))
     d_kernel = jax.random.normal(key_w, w.shape, jnp.float32)
-    d_bias = (jax.random.normal(key_b, b.shape, jnp.float32) if bias is not None
-              else jnp.zeros_like(b_dev))
-    norm = jnp.sqrt(jnp.sum(d_kernel ** 2) + jnp.sum(d_bias ** 2))
+    d_bias = (
+        jax.random.normal(key_b, b.shape, jnp.float32)
+        if bias is not None
+        else jnp.zeros_like(b_dev)
+    )
+    norm = jnp.sqrt(jnp.sum(d_kernel**2) + jnp.sum(d_bias**2))
     signed = jnp.asarray(sign * scales, jnp.float32)
-    sums += np.asarray(_perturbed_ce_sums(xs, ys, ws, w_dev, b_dev, d_kernel / norm,
-                                          d_bias / norm, signed), np.float64)
+    sums += np.asarray(
+        _perturbed_ce_sums(xs, ys, ws, w_dev, b_dev, d_kernel / norm, d_bias / norm, signed),
+        np.float64,
+    )
 
   present = np.bincount(y, minlength=num_classes)
   with np.errstate(invalid='ignore', divide='ignore'):
     per_class = np.where(present > 0, sums / num_directions / present, np.nan)
   result = {'relative_radius': radii.tolist()}
-  summaries = [group_summary(row, counts_train, many_threshold=many_threshold,
-                             few_threshold=few_threshold) for row in per_class]
+  summaries = [
+      group_summary(row, counts_train, many_threshold=many_threshold, few_threshold=few_threshold)
+      for row in per_class
+  ]
   for name in GROUPS:
     result[name] = [s[name] for s in summaries]
   result['all'] = [_nanmean(row) for row in per_class]

@@ -1,10 +1,10 @@
 """Accuracy metrics for long-tailed recognition on a balanced test set.
 
-  accuracy           top-1 over all test samples
-  per_class          accuracy of each class (recall)
-  balanced_accuracy  mean of per-class accuracies (equals top-1 on a balanced set)
-  many/medium/few    mean per-class accuracy over the classes of each group,
-                     groups from *training* counts (ltjax.data.class_groups)
+accuracy           top-1 over all test samples
+per_class          accuracy of each class (recall)
+balanced_accuracy  mean of per-class accuracies (equals top-1 on a balanced set)
+many/medium/few    mean per-class accuracy over the classes of each group,
+                   groups from *training* counts (ltjax.data.class_groups)
 """
 
 import numpy as np
@@ -12,9 +12,14 @@ import numpy as np
 from ltjax.data.longtail import class_groups
 
 
-def classification_metrics(predictions: np.ndarray, labels: np.ndarray,
-                           train_counts: np.ndarray, *, many_threshold: int = 100,
-                           few_threshold: int = 20) -> dict:
+def classification_metrics(
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    train_counts: np.ndarray,
+    *,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+) -> dict:
   """Metrics of predicted vs true labels; a group with no class gives NaN."""
   predictions = np.asarray(predictions)
   labels = np.asarray(labels)
@@ -24,8 +29,7 @@ def classification_metrics(predictions: np.ndarray, labels: np.ndarray,
   hits = np.bincount(labels, weights=correct, minlength=num_classes)
   present = totals > 0
   per_class = np.where(present, hits / np.maximum(totals, 1), np.nan)
-  groups = class_groups(train_counts, many_threshold=many_threshold,
-                        few_threshold=few_threshold)
+  groups = class_groups(train_counts, many_threshold=many_threshold, few_threshold=few_threshold)
   result = {
       'accuracy': float(correct.mean()),
       'balanced_accuracy': float(np.nanmean(per_class)),

@@ -52,8 +52,9 @@ OLTR_SOFTMAX_THRESHOLD = 0.1
 _BLOCK_ROWS = 4096
 
 
-def prototype_scores(train_features, train_labels, test_features, num_classes: int,
-                     *, metric: str = 'cosine') -> tuple[np.ndarray, np.ndarray]:
+def prototype_scores(
+    train_features, train_labels, test_features, num_classes: int, *, metric: str = 'cosine'
+) -> tuple[np.ndarray, np.ndarray]:
   """Prototype-based open-set scores (higher = more likely a known class).
 
   Prototypes c_k are the mean training features of each class k present in
@@ -80,11 +81,14 @@ def prototype_scores(train_features, train_labels, test_features, num_classes: i
   test = np.asarray(test_features, np.float64)
   labels = np.asarray(train_labels)
   if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
-    raise ValueError(f'train_features {train.shape} and test_features {test.shape} '
-                     'must be (N, D) with the same D.')
+    raise ValueError(
+        f'train_features {train.shape} and test_features {test.shape} '
+        'must be (N, D) with the same D.'
+    )
   if labels.shape != (len(train),) or not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f'train_labels must be ({len(train)},) ints, got {labels.shape} '
-                     f'{labels.dtype}.')
+    raise ValueError(
+        f'train_labels must be ({len(train)},) ints, got {labels.shape} ' f'{labels.dtype}.'
+    )
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(f'train_labels must lie in [0, {num_classes}).')
   counts = np.bincount(labels, minlength=num_classes)
@@ -99,19 +103,22 @@ def prototype_scores(train_features, train_labels, test_features, num_classes: i
   scores = np.empty(len(test))
   nearest = np.empty(len(test), np.int64)
   for start in range(0, len(test), _BLOCK_ROWS):
-    block = test[start:start + _BLOCK_ROWS]
+    block = test[start : start + _BLOCK_ROWS]
     if metric == 'cosine':
       similarity = _unit_rows(block) @ prototypes.T
       best = similarity.argmax(axis=1)
-      scores[start:start + len(block)] = similarity[np.arange(len(block)), best]
+      scores[start : start + len(block)] = similarity[np.arange(len(block)), best]
     else:
-      squared = ((block ** 2).sum(axis=1, keepdims=True) - 2 * block @ prototypes.T +
-                 (prototypes ** 2).sum(axis=1))
+      squared = (
+          (block**2).sum(axis=1, keepdims=True)
+          - 2 * block @ prototypes.T
+          + (prototypes**2).sum(axis=1)
+      )
       best = squared.argmin(axis=1)
       distance = np.sqrt(np.maximum(squared[np.arange(len(block)), best], 0.0))
       with np.errstate(divide='ignore'):
-        scores[start:start + len(block)] = 1.0 / distance
-    nearest[start:start + len(block)] = present[best]
+        scores[start : start + len(block)] = 1.0 / distance
+    nearest[start : start + len(block)] = present[best]
   return scores, nearest
 
 
@@ -146,8 +153,7 @@ def _f_from_counts(tp, fp, fn):
   with np.errstate(invalid='ignore', divide='ignore'):
     precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
     recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
-    return np.where(precision + recall > 0,
-                    2 * precision * recall / (precision + recall), 0.0)
+    return np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
 
 
 def _macro_f(final, truth, open_class):
@@ -156,13 +162,13 @@ def _macro_f(final, truth, open_class):
   tp = np.bincount(truth[final == truth], minlength=size)
   predicted = np.bincount(final, minlength=size)
   actual = np.bincount(truth, minlength=size)
-  f = _f_from_counts(tp[classes], predicted[classes] - tp[classes],
-                     actual[classes] - tp[classes])
+  f = _f_from_counts(tp[classes], predicted[classes] - tp[classes], actual[classes] - tp[classes])
   return float(f.mean())
 
 
-def open_set_f_measure(predictions, labels, scores, *, is_open, threshold: float,
-                       protocol: str = 'oltr') -> float:
+def open_set_f_measure(
+    predictions, labels, scores, *, is_open, threshold: float, protocol: str = 'oltr'
+) -> float:
   """The open-set F-measure of OLTR (CC-SAM §4.3, Table 4).
 
   A sample is accepted as known when score >= threshold (OLTR rejects
@@ -196,15 +202,22 @@ def open_set_f_measure(predictions, labels, scores, *, is_open, threshold: float
     truth = np.where(is_open, open_class, labels)
     return _macro_f(final, truth, open_class)
   tp = np.sum(known & accepted & (predictions == labels))
-  fp = (known.sum() - tp if protocol == 'oltr'
-        else np.sum(known & accepted & (predictions != labels)))
+  fp = (
+      known.sum() - tp if protocol == 'oltr' else np.sum(known & accepted & (predictions != labels))
+  )
   fn = np.sum(is_open & accepted)
   return float(_f_from_counts(tp, fp, fn))
 
 
-def f_measure_curve(predictions, labels, scores, *, is_open,
-                    thresholds: Optional[Sequence[float]] = None,
-                    protocol: str = 'oltr') -> tuple[np.ndarray, np.ndarray]:
+def f_measure_curve(
+    predictions,
+    labels,
+    scores,
+    *,
+    is_open,
+    thresholds: Optional[Sequence[float]] = None,
+    protocol: str = 'oltr',
+) -> tuple[np.ndarray, np.ndarray]:
   """``open_set_f_measure`` at every threshold of a grid.
 
   Args:
@@ -221,11 +234,16 @@ def f_measure_curve(predictions, labels, scores, *, is_open,
     thresholds = np.unique(np.percentile(finite, np.arange(101))) if finite.size else [0.0]
   thresholds = np.asarray(thresholds, np.float64)
   if protocol == 'macro':
-    values = [open_set_f_measure(predictions, labels, scores, is_open=is_open,
-                                 threshold=t, protocol='macro') for t in thresholds]
+    values = [
+        open_set_f_measure(
+            predictions, labels, scores, is_open=is_open, threshold=t, protocol='macro'
+        )
+        for t in thresholds
+    ]
     return thresholds, np.asarray(values, np.float64)
   if protocol not in PROTOCOLS:
     raise ValueError(f'protocol must be one of {PROTOCOLS}, got {protocol!r}.')
+
   # Counts of scores >= t for every t at once, from sorted scores.
   def at_least(values):
     ordered = np.sort(values)
@@ -234,15 +252,20 @@ def f_measure_curve(predictions, labels, scores, *, is_open,
   known = ~is_open
   correct = known & (predictions == labels)
   tp = at_least(scores[correct])
-  fp = (known.sum() - tp if protocol == 'oltr'
-        else at_least(scores[known & ~correct]))
+  fp = known.sum() - tp if protocol == 'oltr' else at_least(scores[known & ~correct])
   fn = at_least(scores[is_open])
   return thresholds, _f_from_counts(tp, fp, fn)
 
 
-def select_threshold(predictions, labels, scores, *, is_open,
-                     thresholds: Optional[Sequence[float]] = None,
-                     protocol: str = 'oltr') -> tuple[float, float, dict]:
+def select_threshold(
+    predictions,
+    labels,
+    scores,
+    *,
+    is_open,
+    thresholds: Optional[Sequence[float]] = None,
+    protocol: str = 'oltr',
+) -> tuple[float, float, dict]:
   """The threshold of the grid maximising the F-measure (ties: the smallest).
 
   Use a validation split with open samples; selecting on the test split gives
@@ -251,8 +274,9 @@ def select_threshold(predictions, labels, scores, *, is_open,
   Returns:
     (threshold, F-measure at it, {threshold: F-measure} over the grid).
   """
-  grid, values = f_measure_curve(predictions, labels, scores, is_open=is_open,
-                                 thresholds=thresholds, protocol=protocol)
+  grid, values = f_measure_curve(
+      predictions, labels, scores, is_open=is_open, thresholds=thresholds, protocol=protocol
+  )
   if not grid.size:
     raise ValueError('The threshold grid is empty.')
   order = np.argsort(grid, kind='stable')

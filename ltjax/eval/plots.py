@@ -9,8 +9,9 @@ from matplotlib import figure
 import numpy as np
 
 
-def plot_per_class_accuracy(per_class_accuracy, train_counts, path: str, *,
-                            title: str = '', class_names=None) -> None:
+def plot_per_class_accuracy(
+    per_class_accuracy, train_counts, path: str, *, title: str = '', class_names=None
+) -> None:
   """Accuracy of each class against its training count (log x axis)."""
   acc = 100 * np.asarray(per_class_accuracy, float)
   counts = np.asarray(train_counts)

@@ -46,8 +46,9 @@ def log_prior(class_counts) -> np.ndarray:
   """log pi_c = log(n_c / sum n), float64, shape (C,); counts must be > 0."""
   counts = np.asarray(class_counts, np.float64)
   if counts.ndim != 1 or np.any(counts <= 0):
-    raise ValueError('class_counts must be a 1-D array of positive training '
-                     f'counts, got {class_counts!r}.')
+    raise ValueError(
+        'class_counts must be a 1-D array of positive training ' f'counts, got {class_counts!r}.'
+    )
   return np.log(counts) - np.log(counts.sum())
 
 
@@ -110,15 +111,13 @@ def weight_norm_adjust(logits, kernel, tau: float) -> np.ndarray:
   return logits * np.asarray(tau_norm_scale(kernel, tau), logits.dtype)
 
 
-def normalized_multiplicative_adjust(logits, kernel, class_counts,
-                                     gamma: float) -> np.ndarray:
+def normalized_multiplicative_adjust(logits, kernel, class_counts, gamma: float) -> np.ndarray:
   """EWB Eq. (9): class vectors normalised, then scaled by pi_c^-gamma.
 
   w'_k = w_k / (pi_k^gamma |w_k|), applied to the logits:
   z'_k = z_k pi_k^-gamma / |w_k| (bias-free logits; a bias is scaled alike).
   """
-  return multiplicative_adjust(weight_norm_adjust(logits, kernel, 1.0),
-                               class_counts, gamma)
+  return multiplicative_adjust(weight_norm_adjust(logits, kernel, 1.0), class_counts, gamma)
 
 
 def balanced_accuracy(predictions, labels, num_classes: int) -> float:
@@ -131,8 +130,12 @@ def balanced_accuracy(predictions, labels, num_classes: int) -> float:
   return float(np.mean(hits[present] / totals[present]))
 
 
-def _search(adjusted_logits: Callable[[float], np.ndarray], labels,
-            values: Sequence[float], num_classes: int) -> tuple[float, dict]:
+def _search(
+    adjusted_logits: Callable[[float], np.ndarray],
+    labels,
+    values: Sequence[float],
+    num_classes: int,
+) -> tuple[float, dict]:
   """Scans ``values``; returns (best value, {value: balanced accuracy})."""
   values = [float(v) for v in values]
   if not values:
@@ -144,13 +147,13 @@ def _search(adjusted_logits: Callable[[float], np.ndarray], labels,
     curve[value] = balanced_accuracy(predictions, labels, num_classes)
   top = max(curve.values())
   # Among the (near-)maxima, the smallest adjustment wins.
-  best = min((v for v in curve if curve[v] >= top - _TIE_TOL),
-             key=lambda v: (abs(v), v))
+  best = min((v for v in curve if curve[v] >= top - _TIE_TOL), key=lambda v: (abs(v), v))
   return best, curve
 
 
-def search_additive(val_logits, val_labels, class_counts,
-                    taus: Sequence[float] = DEFAULT_GRID) -> tuple[float, dict]:
+def search_additive(
+    val_logits, val_labels, class_counts, taus: Sequence[float] = DEFAULT_GRID
+) -> tuple[float, dict]:
   """The tau of ``additive_adjust`` maximising validation balanced accuracy.
 
   Args:
@@ -163,13 +166,14 @@ def search_additive(val_logits, val_labels, class_counts,
     (tau, curve): the chosen tau and {tau: balanced accuracy} over the grid.
   """
   logits = _float_logits(val_logits)
-  return _search(lambda t: additive_adjust(logits, class_counts, t),
-                 val_labels, taus, logits.shape[-1])
+  return _search(
+      lambda t: additive_adjust(logits, class_counts, t), val_labels, taus, logits.shape[-1]
+  )
 
 
-def search_multiplicative(val_logits, val_labels, class_counts,
-                          gammas: Sequence[float] = DEFAULT_GRID
-                          ) -> tuple[float, dict]:
+def search_multiplicative(
+    val_logits, val_labels, class_counts, gammas: Sequence[float] = DEFAULT_GRID
+) -> tuple[float, dict]:
   """The gamma of ``multiplicative_adjust`` maximising validation balanced accuracy.
 
   Args:
@@ -182,12 +186,14 @@ def search_multiplicative(val_logits, val_labels, class_counts,
     (gamma, curve): the chosen gamma and {gamma: balanced accuracy}.
   """
   logits = _float_logits(val_logits)
-  return _search(lambda g: multiplicative_adjust(logits, class_counts, g),
-                 val_labels, gammas, logits.shape[-1])
+  return _search(
+      lambda g: multiplicative_adjust(logits, class_counts, g), val_labels, gammas, logits.shape[-1]
+  )
 
 
-def search_tau_norm(features, labels, kernel, bias=None,
-                    taus: Sequence[float] = DEFAULT_GRID) -> tuple[float, dict]:
+def search_tau_norm(
+    features, labels, kernel, bias=None, taus: Sequence[float] = DEFAULT_GRID
+) -> tuple[float, dict]:
   """The tau of tau-normalisation maximising validation balanced accuracy.
 
   Logits are those of ``TauNormHead(tau)``: f . tau_normalize(W, tau) + b,
@@ -206,8 +212,9 @@ def search_tau_norm(features, labels, kernel, bias=None,
   """
   kernel = np.asarray(kernel, np.float32)
   raw = np.asarray(features, np.float32) @ kernel
-  offset = np.zeros(kernel.shape[-1], np.float32) if bias is None else (
-      np.asarray(bias, np.float32))
+  offset = (
+      np.zeros(kernel.shape[-1], np.float32) if bias is None else (np.asarray(bias, np.float32))
+  )
 
   def logits(tau):
     return raw * np.asarray(tau_norm_scale(kernel, tau)) + offset

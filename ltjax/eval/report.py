@@ -49,28 +49,46 @@ from ltjax.eval import plots
 
 GROUPS = diagnostics.GROUPS
 # Columns of the comparison table: (report key, header, scale).
-TABLE_COLUMNS = (('accuracy', 'acc', 100), ('balanced_accuracy', 'bal. acc', 100),
-                 ('many', 'many', 100), ('medium', 'medium', 100), ('few', 'few', 100),
-                 ('fdr', 'FDR', 1), ('nc1', 'NC1', 1), ('etf_distance', 'ETF dist.', 1),
-                 ('open_set_f_measure', 'open F*', 100))
+TABLE_COLUMNS = (
+    ('accuracy', 'acc', 100),
+    ('balanced_accuracy', 'bal. acc', 100),
+    ('many', 'many', 100),
+    ('medium', 'medium', 100),
+    ('few', 'few', 100),
+    ('fdr', 'FDR', 1),
+    ('nc1', 'NC1', 1),
+    ('etf_distance', 'ETF dist.', 1),
+    ('open_set_f_measure', 'open F*', 100),
+)
 # Matrices with more classes than this go to matrices.npz only (iNat's 8142^2 would be GBs of JSON).
 MAX_JSON_MATRIX_CLASSES = 100
 MATRIX_KEYS = ('class_cosine_matrix', 'weight_cosine_matrix')
 
 
-def _per_class_with_summaries(report: dict, name: str, values: np.ndarray,
-                              train_counts, thresholds: dict) -> None:
+def _per_class_with_summaries(
+    report: dict, name: str, values: np.ndarray, train_counts, thresholds: dict
+) -> None:
   report[name] = values
   report[f'{name}_groups'] = diagnostics.group_summary(values, train_counts, **thresholds)
   report[f'{name}_deciles'] = diagnostics.decile_summary(values, train_counts)
 
 
-def build_report(test: Mapping[str, np.ndarray], *, train: Mapping[str, np.ndarray],
-                 kernel: np.ndarray, bias: np.ndarray | None, params, train_counts,
-                 class_names: Sequence[str] | None = None, val: Mapping | None = None,
-                 open_test: Mapping | None = None, many_threshold: int = 100,
-                 few_threshold: int = 20, sharpness_directions: int = 10,
-                 meta: Mapping | None = None) -> dict:
+def build_report(
+    test: Mapping[str, np.ndarray],
+    *,
+    train: Mapping[str, np.ndarray],
+    kernel: np.ndarray,
+    bias: np.ndarray | None,
+    params,
+    train_counts,
+    class_names: Sequence[str] | None = None,
+    val: Mapping | None = None,
+    open_test: Mapping | None = None,
+    many_threshold: int = 100,
+    few_threshold: int = 20,
+    sharpness_directions: int = 10,
+    meta: Mapping | None = None,
+) -> dict:
   """Every metric of the module docstring.
 
   Args:
@@ -98,46 +116,73 @@ def build_report(test: Mapping[str, np.ndarray], *, train: Mapping[str, np.ndarr
   logits, features, labels = test['logits'], test['features'], test['label']
   predictions = np.argmax(logits, -1)
   report = dict(metrics.classification_metrics(predictions, labels, counts, **thresholds))
-  _per_class_with_summaries(report, 'logits_magnitude',
-                            diagnostics.logits_magnitude(logits, labels, num_classes),
-                            counts, thresholds)
-  _per_class_with_summaries(report, 'regularized_std',
-                            diagnostics.regularized_std(logits, labels, num_classes),
-                            counts, thresholds)
+  _per_class_with_summaries(
+      report,
+      'logits_magnitude',
+      diagnostics.logits_magnitude(logits, labels, num_classes),
+      counts,
+      thresholds,
+  )
+  _per_class_with_summaries(
+      report,
+      'regularized_std',
+      diagnostics.regularized_std(logits, labels, num_classes),
+      counts,
+      thresholds,
+  )
   report['fdr'] = diagnostics.fisher_discriminant_ratio(features, labels)
   report['cosine_similarity'] = diagnostics.cosine_similarity_stats(features, labels)
-  report['class_cosine_matrix'] = diagnostics.class_mean_cosine_matrix(features, labels,
-                                                                      num_classes)
-  _per_class_with_summaries(report, 'feature_norm',
-                            diagnostics.feature_norm_per_class(features, labels, num_classes),
-                            counts, thresholds)
+  report['class_cosine_matrix'] = diagnostics.class_mean_cosine_matrix(
+      features, labels, num_classes
+  )
+  _per_class_with_summaries(
+      report,
+      'feature_norm',
+      diagnostics.feature_norm_per_class(features, labels, num_classes),
+      counts,
+      thresholds,
+  )
   # EWB Fig. 3 looks at training features: the norm gap is a training-set effect.
-  _per_class_with_summaries(report, 'feature_norm_train', diagnostics.feature_norm_per_class(
-      train['features'], train['label'], num_classes), counts, thresholds)
-  _per_class_with_summaries(report, 'weight_norm', diagnostics.weight_norm_per_class(kernel),
-                            counts, thresholds)
+  _per_class_with_summaries(
+      report,
+      'feature_norm_train',
+      diagnostics.feature_norm_per_class(train['features'], train['label'], num_classes),
+      counts,
+      thresholds,
+  )
+  _per_class_with_summaries(
+      report, 'weight_norm', diagnostics.weight_norm_per_class(kernel), counts, thresholds
+  )
   report['batchnorm_scale'] = diagnostics.batchnorm_scale_stats(params)
   report['nc1'] = diagnostics.nc1(features, labels, num_classes)
   report['etf_distance'] = diagnostics.etf_distance(features, labels, num_classes)
   train_features, train_labels = train['features'], train['label']
   report['fdr_train'] = diagnostics.fisher_discriminant_ratio(train_features, train_labels)
-  report['cosine_similarity_train'] = diagnostics.cosine_similarity_stats(train_features,
-                                                                          train_labels)
+  report['cosine_similarity_train'] = diagnostics.cosine_similarity_stats(
+      train_features, train_labels
+  )
   report['nc1_train'] = diagnostics.nc1(train_features, train_labels, num_classes)
-  report['etf_distance_train'] = diagnostics.etf_distance(train_features, train_labels,
-                                                          num_classes)
+  report['etf_distance_train'] = diagnostics.etf_distance(train_features, train_labels, num_classes)
   report['weight_cosine_matrix'] = diagnostics.weight_cosine_matrix(kernel)
-  report['weight_angles'] = {pair: {k: v for k, v in stats.items() if k != 'angles'}
-                             for pair, stats in diagnostics.head_tail_angles(
-                                 kernel, counts, **thresholds).items()}
+  report['weight_angles'] = {
+      pair: {k: v for k, v in stats.items() if k != 'angles'}
+      for pair, stats in diagnostics.head_tail_angles(kernel, counts, **thresholds).items()
+  }
   report['sharpness'] = None  # Needs an affine head (see ltjax.train.workdir_report.affine_head).
   if sharpness_directions > 0:
     report['sharpness'] = diagnostics.sharpness_curve(
-        train['features'], train['label'], kernel, bias, counts,
-        num_directions=sharpness_directions, **thresholds)
+        train['features'],
+        train['label'],
+        kernel,
+        bias,
+        counts,
+        num_directions=sharpness_directions,
+        **thresholds,
+    )
   if val is not None:
-    report['val'] = metrics.classification_metrics(np.argmax(val['logits'], -1), val['label'],
-                                                   counts, **thresholds)
+    report['val'] = metrics.classification_metrics(
+        np.argmax(val['logits'], -1), val['label'], counts, **thresholds
+    )
   if open_test is not None and len(open_test.get('features', ())):
     report['open_set'] = _open_set(test, train, open_test, num_classes)
     report['open_set_f_measure'] = report['open_set']['f_measure']
@@ -157,26 +202,34 @@ def _open_set(test, train, open_test, num_classes: int) -> dict:
   protocol, max softmax probability with threshold 0.1, comparable across runs.
   """
   features = np.concatenate([test['features'], open_test['features']])
-  is_open = np.concatenate([np.zeros(len(test['features']), bool),
-                            np.ones(len(open_test['features']), bool)])
+  is_open = np.concatenate(
+      [np.zeros(len(test['features']), bool), np.ones(len(open_test['features']), bool)]
+  )
   labels = np.concatenate([test['label'], np.full(len(open_test['features']), -1)])
-  scores, _ = open_set.prototype_scores(train['features'], train['label'], features,
-                                        num_classes)
+  scores, _ = open_set.prototype_scores(train['features'], train['label'], features, num_classes)
   predictions = np.argmax(np.concatenate([test['logits'], open_test['logits']]), -1)
-  threshold, f_measure, _ = open_set.select_threshold(predictions, labels, scores,
-                                                      is_open=is_open)
+  threshold, f_measure, _ = open_set.select_threshold(predictions, labels, scores, is_open=is_open)
   all_logits = np.concatenate([test['logits'], open_test['logits']])
   softmax, softmax_predictions = open_set.softmax_scores(all_logits)
-  f_softmax = open_set.open_set_f_measure(softmax_predictions, labels, softmax, is_open=is_open,
-                                          threshold=open_set.OLTR_SOFTMAX_THRESHOLD)
-  return {'f_measure': float(f_measure), 'threshold': float(threshold),
-          'f_measure_softmax': float(f_softmax),
-          'softmax_threshold': float(open_set.OLTR_SOFTMAX_THRESHOLD),
-          'score': 'max cosine similarity to the class means of training features',
-          'threshold_selection': 'best over score percentiles of the test images (upper bound)',
-          'closed_images': int((~is_open).sum()), 'open_images': int(is_open.sum()),
-          'mean_score_closed': float(scores[~is_open].mean()),
-          'mean_score_open': float(scores[is_open].mean())}
+  f_softmax = open_set.open_set_f_measure(
+      softmax_predictions,
+      labels,
+      softmax,
+      is_open=is_open,
+      threshold=open_set.OLTR_SOFTMAX_THRESHOLD,
+  )
+  return {
+      'f_measure': float(f_measure),
+      'threshold': float(threshold),
+      'f_measure_softmax': float(f_softmax),
+      'softmax_threshold': float(open_set.OLTR_SOFTMAX_THRESHOLD),
+      'score': 'max cosine similarity to the class means of training features',
+      'threshold_selection': 'best over score percentiles of the test images (upper bound)',
+      'closed_images': int((~is_open).sum()),
+      'open_images': int(is_open.sum()),
+      'mean_score_closed': float(scores[~is_open].mean()),
+      'mean_score_open': float(scores[is_open].mean()),
+  }
 
 
 def to_jsonable(value):
@@ -210,31 +263,54 @@ def write_report(report: dict, outdir: str, *, title: str = '') -> list[str]:
     json.dump(to_jsonable(in_json), f, indent=1)
 
   out = os.path.join(outdir, 'per_class_accuracy.png')
-  plots.plot_per_class_accuracy(report['per_class_accuracy'], counts, out,
-                                class_names=report.get('class_names'), title=title)
+  plots.plot_per_class_accuracy(
+      report['per_class_accuracy'], counts, out, class_names=report.get('class_names'), title=title
+  )
   written.append(out)
-  written.append(_plot_group_bars(
-      {'logits magnitude L_i': report['logits_magnitude_groups'],
-       'regularized std r_i': report['regularized_std_groups']},
-      os.path.join(outdir, 'logits_magnitude.png'), title=title))
-  written.append(_plot_vs_count(
-      {'feature norm (test)': {'': report['feature_norm']},
-       'feature norm (train)': {'': report['feature_norm_train']},
-       'classifier weight norm': {'': report['weight_norm']}},
-      counts, os.path.join(outdir, 'norms.png'), title=title))
-  written.append(_plot_cosine_heatmap(report['class_cosine_matrix'], counts,
-                                      os.path.join(outdir, 'cosine_similarity.png'),
-                                      title=title))
+  written.append(
+      _plot_group_bars(
+          {
+              'logits magnitude L_i': report['logits_magnitude_groups'],
+              'regularized std r_i': report['regularized_std_groups'],
+          },
+          os.path.join(outdir, 'logits_magnitude.png'),
+          title=title,
+      )
+  )
+  written.append(
+      _plot_vs_count(
+          {
+              'feature norm (test)': {'': report['feature_norm']},
+              'feature norm (train)': {'': report['feature_norm_train']},
+              'classifier weight norm': {'': report['weight_norm']},
+          },
+          counts,
+          os.path.join(outdir, 'norms.png'),
+          title=title,
+      )
+  )
+  written.append(
+      _plot_cosine_heatmap(
+          report['class_cosine_matrix'],
+          counts,
+          os.path.join(outdir, 'cosine_similarity.png'),
+          title=title,
+      )
+  )
   if report['sharpness'] is not None:
-    written.append(_plot_sharpness({'': report['sharpness']},
-                                   os.path.join(outdir, 'sharpness.png'), title=title))
+    written.append(
+        _plot_sharpness(
+            {'': report['sharpness']}, os.path.join(outdir, 'sharpness.png'), title=title
+        )
+    )
   return written
 
 
 def format_comparison(reports: Mapping[str, dict]) -> str:
   """One row per report: accuracy by group and the scalar diagnostics."""
-  columns = [(k, h, s) for k, h, s in TABLE_COLUMNS
-             if any(r.get(k) is not None for r in reports.values())]
+  columns = [
+      (k, h, s) for k, h, s in TABLE_COLUMNS if any(r.get(k) is not None for r in reports.values())
+  ]
   width = max(len('run'), *(len(name) for name in reports))
   lines = [' | '.join(['run'.ljust(width)] + [h.rjust(10) for _, h, _ in columns])]
   lines.append('-' * len(lines[0]))
@@ -242,8 +318,13 @@ def format_comparison(reports: Mapping[str, dict]) -> str:
     cells = []
     for key, _, scale in columns:
       value = report.get(key)
-      cells.append('n/a'.rjust(10) if value is None else f'{scale * value:10.2f}' if scale != 1
-                   else f'{value:10.4g}')
+      cells.append(
+          'n/a'.rjust(10)
+          if value is None
+          else f'{scale * value:10.2f}'
+          if scale != 1
+          else f'{value:10.4g}'
+      )
     lines.append(' | '.join([name.ljust(width)] + cells))
   return '\n'.join(lines)
 
@@ -256,25 +337,44 @@ def compare_reports(reports: Mapping[str, dict], outdir: str) -> list[str]:
   with open(written[0], 'w') as f:
     f.write(table + '\n')
   keys = [k for k, _, _ in TABLE_COLUMNS] + [
-      'logits_magnitude_groups', 'regularized_std_groups', 'feature_norm_groups',
-      'weight_norm_groups', 'cosine_similarity', 'sharpness']
+      'logits_magnitude_groups',
+      'regularized_std_groups',
+      'feature_norm_groups',
+      'weight_norm_groups',
+      'cosine_similarity',
+      'sharpness',
+  ]
   with open(written[1], 'w') as f:
-    json.dump(to_jsonable({name: {k: r.get(k) for k in keys} for name, r in reports.items()}),
-              f, indent=1)
+    json.dump(
+        to_jsonable({name: {k: r.get(k) for k in keys} for name, r in reports.items()}), f, indent=1
+    )
   counts = {name: np.asarray(r['train_counts']) for name, r in reports.items()}
   first = next(iter(counts.values()))
   same_counts = all(np.array_equal(c, first) for c in counts.values())
   if same_counts:
-    written.append(_plot_vs_count(
-        {'test accuracy (%)': {n: 100 * np.asarray(r['per_class_accuracy'], float)
-                               for n, r in reports.items()},
-         'logits magnitude L_i': {n: r['logits_magnitude'] for n, r in reports.items()},
-         'classifier weight norm': {n: r['weight_norm'] for n, r in reports.items()}},
-        first, os.path.join(outdir, 'per_class_comparison.png')))
-  written.append(_plot_group_bars(
-      {f'{what} — {name}': r[f'{key}_groups'] for key, what in
-       (('logits_magnitude', 'L_i'), ('regularized_std', 'r_i')) for name, r in reports.items()},
-      os.path.join(outdir, 'logits_magnitude_comparison.png')))
+    written.append(
+        _plot_vs_count(
+            {
+                'test accuracy (%)': {
+                    n: 100 * np.asarray(r['per_class_accuracy'], float) for n, r in reports.items()
+                },
+                'logits magnitude L_i': {n: r['logits_magnitude'] for n, r in reports.items()},
+                'classifier weight norm': {n: r['weight_norm'] for n, r in reports.items()},
+            },
+            first,
+            os.path.join(outdir, 'per_class_comparison.png'),
+        )
+    )
+  written.append(
+      _plot_group_bars(
+          {
+              f'{what} — {name}': r[f'{key}_groups']
+              for key, what in (('logits_magnitude', 'L_i'), ('regularized_std', 'r_i'))
+              for name, r in reports.items()
+          },
+          os.path.join(outdir, 'logits_magnitude_comparison.png'),
+      )
+  )
   curves = {n: r['sharpness'] for n, r in reports.items() if r.get('sharpness') is not None}
   if curves:
     written.append(_plot_sharpness(curves, os.path.join(outdir, 'sharpness_comparison.png')))
@@ -290,8 +390,9 @@ def _save(fig, path: str) -> str:
   return path
 
 
-def _plot_group_bars(panels: Mapping[str, Mapping[str, float]], path: str, *,
-                     title: str = '') -> str:
+def _plot_group_bars(
+    panels: Mapping[str, Mapping[str, float]], path: str, *, title: str = ''
+) -> str:
   """One bar chart per panel: a value per class group."""
   fig = figure.Figure(figsize=(3.2 * len(panels), 3.2), dpi=120)
   axes = fig.subplots(1, len(panels), squeeze=False)
@@ -305,8 +406,9 @@ def _plot_group_bars(panels: Mapping[str, Mapping[str, float]], path: str, *,
   return _save(fig, path)
 
 
-def _plot_vs_count(panels: Mapping[str, Mapping[str, Sequence[float]]], counts, path: str, *,
-                   title: str = '') -> str:
+def _plot_vs_count(
+    panels: Mapping[str, Mapping[str, Sequence[float]]], counts, path: str, *, title: str = ''
+) -> str:
   """Per-class values against training count (log x), one series per run."""
   fig = figure.Figure(figsize=(4 * len(panels), 3.4), dpi=120)
   axes = fig.subplots(1, len(panels), squeeze=False)
@@ -349,8 +451,15 @@ def _plot_sharpness(curves: Mapping[str, Mapping], path: str, *, title: str = ''
   for i, (run, curve) in enumerate(curves.items()):
     for group in GROUPS:
       values = [np.nan if v is None else v for v in curve[group]]
-      ax.plot(curve['relative_radius'], values, styles[group], color=colors[i % len(colors)],
-              marker='o', ms=3, label=f'{run} {group}'.strip())
+      ax.plot(
+          curve['relative_radius'],
+          values,
+          styles[group],
+          color=colors[i % len(colors)],
+          marker='o',
+          ms=3,
+          label=f'{run} {group}'.strip(),
+      )
   ax.set_xlabel('|eps| / |theta| of the classifier')
   ax.set_ylabel('training cross-entropy')
   ax.set_title(title or 'Sharpness along random directions', fontsize=9)

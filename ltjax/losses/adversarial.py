@@ -34,10 +34,15 @@ def adversarial_class_weights(class_counts, *, div: float = 2.0) -> np.ndarray:
   return (np.log(counts.max() / counts + 0.01) / div).astype(np.float32)
 
 
-def adversarial_feature_losses(features: jax.Array, labels: jax.Array,
-                               head_fn: Callable[[jax.Array], jax.Array], *,
-                               class_counts, weight: float = 1.0,
-                               div: float = 2.0) -> jax.Array:
+def adversarial_feature_losses(
+    features: jax.Array,
+    labels: jax.Array,
+    head_fn: Callable[[jax.Array], jax.Array],
+    *,
+    class_counts,
+    weight: float = 1.0,
+    div: float = 2.0,
+) -> jax.Array:
   """Per-example ell_adv_i = w_{y_i} CE(h(f'_i), y_i) of CC-SAM's stage 2.
 
   Args:
@@ -55,9 +60,10 @@ def adversarial_feature_losses(features: jax.Array, labels: jax.Array,
   w = jnp.asarray(adversarial_class_weights(class_counts, div=div))
   num_classes = w.shape[0]
   features = jax.lax.stop_gradient(features.astype(jnp.float32))
-  per_example_grads = jax.grad(
-      lambda f: jnp.sum(softmax_cross_entropy(head_fn(f), labels)))(features)
-  sq = jnp.sum(per_example_grads ** 2, axis=-1)
+  per_example_grads = jax.grad(lambda f: jnp.sum(softmax_cross_entropy(head_fn(f), labels)))(
+      features
+  )
+  sq = jnp.sum(per_example_grads**2, axis=-1)
   class_norm = jnp.sqrt(jax.ops.segment_sum(sq, labels, num_segments=num_classes))
   # The official code has no epsilon; a class whose gradient vanishes gets no push.
   direction = per_example_grads / jnp.maximum(class_norm[labels], 1e-12)[:, None]

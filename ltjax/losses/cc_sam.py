@@ -113,8 +113,9 @@ PerExampleLoss = Callable[[jax.Array], jax.Array]
 def check_linear_head(head_name: str) -> None:
   """The closed form perturbs W and b of a linear head: ``model.head`` must be 'linear'."""
   if head_name != 'linear':
-    raise ValueError("cc_sam perturbs a linear classifier; set model.head='linear' (got "
-                     f'{head_name!r}).')
+    raise ValueError(
+        "cc_sam perturbs a linear classifier; set model.head='linear' (got " f'{head_name!r}).'
+    )
 
 
 # --------------------------------------------------------------------------
@@ -128,8 +129,10 @@ def _check_radius(radius: str, rho: float | None) -> None:
   if radius == 'fixed' and rho is None:
     raise ValueError("radius='fixed' needs rho (the norm of every eps_c).")
   if radius != 'fixed' and rho is not None:
-    raise ValueError(f"rho is only used with radius='fixed' (got radius={radius!r}); "
-                     'the class-conditional radii are scaled by noise_ratio.')
+    raise ValueError(
+        f"rho is only used with radius='fixed' (got radius={radius!r}); "
+        'the class-conditional radii are scaled by noise_ratio.'
+    )
 
 
 def _count_factor(counts_minus_one: jax.Array, num_params: int) -> jax.Array:
@@ -137,9 +140,16 @@ def _count_factor(counts_minus_one: jax.Array, num_params: int) -> jax.Array:
   return (num_params / jnp.maximum(counts_minus_one, 1.0)) ** 0.25
 
 
-def _scales(g_sq: Sequence[jax.Array], n_minus_one: jax.Array, theta_norm: jax.Array,
-            num_params: int, *, radius: str, noise_ratio: float,
-            rho: float | None) -> list[jax.Array]:
+def _scales(
+    g_sq: Sequence[jax.Array],
+    n_minus_one: jax.Array,
+    theta_norm: jax.Array,
+    num_params: int,
+    *,
+    radius: str,
+    noise_ratio: float,
+    rho: float | None,
+) -> list[jax.Array]:
   """s^p = |eps^p| / |g^p| for each tensor p, from the squared gradient norms.
 
   Args:
@@ -165,8 +175,12 @@ def _scales(g_sq: Sequence[jax.Array], n_minus_one: jax.Array, theta_norm: jax.A
       s = rho / jnp.sqrt(safe)
     else:
       # |eps| / |g| = noise_ratio sqrt(|theta| / 2) (P / (n - 1))^(1/4) |g|^(-3/2).
-      s = (noise_ratio * jnp.sqrt(theta_norm / 2.0) * _count_factor(n_minus_one, num_params)
-           * safe ** -0.75)
+      s = (
+          noise_ratio
+          * jnp.sqrt(theta_norm / 2.0)
+          * _count_factor(n_minus_one, num_params)
+          * safe**-0.75
+      )
     out.append(jnp.where(ok, s, 0.0))
   return out
 
@@ -176,14 +190,17 @@ def _residuals(clean_loss, logits: jax.Array) -> jax.Array:
   if not callable(clean_loss):
     residuals = jnp.asarray(clean_loss)
     if residuals.shape != logits.shape:
-      raise ValueError(f'residuals must have the logits\' shape {logits.shape}, '
-                       f'got {residuals.shape}.')
+      raise ValueError(
+          f"residuals must have the logits' shape {logits.shape}, " f'got {residuals.shape}.'
+      )
     return jax.lax.stop_gradient(residuals)
   z = jax.lax.stop_gradient(logits)
   losses, vjp = jax.vjp(clean_loss, z)
   if losses.shape != z.shape[:1]:
-    raise ValueError('clean_loss must map logits (B, C) to per-example losses (B,), '
-                     f'got shape {losses.shape}.')
+    raise ValueError(
+        'clean_loss must map logits (B, C) to per-example losses (B,), '
+        f'got shape {losses.shape}.'
+    )
   # Row i of the VJP with ones is dl_i/dz_i because l_i depends on z_i only.
   (residuals,) = vjp(jnp.ones_like(losses))
   return residuals
@@ -194,12 +211,19 @@ def _residuals(clean_loss, logits: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------
 
 
-def head_flat_loss(features: jax.Array, labels: jax.Array, head_params: dict[str, jax.Array],
-                   clean_loss: PerExampleLoss | jax.Array, *, class_counts,
-                   noise_ratio: float = 1e-6, radius: str = 'official',
-                   rho: float | None = None, logits: jax.Array | None = None,
-                   flat_loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def head_flat_loss(
+    features: jax.Array,
+    labels: jax.Array,
+    head_params: dict[str, jax.Array],
+    clean_loss: PerExampleLoss | jax.Array,
+    *,
+    class_counts,
+    noise_ratio: float = 1e-6,
+    radius: str = 'official',
+    rho: float | None = None,
+    logits: jax.Array | None = None,
+    flat_loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """CC-SAM's flat loss with the linear head perturbed, in closed form.
 
   Equal in value and in gradients (w.r.t. W, b, the features and the logits)
@@ -237,16 +261,19 @@ def head_flat_loss(features: jax.Array, labels: jax.Array, head_params: dict[str
   """
   _check_radius(radius, rho)
   if 'kernel' not in head_params or 'bias' not in head_params:
-    raise ValueError('head_flat_loss needs a linear head with parameters kernel (d, C) and '
-                     f'bias (C,); got {sorted(head_params)}. Use generic_flat_loss for '
-                     'other heads.')
+    raise ValueError(
+        'head_flat_loss needs a linear head with parameters kernel (d, C) and '
+        f'bias (C,); got {sorted(head_params)}. Use generic_flat_loss for '
+        'other heads.'
+    )
   kernel, bias = head_params['kernel'], head_params['bias']
   labels = jnp.asarray(labels, jnp.int32)
   dtype = jnp.promote_types(kernel.dtype, jnp.float32)
   counts = jnp.asarray(class_counts, dtype)
   if counts.shape != bias.shape:
-    raise ValueError(f'class_counts must have shape {bias.shape} (one count per class), '
-                     f'got {counts.shape}.')
+    raise ValueError(
+        f'class_counts must have shape {bias.shape} (one count per class), ' f'got {counts.shape}.'
+    )
   f = features.astype(dtype)
   if logits is None:
     logits = f @ kernel + bias
@@ -271,11 +298,19 @@ def head_flat_loss(features: jax.Array, labels: jax.Array, head_params: dict[str
   gb_sq = jnp.sum(v * v, axis=-1) / m**2
 
   theta = jax.lax.stop_gradient(
-      jnp.sqrt(jnp.sum(kernel.astype(dtype)**2) + jnp.sum(bias.astype(dtype)**2)) + THETA_EPS)
+      jnp.sqrt(jnp.sum(kernel.astype(dtype) ** 2) + jnp.sum(bias.astype(dtype) ** 2)) + THETA_EPS
+  )
   num_params = kernel.size + bias.size
   n_minus_one = counts[labels] - 1.0
-  s_w, s_b = _scales([gw_sq, gb_sq], n_minus_one, theta, num_params, radius=radius,
-                     noise_ratio=noise_ratio, rho=rho)
+  s_w, s_b = _scales(
+      [gw_sq, gb_sq],
+      n_minus_one,
+      theta,
+      num_params,
+      radius=radius,
+      noise_ratio=noise_ratio,
+      rho=rho,
+  )
   s_w, s_b = jax.lax.stop_gradient(s_w), jax.lax.stop_gradient(s_b)
 
   perturbed = logits.astype(dtype) + (s_w / m)[:, None] * u + (s_b / m)[:, None] * v
@@ -303,8 +338,10 @@ def _mask_leaves(params, mask) -> list[bool]:
     mask = path_mask(params, mask)
   flags = jax.tree_util.tree_leaves(mask)
   if len(flags) != len(jax.tree_util.tree_leaves(params)):
-    raise ValueError('mask must be a pytree of bools with the structure of params (or a '
-                     'path regex for ltjax.param_paths.path_mask).')
+    raise ValueError(
+        'mask must be a pytree of bools with the structure of params (or a '
+        'path regex for ltjax.param_paths.path_mask).'
+    )
   return [bool(x) for x in flags]
 
 
@@ -318,13 +355,20 @@ def _present_classes(labels: jax.Array, slots: int) -> jax.Array:
   return jnp.where(distinct[:slots] == big, -1, distinct[:slots])
 
 
-def generic_flat_loss(params: Any, labels: jax.Array,
-                      clean_loss_of: Callable[[Any], jax.Array],
-                      flat_loss_of: Callable[[Any], jax.Array], *, class_counts,
-                      mask: Any = None, noise_ratio: float = 1e-6,
-                      radius: str = 'official', rho: float | None = None,
-                      num_slots: int | None = None, class_chunk: int = 8,
-                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def generic_flat_loss(
+    params: Any,
+    labels: jax.Array,
+    clean_loss_of: Callable[[Any], jax.Array],
+    flat_loss_of: Callable[[Any], jax.Array],
+    *,
+    class_counts,
+    mask: Any = None,
+    noise_ratio: float = 1e-6,
+    radius: str = 'official',
+    rho: float | None = None,
+    num_slots: int | None = None,
+    class_chunk: int = 8,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """CC-SAM's flat loss for any perturbed parameter subset, per class by vmap.
 
   For every class c present: g_c = grad of (1/m_c) sum_{i in c} l_i w.r.t. the
@@ -395,13 +439,14 @@ def generic_flat_loss(params: Any, labels: jax.Array,
   const_leaves = [jax.lax.stop_gradient(x) for x in leaves]
   theta_const = [const_leaves[i] for i in idx]
   dtype = jnp.promote_types(theta_const[0].dtype, jnp.float32)
-  theta_norm = jnp.sqrt(sum(jnp.sum(x.astype(dtype)**2) for x in theta_const)) + THETA_EPS
+  theta_norm = jnp.sqrt(sum(jnp.sum(x.astype(dtype) ** 2) for x in theta_const)) + THETA_EPS
   num_params = int(sum(x.size for x in theta_const))
 
   clean, vjp = jax.vjp(lambda sub: clean_loss_of(merge(const_leaves, sub)), theta_const)
   if clean.shape != (batch,):
-    raise ValueError(f'clean_loss_of must return per-example losses ({batch},), '
-                     f'got {clean.shape}.')
+    raise ValueError(
+        f'clean_loss_of must return per-example losses ({batch},), ' f'got {clean.shape}.'
+    )
 
   def per_class(c):
     in_c = labels == c
@@ -409,12 +454,15 @@ def generic_flat_loss(params: Any, labels: jax.Array,
     weights = jnp.where(in_c, 1.0 / jnp.maximum(m_c, 1), 0.0).astype(clean.dtype)
     (grads,) = vjp(weights)
     grads = [jax.lax.stop_gradient(g) for g in grads]
-    g_sq = [jnp.sum(g.astype(dtype)**2) for g in grads]
+    g_sq = [jnp.sum(g.astype(dtype) ** 2) for g in grads]
     n_minus_one = counts[jnp.clip(c, 0, num_classes - 1)].astype(dtype) - 1.0
-    scales = _scales(g_sq, n_minus_one, theta_norm, num_params, radius=radius,
-                     noise_ratio=noise_ratio, rho=rho)
-    perturbed = [leaves[i] + jax.lax.stop_gradient(s * g).astype(leaves[i].dtype)
-                 for i, s, g in zip(idx, scales, grads)]
+    scales = _scales(
+        g_sq, n_minus_one, theta_norm, num_params, radius=radius, noise_ratio=noise_ratio, rho=rho
+    )
+    perturbed = [
+        leaves[i] + jax.lax.stop_gradient(s * g).astype(leaves[i].dtype)
+        for i, s, g in zip(idx, scales, grads)
+    ]
     losses = flat_loss_of(merge(leaves, perturbed))
     return jnp.sum(jnp.where(in_c, losses, 0.0))
 
@@ -427,23 +475,32 @@ def generic_flat_loss(params: Any, labels: jax.Array,
 
   @jax.checkpoint
   def chunk_sum(classes):
-    return jax.lax.cond(jnp.any(classes >= 0),
-                        lambda cs: jnp.sum(jax.vmap(per_class)(cs)),
-                        lambda cs: jnp.zeros((), dtype), classes)
+    return jax.lax.cond(
+        jnp.any(classes >= 0),
+        lambda cs: jnp.sum(jax.vmap(per_class)(cs)),
+        lambda cs: jnp.zeros((), dtype),
+        classes,
+    )
 
   total = jnp.sum(jax.lax.map(chunk_sum, present))
   loss = total / batch
-  return loss, {'cc_sam_flat_loss': loss,
-                'cc_sam_classes_present': jnp.sum(present >= 0)}
+  return loss, {'cc_sam_flat_loss': loss, 'cc_sam_classes_present': jnp.sum(present >= 0)}
 
 
-def head_flat_loss_vmap(features: jax.Array, labels: jax.Array,
-                        head_params: dict[str, jax.Array], clean_loss: PerExampleLoss, *,
-                        class_counts, noise_ratio: float = 1e-6, radius: str = 'official',
-                        rho: float | None = None,
-                        flat_loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-                        num_slots: int | None = None, class_chunk: int = 8,
-                        ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def head_flat_loss_vmap(
+    features: jax.Array,
+    labels: jax.Array,
+    head_params: dict[str, jax.Array],
+    clean_loss: PerExampleLoss,
+    *,
+    class_counts,
+    noise_ratio: float = 1e-6,
+    radius: str = 'official',
+    rho: float | None = None,
+    flat_loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    num_slots: int | None = None,
+    class_chunk: int = 8,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """:func:`generic_flat_loss` for a linear head, with the signature of :func:`head_flat_loss`.
 
   The features are reused for every class (the head is the whole perturbed
@@ -459,7 +516,14 @@ def head_flat_loss_vmap(features: jax.Array, labels: jax.Array,
     return feats.astype(dtype) @ p['kernel'] + p['bias']
 
   return generic_flat_loss(
-      head, labels, lambda p: clean_loss(logits_of(p, f_const)),
-      lambda p: flat(logits_of(p, f), labels), class_counts=class_counts,
-      noise_ratio=noise_ratio, radius=radius, rho=rho, num_slots=num_slots,
-      class_chunk=class_chunk)
+      head,
+      labels,
+      lambda p: clean_loss(logits_of(p, f_const)),
+      lambda p: flat(logits_of(p, f), labels),
+      class_counts=class_counts,
+      noise_ratio=noise_ratio,
+      radius=radius,
+      rho=rho,
+      num_slots=num_slots,
+      class_chunk=class_chunk,
+  )

@@ -74,15 +74,17 @@ def _effective_number_weights(counts: jax.Array, beta, normalize: bool) -> jax.A
   one_minus_beta_n = -jnp.expm1(counts * log_beta)  # 1 at beta = 0, 0 at beta = 1.
   one_minus_beta = -jnp.expm1(jnp.asarray(log_beta, counts.dtype))
   positive = one_minus_beta_n > 0
-  weights = jnp.where(positive, one_minus_beta / jnp.where(positive, one_minus_beta_n, 1.0),
-                      1.0 / counts)  # beta = 1: the limit 1 / n_c.
+  weights = jnp.where(
+      positive, one_minus_beta / jnp.where(positive, one_minus_beta_n, 1.0), 1.0 / counts
+  )  # beta = 1: the limit 1 / n_c.
   if normalize:
     weights = weights / jnp.sum(weights) * counts.shape[0]
   return weights
 
 
-def effective_number_weights(class_counts, beta: float = 0.9999, *,
-                             normalize: bool = True) -> jax.Array:
+def effective_number_weights(
+    class_counts, beta: float = 0.9999, *, normalize: bool = True
+) -> jax.Array:
   """Cui et al.'s class weights (1 - beta) / (1 - beta^{n_c}).
 
   Args:
@@ -116,14 +118,23 @@ def log_one_minus_softmax(logits: jax.Array) -> jax.Array:
   # Not the top class: p <= 1/2, so -expm1(log p) in [1/2, 1] is well conditioned.
   rest = jnp.log(-jnp.expm1(jnp.where(is_top, -1.0, log_p)))
   # Top class: 1 - p_top = sum of the others' probabilities.
-  top = (jax.nn.logsumexp(jnp.where(is_top, -jnp.inf, logits), axis=-1, keepdims=True)
-         - jax.nn.logsumexp(logits, axis=-1, keepdims=True))
+  top = jax.nn.logsumexp(
+      jnp.where(is_top, -jnp.inf, logits), axis=-1, keepdims=True
+  ) - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
   return jnp.where(is_top, top, rest)
 
 
-def class_balanced_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
-                        beta: float = 0.9999, variant: str = 'softmax', gamma: float = 2.0,
-                        reduction: str = 'none', weighted_mean: bool | None = None) -> jax.Array:
+def class_balanced_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    class_counts,
+    beta: float = 0.9999,
+    variant: str = 'softmax',
+    gamma: float = 2.0,
+    reduction: str = 'none',
+    weighted_mean: bool | None = None,
+) -> jax.Array:
   """Class-balanced loss of Cui et al. (see the module docstring for variants).
 
   Args:

@@ -12,10 +12,14 @@ import numpy as np
 REDUCTIONS = ('none', 'mean', 'sum')
 
 
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *,
-                          label_smoothing: float = 0.0,
-                          class_weights: jax.Array | None = None,
-                          reduction: str = 'none') -> jax.Array:
+def softmax_cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    label_smoothing: float = 0.0,
+    class_weights: jax.Array | None = None,
+    reduction: str = 'none',
+) -> jax.Array:
   """Cross-entropy between softmax(logits) and (smoothed) one-hot labels.
 
   The one cross-entropy of ltjax: the classification losses apply it to their
@@ -83,12 +87,16 @@ def class_counts_array(class_counts, num_classes: int, dtype) -> jax.Array:
   """
   counts = jnp.asarray(class_counts)
   if counts.shape != (num_classes,):
-    raise ValueError(f'class_counts has shape {counts.shape}; expected ({num_classes},), one '
-                     'count per class (the last axis of logits).')
+    raise ValueError(
+        f'class_counts has shape {counts.shape}; expected ({num_classes},), one '
+        'count per class (the last axis of logits).'
+    )
   concrete = concrete_or_none(class_counts)
   if concrete is not None and np.any(concrete < 1):
-    raise ValueError(f'class_counts must be >= 1 for every class; got min {concrete.min()} '
-                     f'(classes {np.flatnonzero(concrete < 1).tolist()[:10]}).')
+    raise ValueError(
+        f'class_counts must be >= 1 for every class; got min {concrete.min()} '
+        f'(classes {np.flatnonzero(concrete < 1).tolist()[:10]}).'
+    )
   return counts.astype(dtype)
 
 

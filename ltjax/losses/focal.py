@@ -57,9 +57,15 @@ def _power_of_nonnegative(x: jax.Array, gamma) -> jax.Array:
   return jnp.where(positive, jnp.exp(gamma * jnp.log(safe)), jnp.where(gamma == 0, 1.0, 0.0))
 
 
-def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float,
-               class_weights: jax.Array | None = None, reduction: str = 'none',
-               convention: str = 'paper') -> jax.Array:
+def focal_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    gamma: float,
+    class_weights: jax.Array | None = None,
+    reduction: str = 'none',
+    convention: str = 'paper',
+) -> jax.Array:
   """Softmax focal loss -alpha_y (1 - p_y)^gamma log p_y.
 
   Args:

@@ -73,9 +73,14 @@ def ldam_margins(class_counts, max_margin: float = 0.5) -> jax.Array:
   return max_margin * (jnp.min(counts) / counts) ** 0.25
 
 
-def balanced_softmax_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
-                          class_weights: jax.Array | None = None,
-                          reduction: str = 'none') -> jax.Array:
+def balanced_softmax_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    class_counts,
+    class_weights: jax.Array | None = None,
+    reduction: str = 'none',
+) -> jax.Array:
   """Balanced Softmax: CE(z + log n_c).
 
   Args:
@@ -86,13 +91,20 @@ def balanced_softmax_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
     reduction: 'none' -> (B,), 'mean' or 'sum' -> scalar.
   """
   logits, counts = _prepare(logits, class_counts)
-  return softmax_cross_entropy(logits + jnp.log(counts), labels, class_weights=class_weights,
-                     reduction=reduction)
+  return softmax_cross_entropy(
+      logits + jnp.log(counts), labels, class_weights=class_weights, reduction=reduction
+  )
 
 
-def logit_adjusted_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
-                        tau: float = 1.0, class_weights: jax.Array | None = None,
-                        reduction: str = 'none') -> jax.Array:
+def logit_adjusted_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    class_counts,
+    tau: float = 1.0,
+    class_weights: jax.Array | None = None,
+    reduction: str = 'none',
+) -> jax.Array:
   """Logit-adjusted loss: CE(z + tau log pi_c).
 
   Args:
@@ -104,12 +116,21 @@ def logit_adjusted_loss(logits: jax.Array, labels: jax.Array, *, class_counts,
     reduction: 'none' -> (B,), 'mean' or 'sum' -> scalar.
   """
   logits, counts = _prepare(logits, class_counts)
-  return softmax_cross_entropy(logits + tau * log_prior(counts), labels, class_weights=class_weights,
-                     reduction=reduction)
+  return softmax_cross_entropy(
+      logits + tau * log_prior(counts), labels, class_weights=class_weights, reduction=reduction
+  )
 
 
-def vs_loss(logits: jax.Array, labels: jax.Array, *, class_counts, gamma: float, tau: float,
-            class_weights: jax.Array | None = None, reduction: str = 'none') -> jax.Array:
+def vs_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    class_counts,
+    gamma: float,
+    tau: float,
+    class_weights: jax.Array | None = None,
+    reduction: str = 'none',
+) -> jax.Array:
   """Vector-scaling loss: CE(z_c (n_c / n_max)^gamma + tau log pi_c).
 
   Args:
@@ -125,13 +146,24 @@ def vs_loss(logits: jax.Array, labels: jax.Array, *, class_counts, gamma: float,
   """
   logits, counts = _prepare(logits, class_counts)
   scale = (counts / jnp.max(counts)) ** gamma
-  return softmax_cross_entropy(logits * scale + tau * log_prior(counts), labels,
-                     class_weights=class_weights, reduction=reduction)
+  return softmax_cross_entropy(
+      logits * scale + tau * log_prior(counts),
+      labels,
+      class_weights=class_weights,
+      reduction=reduction,
+  )
 
 
-def ldam_loss(logits: jax.Array, labels: jax.Array, *, class_counts, max_margin: float = 0.5,
-              scale: float = 30.0, class_weights: jax.Array | None = None,
-              reduction: str = 'none') -> jax.Array:
+def ldam_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    class_counts,
+    max_margin: float = 0.5,
+    scale: float = 30.0,
+    class_weights: jax.Array | None = None,
+    reduction: str = 'none',
+) -> jax.Array:
   """LDAM: CE(scale * (z - m_y e_y)), m_c = max_margin (n_min / n_c)^{1/4}.
 
   Args:
@@ -147,5 +179,6 @@ def ldam_loss(logits: jax.Array, labels: jax.Array, *, class_counts, max_margin:
   logits, counts = _prepare(logits, class_counts)
   margins = ldam_margins(counts, max_margin)
   targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-  return softmax_cross_entropy(scale * (logits - targets * margins), labels,
-                     class_weights=class_weights, reduction=reduction)
+  return softmax_cross_entropy(
+      scale * (logits - targets * margins), labels, class_weights=class_weights, reduction=reduction
+  )

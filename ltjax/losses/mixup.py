@@ -18,8 +18,9 @@ import jax
 Mixup = tuple[jax.Array, jax.Array] | None
 
 
-def mixup_loss(loss_of_labels: Callable[[jax.Array], jax.Array], labels: jax.Array,
-               mixup: Mixup) -> jax.Array:
+def mixup_loss(
+    loss_of_labels: Callable[[jax.Array], jax.Array], labels: jax.Array, mixup: Mixup
+) -> jax.Array:
   """lambda * loss(labels) + (1 - lambda) * loss(partner labels); loss(labels) without mixup.
 
   Args:

@@ -56,36 +56,52 @@ class _Loss(NamedTuple):
 def _ce(c, counts):
   del counts
   return lambda z, y, w, epoch: softmax_cross_entropy(
-      z, y, label_smoothing=c.label_smoothing, class_weights=w, reduction='mean')
+      z, y, label_smoothing=c.label_smoothing, class_weights=w, reduction='mean'
+  )
 
 
 def _focal(c, counts):
   del counts
-  return lambda z, y, w, epoch: focal_loss(z, y, gamma=c.focal_gamma, class_weights=w,
-                                           reduction='mean')
+  return lambda z, y, w, epoch: focal_loss(
+      z, y, gamma=c.focal_gamma, class_weights=w, reduction='mean'
+  )
 
 
 def _class_balanced(c, counts):
   return lambda z, y, w, epoch: class_balanced_loss(
-      z, y, class_counts=counts, beta=c.cb_beta, variant=c.cb_variant,
-      gamma=c.focal_gamma, reduction='mean')
+      z,
+      y,
+      class_counts=counts,
+      beta=c.cb_beta,
+      variant=c.cb_variant,
+      gamma=c.focal_gamma,
+      reduction='mean',
+  )
 
 
 def _ldam(c, counts):
   return lambda z, y, w, epoch: ldam_loss(
-      z, y, class_counts=counts, max_margin=c.ldam_max_margin, scale=c.ldam_scale,
-      class_weights=w, reduction='mean')
+      z,
+      y,
+      class_counts=counts,
+      max_margin=c.ldam_max_margin,
+      scale=c.ldam_scale,
+      class_weights=w,
+      reduction='mean',
+  )
 
 
 def _balanced_softmax(c, counts):
   del c
-  return lambda z, y, w, epoch: balanced_softmax_loss(z, y, class_counts=counts,
-                                                      class_weights=w, reduction='mean')
+  return lambda z, y, w, epoch: balanced_softmax_loss(
+      z, y, class_counts=counts, class_weights=w, reduction='mean'
+  )
 
 
 def _logit_adjusted(c, counts):
-  return lambda z, y, w, epoch: logit_adjusted_loss(z, y, class_counts=counts, tau=c.la_tau,
-                                                    class_weights=w, reduction='mean')
+  return lambda z, y, w, epoch: logit_adjusted_loss(
+      z, y, class_counts=counts, tau=c.la_tau, class_weights=w, reduction='mean'
+  )
 
 
 def _vs(c, counts):
@@ -93,8 +109,10 @@ def _vs(c, counts):
     gamma = c.vs_gamma
     if c.schedule in ('tla', 'adrw_tla'):  # Truncated LA: beta -> 1 after the switch.
       gamma = tla_gamma(gamma, epoch, switch_epoch=c.switch_epoch)
-    return vs_loss(z, y, class_counts=counts, gamma=gamma, tau=c.vs_tau, class_weights=w,
-                   reduction='mean')
+    return vs_loss(
+        z, y, class_counts=counts, gamma=gamma, tau=c.vs_tau, class_weights=w, reduction='mean'
+    )
+
   return loss
 
 
@@ -118,13 +136,16 @@ LOSSES: dict[str, _Loss] = {
 # None = no re-weighting. 'tla' changes the VS loss itself (see _vs).
 SCHEDULES: dict[str, Callable | None] = {
     'none': None,
-    'drw': lambda counts, epoch, c: drw_weights(counts, epoch, switch_epoch=c.switch_epoch,
-                                                beta=c.drw_beta),
-    'adrw': lambda counts, epoch, c: adrw_weights(counts, epoch, switch_epoch=c.switch_epoch,
-                                                  nu=c.adrw_nu),
+    'drw': lambda counts, epoch, c: drw_weights(
+        counts, epoch, switch_epoch=c.switch_epoch, beta=c.drw_beta
+    ),
+    'adrw': lambda counts, epoch, c: adrw_weights(
+        counts, epoch, switch_epoch=c.switch_epoch, nu=c.adrw_nu
+    ),
     'tla': None,
-    'adrw_tla': lambda counts, epoch, c: adrw_weights(counts, epoch,
-                                                      switch_epoch=c.switch_epoch, nu=c.adrw_nu),
+    'adrw_tla': lambda counts, epoch, c: adrw_weights(
+        counts, epoch, switch_epoch=c.switch_epoch, nu=c.adrw_nu
+    ),
 }
 
 
@@ -145,8 +166,10 @@ CC_SAM_IMPLEMENTATIONS = {
 def _cc_sam_flat_loss(cc: ml_collections.ConfigDict, counts: np.ndarray):
   """(logits, labels, features, head_params, mixup) -> (flat loss, metrics) of CC-SAM."""
   if cc.implementation not in CC_SAM_IMPLEMENTATIONS:
-    raise ValueError(f'Unknown cc_sam.implementation {cc.implementation!r}; valid: '
-                     f'{sorted(CC_SAM_IMPLEMENTATIONS)}.')
+    raise ValueError(
+        f'Unknown cc_sam.implementation {cc.implementation!r}; valid: '
+        f'{sorted(CC_SAM_IMPLEMENTATIONS)}.'
+    )
   flat_loss = CC_SAM_IMPLEMENTATIONS[cc.implementation]
 
   def compute(logits, labels, features, head_params, mixup):
@@ -154,17 +177,30 @@ def _cc_sam_flat_loss(cc: ml_collections.ConfigDict, counts: np.ndarray):
       return mixup_loss(lambda y: softmax_cross_entropy(z, y), labels, mixup)
 
     kwargs = {'logits': logits} if cc.implementation == 'closed_form' else {}
-    return flat_loss(features, labels, head_params, clean_per_example, class_counts=counts,
-                     noise_ratio=cc.noise_ratio, radius=cc.radius, rho=cc.rho or None,
-                     **kwargs)
+    return flat_loss(
+        features,
+        labels,
+        head_params,
+        clean_per_example,
+        class_counts=counts,
+        noise_ratio=cc.noise_ratio,
+        radius=cc.radius,
+        rho=cc.rho or None,
+        **kwargs,
+    )
 
   return compute
 
 
-def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.ndarray, *,
-                    steps_per_epoch: int, num_epochs: int,
-                    cc_sam_config: ml_collections.ConfigDict | None = None,
-                    head: str = 'linear'):
+def build_objective(
+    loss_config: ml_collections.ConfigDict,
+    class_counts: np.ndarray,
+    *,
+    steps_per_epoch: int,
+    num_epochs: int,
+    cc_sam_config: ml_collections.ConfigDict | None = None,
+    head: str = 'linear',
+):
   """The training objective of ``config.loss`` with the class counts bound in.
 
   ``cc_sam_config`` (``config.cc_sam``) with ``flat_ratio > 0`` adds CC-SAM's
@@ -180,9 +216,11 @@ def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.nda
   spec = LOSSES[c.name]
   reweight = SCHEDULES[c.schedule]
   if reweight is not None and not spec.reweightable:
-    raise ValueError(f'loss.schedule={c.schedule!r} re-weights classes, which loss.name='
-                     f'{c.name!r} does not support; use one of '
-                     f'{sorted(n for n, s in LOSSES.items() if s.reweightable)}.')
+    raise ValueError(
+        f'loss.schedule={c.schedule!r} re-weights classes, which loss.name='
+        f'{c.name!r} does not support; use one of '
+        f'{sorted(n for n, s in LOSSES.items() if s.reweightable)}.'
+    )
   if c.schedule in ('tla', 'adrw_tla') and c.name != 'vs':
     raise ValueError(f"loss.schedule={c.schedule!r} truncates the VS loss; set loss.name='vs'.")
   counts = np.asarray(class_counts)
@@ -202,9 +240,16 @@ def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.nda
       loss = (1 - cc.flat_ratio) * loss + cc.flat_ratio * flat
       metrics.update(flat_metrics)
     if c.adversarial_weight:
-      adversarial = jnp.mean(adversarial_feature_losses(
-          features, labels, head_fn, class_counts=counts, weight=c.adversarial_weight,
-          div=c.adversarial_div))
+      adversarial = jnp.mean(
+          adversarial_feature_losses(
+              features,
+              labels,
+              head_fn,
+              class_counts=counts,
+              weight=c.adversarial_weight,
+              div=c.adversarial_div,
+          )
+      )
       alpha = adversarial_mix(epoch, total_epochs=num_epochs, cap=c.adversarial_cap)
       loss = alpha * adversarial + (1 - alpha) * loss
       metrics['adversarial_loss'] = adversarial
@@ -214,8 +259,7 @@ def build_objective(loss_config: ml_collections.ConfigDict, class_counts: np.nda
       metrics['feature_norm_reg'] = fr
     if c.lwr_weight:
       lwr = lwr_regularizer(_classifier_vectors(head_params), theta=c.lwr_theta, tau=c.lwr_tau)
-      lam_t = lwr_lambda(step / steps_per_epoch, total_epochs=num_epochs,
-                         lambda0=c.lwr_weight)
+      lam_t = lwr_lambda(step / steps_per_epoch, total_epochs=num_epochs, lambda0=c.lwr_weight)
       loss = loss + lam_t * lwr
       metrics['lwr_reg'] = lwr
     return loss, metrics

@@ -26,8 +26,9 @@ from ltjax.losses.cross_entropy import concrete_or_none
 from ltjax.losses.cross_entropy import softmax_cross_entropy
 
 
-def lort_loss(logits: jax.Array, labels: jax.Array, *, delta: float,
-              reduction: str = 'none') -> jax.Array:
+def lort_loss(
+    logits: jax.Array, labels: jax.Array, *, delta: float, reduction: str = 'none'
+) -> jax.Array:
   """Cross-entropy with retargeted labels (label smoothing delta).
 
   Args:
@@ -45,5 +46,6 @@ def lort_loss(logits: jax.Array, labels: jax.Array, *, delta: float,
     raise ValueError(f'delta must be in [0, 1] (0.98/0.99 in the paper); got {float(value)}.')
   logits = jnp.asarray(logits)
   logits = logits.astype(compute_dtype(logits))
-  return softmax_cross_entropy(logits, labels, class_weights=None, reduction=reduction,
-                     label_smoothing=delta)
+  return softmax_cross_entropy(
+      logits, labels, class_weights=None, reduction=reduction, label_smoothing=delta
+  )

@@ -37,8 +37,9 @@ def _counts(class_counts) -> jax.Array:
   counts = jnp.asarray(class_counts)
   if counts.ndim != 1:
     raise ValueError(f'class_counts must be 1-D (one count per class); got shape {counts.shape}.')
-  return class_counts_array(class_counts, counts.shape[0],
-                            jax.dtypes.canonicalize_dtype(jnp.float64))
+  return class_counts_array(
+      class_counts, counts.shape[0], jax.dtypes.canonicalize_dtype(jnp.float64)
+  )
 
 
 def drw_weights(class_counts, epoch, *, switch_epoch, beta: float = 0.9999) -> jax.Array:

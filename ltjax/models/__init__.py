@@ -44,11 +44,11 @@ HEADS: dict[str, Callable[[ml_collections.ConfigDict], Callable[..., nn.Module]]
     'tau_norm': lambda c: functools.partial(heads.TauNormHead, tau=c.head_tau),
     # Fixed simplex ETF (a function of head_seed); only the bias (and norms) train.
     'etf': lambda c: functools.partial(heads.ETFHead, seed=c.head_seed),
-    'etf_train_norm': lambda c: functools.partial(heads.ETFHead, seed=c.head_seed,
-                                                  train_norm=True),
+    'etf_train_norm': lambda c: functools.partial(heads.ETFHead, seed=c.head_seed, train_norm=True),
     # Linear head plus LWR's projection MLP of its class vectors (head/projection/...).
-    'lwr': lambda c: functools.partial(heads.LWRHead,
-                                       projection_features=c.lwr_projection_dim or None),
+    'lwr': lambda c: functools.partial(
+        heads.LWRHead, projection_features=c.lwr_projection_dim or None
+    ),
 }
 
 
@@ -70,8 +70,9 @@ def _lookup(table: dict[str, Any], name: str, what: str):
   return table[name]
 
 
-def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
-                dtype: Any = jnp.float32) -> Classifier:
+def build_model(
+    model_config: ml_collections.ConfigDict, num_classes: int, dtype: Any = jnp.float32
+) -> Classifier:
   """Builds the classifier named by ``model_config.name`` / ``.head``.
 
   Args:

@@ -131,8 +131,7 @@ class CosineHead(nn.Module):
     """(B, d) features -> (B, C) float32 logits."""
     features = features.astype(jnp.float32)
     fan_in = features.shape[-1]
-    kernel = self.param('kernel', unit_column_uniform_init,
-                        (fan_in, self.num_classes))
+    kernel = self.param('kernel', unit_column_uniform_init, (fan_in, self.num_classes))
     cosines = _l2_normalize(features, axis=-1) @ _l2_normalize(kernel, axis=0)
     if self.learn_scale:
       scale = self.param('scale', nn.initializers.constant(self.scale), ())
@@ -241,7 +240,8 @@ def _etf_kernel_np(feature_dim: int, num_classes: int, seed: int) -> np.ndarray:
     raise ValueError(
         f'A simplex-ETF classifier needs feature dimension d >= num_classes C '
         f'(U is a d x C matrix with orthonormal columns); got d={feature_dim}, '
-        f'C={num_classes}. Use a backbone with wider features or another head.')
+        f'C={num_classes}. Use a backbone with wider features or another head.'
+    )
   # Haar-random orthonormal U (d, C): QR of a Gaussian matrix with the signs of
   # R's diagonal moved into Q (Mezzadri 2007). Host numpy in float64 so that W
   # is the same on every platform and under every jit, a pure function of
@@ -318,12 +318,14 @@ class ETFHead(nn.Module):
     # other operand is also constant (e.g. the all-ones cotangent of a sum):
     # for d x C = 2048 x 1000 that folding took seconds of compile time.
     kernel = jax.lax.optimization_barrier(
-        jnp.asarray(etf_kernel(fan_in, self.num_classes, self.seed)))
+        jnp.asarray(etf_kernel(fan_in, self.num_classes, self.seed))
+    )
     bound = 1.0 / fan_in
     bias = self.param(
         'bias',
         lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
-        (self.num_classes,))
+        (self.num_classes,),
+    )
     logits = features @ kernel
     if self.train_norm:
       logits = logits * self.param('norm', nn.initializers.ones, (self.num_classes,))
@@ -364,11 +366,15 @@ class ProjectionMLP(nn.Module):
     rows = rows.astype(jnp.float32)
     width = rows.shape[-1]
     out = self.features or width
-    hidden = nn.Dense(width, kernel_init=torch_linear_init(width),
-                      bias_init=torch_linear_init(width), name='hidden')(rows)
-    return nn.Dense(out, kernel_init=torch_linear_init(width),
-                    bias_init=torch_linear_init(width), name='output')(
-                        nn.relu(hidden))
+    hidden = nn.Dense(
+        width,
+        kernel_init=torch_linear_init(width),
+        bias_init=torch_linear_init(width),
+        name='hidden',
+    )(rows)
+    return nn.Dense(
+        out, kernel_init=torch_linear_init(width), bias_init=torch_linear_init(width), name='output'
+    )(nn.relu(hidden))
 
 
 def project_kernel(projection_params, kernel: jax.Array) -> jax.Array:
@@ -386,8 +392,7 @@ def project_kernel(projection_params, kernel: jax.Array) -> jax.Array:
     (C, d_out) float32: row c is the projection of w_c.
   """
   d_out = projection_params['output']['kernel'].shape[-1]
-  return ProjectionMLP(features=d_out).apply({'params': projection_params},
-                                             jnp.asarray(kernel).T)
+  return ProjectionMLP(features=d_out).apply({'params': projection_params}, jnp.asarray(kernel).T)
 
 
 def lwr_projected_weights(head_params) -> jax.Array:
@@ -426,8 +431,7 @@ class LWRHead(nn.Module):
     """(B, d) features -> (B, C) float32 logits."""
     features = features.astype(jnp.float32)
     kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
-    projection = ProjectionMLP(features=self.projection_features,
-                               name='projection')
+    projection = ProjectionMLP(features=self.projection_features, name='projection')
     if self.is_initializing():
       projection(kernel.T)  # creates the MLP's parameters; output unused
     return features @ kernel + bias

@@ -39,23 +39,32 @@ import jax.numpy as jnp
 _CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
-def _conv(features: int, kernel: int, stride: int = 1, groups: int = 1, *,
-          dtype: Any, name: str) -> nn.Conv:
+def _conv(
+    features: int, kernel: int, stride: int = 1, groups: int = 1, *, dtype: Any, name: str
+) -> nn.Conv:
   # Explicit symmetric padding kernel // 2, as torchvision. Flax 'SAME' pads
   # (0, 1) rather than (1, 1) for a stride-2 3x3 conv on even sizes, which
   # shifts the sampling grid by one pixel.
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((pad, pad), (pad, pad)), feature_group_count=groups,
-                 use_bias=False, dtype=dtype, kernel_init=_CONV_INIT,
-                 name=name)
+  return nn.Conv(
+      features,
+      (kernel, kernel),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      feature_group_count=groups,
+      use_bias=False,
+      dtype=dtype,
+      kernel_init=_CONV_INIT,
+      name=name,
+  )
 
 
 def _norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
   # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5. Flax's
   # default init (scale 1, bias 0) is torchvision's.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, dtype=dtype, name=name)
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+  )
 
 
 class BasicBlock(nn.Module):
@@ -145,23 +154,26 @@ class ResNet(nn.Module):
     for s, num_blocks in enumerate(self.stage_sizes):
       for b in range(num_blocks):
         stride = 2 if s > 0 and b == 0 else 1
-        x = self.block(64 * 2**s, stride, groups=self.groups,
-                       width_per_group=self.width_per_group, dtype=self.dtype,
-                       name=f'stage{s + 1}_block{b}')(x, train=train)
+        x = self.block(
+            64 * 2**s,
+            stride,
+            groups=self.groups,
+            width_per_group=self.width_per_group,
+            dtype=self.dtype,
+            name=f'stage{s + 1}_block{b}',
+        )(x, train=train)
     return jnp.mean(x, axis=(1, 2))
 
 
 # name -> constructor(dtype=...) of a backbone module.
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    'resnet10': functools.partial(
-        ResNet, block=BasicBlock, stage_sizes=(1, 1, 1, 1)),
+    'resnet10': functools.partial(ResNet, block=BasicBlock, stage_sizes=(1, 1, 1, 1)),
     'resnet34_cifar': functools.partial(
-        ResNet, block=BasicBlock, stage_sizes=(3, 4, 6, 3), stem='cifar'),
-    'resnet50': functools.partial(
-        ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3)),
-    'resnet152': functools.partial(
-        ResNet, block=Bottleneck, stage_sizes=(3, 8, 36, 3)),
+        ResNet, block=BasicBlock, stage_sizes=(3, 4, 6, 3), stem='cifar'
+    ),
+    'resnet50': functools.partial(ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3)),
+    'resnet152': functools.partial(ResNet, block=Bottleneck, stage_sizes=(3, 8, 36, 3)),
     'resnext50_32x4d': functools.partial(
-        ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3), groups=32,
-        width_per_group=4),
+        ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3), groups=32, width_per_group=4
+    ),
 }

@@ -36,15 +36,23 @@ _CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 def _norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
   # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                      epsilon=1e-5, dtype=dtype, name=name)
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+  )
 
 
 def _conv3x3(features: int, stride: int, dtype: Any, name: str) -> nn.Conv:
   # Explicit symmetric padding 1, as PyTorch's ``padding=1``.
-  return nn.Conv(features, (3, 3), strides=(stride, stride),
-                 padding=((1, 1), (1, 1)), use_bias=False, dtype=dtype,
-                 kernel_init=_CONV_INIT, name=name)
+  return nn.Conv(
+      features,
+      (3, 3),
+      strides=(stride, stride),
+      padding=((1, 1), (1, 1)),
+      use_bias=False,
+      dtype=dtype,
+      kernel_init=_CONV_INIT,
+      name=name,
+  )
 
 
 def _option_a_shortcut(x: jax.Array, features: int, stride: int) -> jax.Array:
@@ -92,8 +100,9 @@ class CifarResNet(nn.Module):
     for s, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for b in range(num_blocks):
         stride = 2 if s > 0 and b == 0 else 1
-        x = BasicBlockA(width, stride, dtype=self.dtype,
-                        name=f'stage{s + 1}_block{b}')(x, train=train)
+        x = BasicBlockA(width, stride, dtype=self.dtype, name=f'stage{s + 1}_block{b}')(
+            x, train=train
+        )
     return jnp.mean(x, axis=(1, 2))
 
 

@@ -40,7 +40,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 def _max_pool_2x2_fwd(x):
   b, h, w, c = x.shape
-  win = x[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
+  win = x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
   best = win[:, :, 0, :, 0]
   index = jnp.zeros(best.shape, jnp.int8)
   for k, (dy, dx) in enumerate(((0, 1), (1, 0), (1, 1)), start=1):
@@ -58,7 +58,7 @@ def _max_pool_2x2_bwd(residuals, g):
   zero = jnp.zeros((), g.dtype)
   parts = [jnp.where(index == k, g, zero) for k in range(4)]
   rows = [jnp.stack(parts[0:2], axis=3), jnp.stack(parts[2:4], axis=3)]  # (B, H/2, W/2, 2, C)
-  dx = jnp.stack(rows, axis=2)                                          # (B, H/2, 2, W/2, 2, C)
+  dx = jnp.stack(rows, axis=2)  # (B, H/2, 2, W/2, 2, C)
   b, _, _, _, _, c = dx.shape
   dx = dx.reshape(b, h // 2 * 2, w // 2 * 2, c)
   if h % 2 or w % 2:
@@ -78,12 +78,17 @@ class SmallCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), use_bias=False,
-                             dtype=self.dtype,
-                             kernel_init=nn.initializers.kaiming_normal())
+    conv = functools.partial(
+        nn.Conv,
+        kernel_size=(3, 3),
+        use_bias=False,
+        dtype=self.dtype,
+        kernel_init=nn.initializers.kaiming_normal(),
+    )
     # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+    )
     x = x.astype(self.dtype)
     for i, width in enumerate(self.widths):
       x = nn.relu(norm()(conv(width)(x)))

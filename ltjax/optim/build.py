@@ -38,16 +38,20 @@ from ltjax.param_paths import path_mask
 OPTIMIZERS = ('sgd',)
 
 
-def base_optimizer(optim_config: ml_collections.ConfigDict,
-                   schedule) -> optax.GradientTransformation:
+def base_optimizer(
+    optim_config: ml_collections.ConfigDict, schedule
+) -> optax.GradientTransformation:
   """The optax chain of ``config.optim`` with learning rate ``schedule`` (step 1 above)."""
   if optim_config.name not in OPTIMIZERS:
     raise ValueError(f'Unknown optim.name {optim_config.name!r}; valid: {list(OPTIMIZERS)}.')
   mask = functools.partial(path_mask, regex=optim_config.weight_decay_mask)
-  return torch_sgd(schedule, momentum=optim_config.momentum,
-                   nesterov=optim_config.nesterov,
-                   weight_decay=optim_config.weight_decay,
-                   weight_decay_mask=mask)
+  return torch_sgd(
+      schedule,
+      momentum=optim_config.momentum,
+      nesterov=optim_config.nesterov,
+      weight_decay=optim_config.weight_decay,
+      weight_decay_mask=mask,
+  )
 
 
 def uses_sam(config: ml_collections.ConfigDict) -> bool:
@@ -60,16 +64,24 @@ def sam_rho(sam_config: ml_collections.ConfigDict, steps_per_epoch: int):
   if not sam_config.rho_values:
     return sam_config.rho
   if len(sam_config.rho_values) != len(sam_config.rho_boundaries) + 1:
-    raise ValueError(f'sam.rho_values needs len(sam.rho_boundaries) + 1 = '
-                     f'{len(sam_config.rho_boundaries) + 1} values, got '
-                     f'{len(sam_config.rho_values)}.')
+    raise ValueError(
+        f'sam.rho_values needs len(sam.rho_boundaries) + 1 = '
+        f'{len(sam_config.rho_boundaries) + 1} values, got '
+        f'{len(sam_config.rho_values)}.'
+    )
   return step_rho_schedule(sam_config.rho_boundaries, sam_config.rho_values, steps_per_epoch)
 
 
-def build_optimizer(config: ml_collections.ConfigDict, schedule, *, steps_per_epoch: int,
-                    trainable: str | None = None, max_norm: float = 0.0,
-                    max_norm_per_epoch: bool = False,
-                    initial_params=None) -> optax.GradientTransformation:
+def build_optimizer(
+    config: ml_collections.ConfigDict,
+    schedule,
+    *,
+    steps_per_epoch: int,
+    trainable: str | None = None,
+    max_norm: float = 0.0,
+    max_norm_per_epoch: bool = False,
+    initial_params=None,
+) -> optax.GradientTransformation:
   """The whole optimiser of a stage, wrapped in the order of the module docstring.
 
   Args:
@@ -86,14 +98,21 @@ def build_optimizer(config: ml_collections.ConfigDict, schedule, *, steps_per_ep
   tx = base_optimizer(config.optim, schedule)
   if max_norm > 0:
     if initial_params is None:
-      raise ValueError('MaxNorm thresholds come from the classifier the stage starts from; '
-                       'pass initial_params (stage 2 of a two-stage run).')
+      raise ValueError(
+          'MaxNorm thresholds come from the classifier the stage starts from; '
+          'pass initial_params (stage 2 of a two-stage run).'
+      )
     every = steps_per_epoch if max_norm_per_epoch else 1
-    tx = optax.chain(tx, projected_max_norm(head_max_norm(initial_params, thresh=max_norm),
-                                            every_n_steps=every))
+    tx = optax.chain(
+        tx, projected_max_norm(head_max_norm(initial_params, thresh=max_norm), every_n_steps=every)
+    )
   if trainable is not None:
     tx = freeze(tx, trainable)
   if uses_sam(config):
-    tx = sam(tx, rho=sam_rho(config.sam, steps_per_epoch), adaptive=config.sam.adaptive,
-             perturb_mask=functools.partial(path_mask, regex=config.sam.perturb))
+    tx = sam(
+        tx,
+        rho=sam_rho(config.sam, steps_per_epoch),
+        adaptive=config.sam.adaptive,
+        perturb_mask=functools.partial(path_mask, regex=config.sam.perturb),
+    )
   return tx

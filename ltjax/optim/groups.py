@@ -24,9 +24,11 @@ from ltjax.param_paths import path_str
 _DEFAULT = 'default'
 
 
-def per_group(groups: Sequence[tuple[str, optax.GradientTransformation]], *,
-              default: optax.GradientTransformation | None = None
-              ) -> optax.GradientTransformationExtraArgs:
+def per_group(
+    groups: Sequence[tuple[str, optax.GradientTransformation]],
+    *,
+    default: optax.GradientTransformation | None = None,
+) -> optax.GradientTransformationExtraArgs:
   """A different optimiser per group of parameters, chosen by path regex.
 
   Args:
@@ -57,8 +59,10 @@ def per_group(groups: Sequence[tuple[str, optax.GradientTransformation]], *,
       if pattern.fullmatch(name):
         return f'group{i}'
     if default is None:
-      raise ValueError(f'Parameter {name!r} matches no group regex '
-                       f'{[p.pattern for p, _ in groups]} and there is no default.')
+      raise ValueError(
+          f'Parameter {name!r} matches no group regex '
+          f'{[p.pattern for p, _ in groups]} and there is no default.'
+      )
     return _DEFAULT
 
   def labels(params):
@@ -77,8 +81,9 @@ def per_group(groups: Sequence[tuple[str, optax.GradientTransformation]], *,
   return optax.GradientTransformationExtraArgs(init_fn, inner.update)
 
 
-def freeze(tx: optax.GradientTransformation,
-           trainable_regex: str) -> optax.GradientTransformationExtraArgs:
+def freeze(
+    tx: optax.GradientTransformation, trainable_regex: str
+) -> optax.GradientTransformationExtraArgs:
   """Applies ``tx`` to parameters whose path fully matches ``trainable_regex``.
 
   Every other parameter gets zero updates (``optax.set_to_zero``) and no

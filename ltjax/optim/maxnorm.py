@@ -31,6 +31,7 @@ from ltjax.param_paths import path_str
 
 class MaxNormState(NamedTuple):
   """State of :func:`projected_max_norm`."""
+
   count: jax.Array  # shape=(), dtype=jnp.int32; updates seen, for every_n_steps.
 
 
@@ -132,8 +133,11 @@ def projected_max_norm(thresholds, *, every_n_steps: int = 1) -> optax.GradientT
       if _is_unconstrained(tau):
         return
       if p.ndim < 2 or np.ndim(tau) == 1 and np.shape(tau)[0] != p.shape[-1]:
-        raise ValueError(f'Threshold of shape {np.shape(tau)} does not fit a parameter of shape '
-                         f'{p.shape}: need ndim >= 2 and a scalar or one threshold per column.')
+        raise ValueError(
+            f'Threshold of shape {np.shape(tau)} does not fit a parameter of shape '
+            f'{p.shape}: need ndim >= 2 and a scalar or one threshold per column.'
+        )
+
     jax.tree.map(check, thresholds, params, is_leaf=is_none)
     return MaxNormState(count=jnp.zeros([], jnp.int32))
 
@@ -152,8 +156,10 @@ def projected_max_norm(thresholds, *, every_n_steps: int = 1) -> optax.GradientT
 
   def update_fn(updates, state, params=None):
     if params is None:
-      raise ValueError('projected_max_norm needs the current parameters, but `params` was '
-                       'not passed to `update`.')
+      raise ValueError(
+          'projected_max_norm needs the current parameters, but `params` was '
+          'not passed to `update`.'
+      )
     projected = jax.tree.map(project, thresholds, updates, params, is_leaf=is_none)
     if every_n_steps > 1:
       due = (state.count + 1) % every_n_steps == 0
@@ -161,4 +167,3 @@ def projected_max_norm(thresholds, *, every_n_steps: int = 1) -> optax.GradientT
     return projected, MaxNormState(count=optax.safe_increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
-

@@ -35,6 +35,7 @@ import optax
 
 class SAMState(NamedTuple):
   """State of :func:`sam`."""
+
   count: jax.Array  # shape=(), dtype=jnp.int32; SAM steps taken, the rho schedule's time.
   base_state: optax.OptState  # state of the base (outer) optimiser.
 
@@ -52,8 +53,7 @@ def resolve_mask(mask, params):
   return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask, params)
 
 
-def sam_perturbation(grads, params, rho, *, mask=None, adaptive: bool = False,
-                     eps: float = 1e-12):
+def sam_perturbation(grads, params, rho, *, mask=None, adaptive: bool = False, eps: float = 1e-12):
   """The SAM (or ASAM) ascent e, a pytree like ``params``.
 
   Args:
@@ -88,9 +88,14 @@ def sam_perturbation(grads, params, rho, *, mask=None, adaptive: bool = False,
   return jax.tree.map(lambda s: (scale * s).astype(s.dtype), scaled)
 
 
-def sam(base: optax.GradientTransformation, *, rho: optax.ScalarOrSchedule,
-        perturb_mask=None, adaptive: bool = False,
-        eps: float = 1e-12) -> optax.GradientTransformationExtraArgs:
+def sam(
+    base: optax.GradientTransformation,
+    *,
+    rho: optax.ScalarOrSchedule,
+    perturb_mask=None,
+    adaptive: bool = False,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
   """Sharpness-aware minimisation around ``base``, one whole step per update.
 
   ``update(updates, state, params, *, grad_fn, **extra)``: ``updates`` is the
@@ -124,8 +129,7 @@ def sam(base: optax.GradientTransformation, *, rho: optax.ScalarOrSchedule,
   if not callable(rho):
     if not jnp.ndim(rho) == 0 or not float(rho) >= 0:
       raise ValueError(f'rho must be a non-negative scalar or a schedule, got {rho!r}.')
-  if not (perturb_mask is None or callable(perturb_mask)
-          or jax.tree.leaves(perturb_mask)):
+  if not (perturb_mask is None or callable(perturb_mask) or jax.tree.leaves(perturb_mask)):
     raise ValueError('perturb_mask must be None, a callable or a non-empty pytree of bools.')
   if not float(eps) >= 0:
     raise ValueError(f'eps must be non-negative, got {eps!r}.')
@@ -137,22 +141,23 @@ def sam(base: optax.GradientTransformation, *, rho: optax.ScalarOrSchedule,
 
   def update_fn(updates, state, params=None, *, grad_fn: Callable | None = None, **extra):
     if params is None:
-      raise ValueError('sam needs the current parameters: call update(grads, state, params, '
-                       'grad_fn=...).')
+      raise ValueError(
+          'sam needs the current parameters: call update(grads, state, params, ' 'grad_fn=...).'
+      )
     if grad_fn is None:
       raise ValueError('sam needs grad_fn=: a function params -> loss gradient on this batch.')
     rho_t = rho(state.count) if callable(rho) else rho
     e = sam_perturbation(updates, params, rho_t, mask=perturb_mask, adaptive=adaptive, eps=eps)
     adv_grads = grad_fn(optax.apply_updates(params, e))
     new_updates, base_state = base.update(adv_grads, state.base_state, params, **extra)
-    return new_updates, SAMState(count=optax.safe_increment(state.count),
-                                 base_state=base_state)
+    return new_updates, SAMState(count=optax.safe_increment(state.count), base_state=base_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def step_rho_schedule(boundaries_epochs: Sequence[int], values: Sequence[float],
-                      steps_per_epoch: int) -> Callable[[Any], jax.Array]:
+def step_rho_schedule(
+    boundaries_epochs: Sequence[int], values: Sequence[float], steps_per_epoch: int
+) -> Callable[[Any], jax.Array]:
   """Piecewise-constant rho per epoch: values[i] from epoch boundaries_epochs[i-1].
 
   Epochs are counted from 0 as ``floor(count / steps_per_epoch)``. Saddle's
@@ -171,8 +176,10 @@ def step_rho_schedule(boundaries_epochs: Sequence[int], values: Sequence[float],
   boundaries = [int(b) for b in boundaries_epochs]
   values = [float(v) for v in values]
   if len(values) != len(boundaries) + 1:
-    raise ValueError(f'Need len(values) == len(boundaries_epochs) + 1, got {len(values)} '
-                     f'values for {len(boundaries)} boundaries.')
+    raise ValueError(
+        f'Need len(values) == len(boundaries_epochs) + 1, got {len(values)} '
+        f'values for {len(boundaries)} boundaries.'
+    )
   if any(b1 <= b0 for b0, b1 in zip(boundaries, boundaries[1:])) or any(b < 0 for b in boundaries):
     raise ValueError(f'boundaries_epochs must be non-negative and increasing: {boundaries}.')
   if any(not v >= 0 for v in values):

@@ -24,8 +24,13 @@ SCHEDULES = ('constant', 'warmup_multistep', 'cosine')
 GRANULARITIES = ('step', 'epoch')
 
 
-def build_schedule(schedule_config: ml_collections.ConfigDict, *, base_lr: float,
-                   steps_per_epoch: int, num_epochs: int) -> Schedule:
+def build_schedule(
+    schedule_config: ml_collections.ConfigDict,
+    *,
+    base_lr: float,
+    steps_per_epoch: int,
+    num_epochs: int,
+) -> Schedule:
   """Returns ``lr(step)`` for ``config.schedule``."""
   s = schedule_config
   if s.name not in SCHEDULES:

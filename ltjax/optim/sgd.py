@@ -13,10 +13,14 @@ explicit.
 import optax
 
 
-def torch_sgd(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
-              nesterov: bool = False, weight_decay: float = 0.0,
-              weight_decay_mask=None) -> optax.GradientTransformation:
+def torch_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    weight_decay_mask=None,
+) -> optax.GradientTransformation:
   """PyTorch-equivalent SGD. ``weight_decay_mask``: pytree/callable of bools, None = all."""
   decay = optax.add_decayed_weights(weight_decay, mask=weight_decay_mask)
-  return optax.chain(decay, optax.sgd(learning_rate, momentum=momentum or None,
-                                      nesterov=nesterov))
+  return optax.chain(decay, optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov))

@@ -1,16 +1,16 @@
 """Training: the explicit TrainState, jitted steps, stages, the loop and checkpoints.
 
-  state.py           TrainState and its sharded creation
-  steps.py           the jitted train and eval steps
-  stages.py          stage planning, the stage-2 config, loading the source stage
-  config_check.py    every table-selecting name of a config, checked up front
-  loop.py            run_stage / train_and_evaluate
-  predict.py         the one host-side loop over a jitted predict step
-  feature_cache.py   classifier re-training on features extracted once
-  checkpoint.py      orbax checkpoints (latest N and best) and config.json
-  workdir_report.py  a trained workdir -> its ltjax.eval report
-  writer.py          metrics.jsonl and TensorBoard
-  sharding.py        the ('data',) mesh and host <-> device batches
+state.py           TrainState and its sharded creation
+steps.py           the jitted train and eval steps
+stages.py          stage planning, the stage-2 config, loading the source stage
+config_check.py    every table-selecting name of a config, checked up front
+loop.py            run_stage / train_and_evaluate
+predict.py         the one host-side loop over a jitted predict step
+feature_cache.py   classifier re-training on features extracted once
+checkpoint.py      orbax checkpoints (latest N and best) and config.json
+workdir_report.py  a trained workdir -> its ltjax.eval report
+writer.py          metrics.jsonl and TensorBoard
+sharding.py        the ('data',) mesh and host <-> device batches
 """
 
 from ltjax.train.checkpoint import Checkpoints

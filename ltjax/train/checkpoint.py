@@ -36,8 +36,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config saved by ``save_config`` (tuples come back as lists)."""
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
-    raise FileNotFoundError(f'{path} does not exist: {workdir} is not a workdir written by '
-                            'launch/train.py (a two-stage run keeps stage 2 in <workdir>/stage2).')
+    raise FileNotFoundError(
+        f'{path} does not exist: {workdir} is not a workdir written by '
+        'launch/train.py (a two-stage run keeps stage 2 in <workdir>/stage2).'
+    )
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
@@ -51,12 +53,14 @@ class Checkpoints:
   def __init__(self, workdir: str, *, keep: int = 2):
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, 'checkpoints'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+    )
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, 'best'),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_mode='max',
-            best_fn=lambda metrics: metrics[_SCORE]))
+            max_to_keep=1, create=True, best_mode='max', best_fn=lambda metrics: metrics[_SCORE]
+        ),
+    )
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -67,11 +71,13 @@ class Checkpoints:
     if self.latest.latest_step() != step:
       self.latest.save(step, args=ocp.args.StandardSave(_pytree(state)))
     if selection_score is not None and self.best.latest_step() != step:
-      self.best.save(step, args=ocp.args.StandardSave(_pytree(state)),
-                     metrics={_SCORE: float(selection_score)})
+      self.best.save(
+          step, args=ocp.args.StandardSave(_pytree(state)), metrics={_SCORE: float(selection_score)}
+      )
 
-  def restore(self, abstract_state: TrainState, *, which: str = 'latest',
-              step: int | None = None) -> TrainState | None:
+  def restore(
+      self, abstract_state: TrainState, *, which: str = 'latest', step: int | None = None
+  ) -> TrainState | None:
     """Restores into the structure and shardings of ``abstract_state``.
 
     Args:
@@ -92,8 +98,9 @@ class Checkpoints:
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     return abstract_state.replace(**restored)
 
-  def restore_variables(self, abstract_variables: dict, *, which: str = 'best',
-                        step: int | None = None) -> dict | None:
+  def restore_variables(
+      self, abstract_variables: dict, *, which: str = 'best', step: int | None = None
+  ) -> dict | None:
     """Restores only {'step', 'params', 'batch_stats'}: what evaluation needs.
 
     ``abstract_variables``: {'params', 'batch_stats'} as shapes (e.g. from
@@ -107,13 +114,16 @@ class Checkpoints:
     if step is None:
       return None
     item = {'step': jax.ShapeDtypeStruct((), 'int32'), **abstract_variables}
-    replicated = jax.sharding.NamedSharding(jax.sharding.Mesh(jax.devices(), ('data',)),
-                                            jax.sharding.PartitionSpec())
+    replicated = jax.sharding.NamedSharding(
+        jax.sharding.Mesh(jax.devices(), ('data',)), jax.sharding.PartitionSpec()
+    )
     restore_args = jax.tree.map(
-        lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, 'sharding', None) or replicated),
-        item)
-    return manager.restore(step, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=True))
+        lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, 'sharding', None) or replicated), item
+    )
+    return manager.restore(
+        step,
+        args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True),
+    )
 
   def wait(self) -> None:
     self.latest.wait_until_finished()

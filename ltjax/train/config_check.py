@@ -82,5 +82,8 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     if value not in valid:
       problems.append(f'Unknown {key} {value!r}; valid: {sorted(valid)}.')
   if problems:
-    raise ValueError(' '.join(problems) if len(problems) == 1 else
-                     f'{len(problems)} config values name nothing:\n  ' + '\n  '.join(problems))
+    raise ValueError(
+        ' '.join(problems)
+        if len(problems) == 1
+        else f'{len(problems)} config values name nothing:\n  ' + '\n  '.join(problems)
+    )

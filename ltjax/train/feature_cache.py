@@ -43,13 +43,15 @@ from ltjax.train import steps
 from ltjax.train.stages import Stage
 from ltjax.train.state import TrainState
 
+RESIZED_FOR_EVAL = (
+    'eval.image_size > 0: cached features come from the evaluation resize + '
+    'centre crop, which the training path does not apply'
+)
 
-RESIZED_FOR_EVAL = ('eval.image_size > 0: cached features come from the evaluation resize + '
-                    'centre crop, which the training path does not apply')
 
-
-def unavailable_reasons(*, head_only: bool, train_bn: bool, augment: str,
-                        mixup_alpha: float, eval_image_size: int = 0) -> list[str]:
+def unavailable_reasons(
+    *, head_only: bool, train_bn: bool, augment: str, mixup_alpha: float, eval_image_size: int = 0
+) -> list[str]:
   """Why cached features would not equal the ordinary path (empty: they would).
 
   ``RESIZED_FOR_EVAL`` is the one reason ``stage2.feature_cache='on'``
@@ -61,8 +63,9 @@ def unavailable_reasons(*, head_only: bool, train_bn: bool, augment: str,
   if not head_only:
     reasons.append('stage2.trainable trains parameters outside head/')
   if train_bn:
-    reasons.append("stage2.bn='update' changes the backbone's BatchNorm statistics "
-                   "(set stage2.bn='frozen')")
+    reasons.append(
+        "stage2.bn='update' changes the backbone's BatchNorm statistics " "(set stage2.bn='frozen')"
+    )
   if augment != 'none':
     reasons.append(f"images are augmented ({augment!r}; set stage2.augment='none')")
   if mixup_alpha > 0:
@@ -79,24 +82,25 @@ def make_feature_step(state: TrainState, mesh: Mesh, *, flip: bool):
 
   def feature_step(state, batch):
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    backbone = functools.partial(state.apply_fn, variables, train=False,
-                                 method=steps.backbone_method)
+    backbone = functools.partial(
+        state.apply_fn, variables, train=False, method=steps.backbone_method
+    )
     out = {FEATURES: backbone(batch[IMAGE])}
     if flip:
       out[FLIPPED] = backbone(batch[IMAGE][:, :, ::-1])
     return out
 
-  return jax.jit(feature_step,
-                 in_shardings=(sharding.replicated_like(state, mesh),
-                               sharding.batch_sharded(mesh)),
-                 out_shardings=sharding.batch_sharded(mesh),
-                 compiler_options=steps.compiler_options(mesh))
+  return jax.jit(
+      feature_step,
+      in_shardings=(sharding.replicated_like(state, mesh), sharding.batch_sharded(mesh)),
+      out_shardings=sharding.batch_sharded(mesh),
+      compiler_options=steps.compiler_options(mesh),
+  )
 
 
 def _head_logits(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """The head's logits; the mean with the flipped images' logits as ``eval_step``'s TTA."""
-  head = functools.partial(state.apply_fn, {'params': state.params},
-                           method=steps.head_method)
+  head = functools.partial(state.apply_fn, {'params': state.params}, method=steps.head_method)
   logits = head(batch[FEATURES]).astype(jnp.float32)
   if FLIPPED in batch:
     logits = (logits + head(batch[FLIPPED]).astype(jnp.float32)) / 2
@@ -106,35 +110,51 @@ def _head_logits(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, ja
 class FeatureCache:
   """Features of the training set (on device) and of the evaluation splits (on host)."""
 
-  def __init__(self, state: TrainState, mesh: Mesh, *, train_set, eval_sets: dict,
-               batch_size: int, image_size: int | None, flip_tta: bool):
+  def __init__(
+      self,
+      state: TrainState,
+      mesh: Mesh,
+      *,
+      train_set,
+      eval_sets: dict,
+      batch_size: int,
+      image_size: int | None,
+      flip_tta: bool,
+  ):
     self.mesh = mesh
     self.batch_size = batch_size
 
     def extract(step, dataset):
-      return predict.predict(state, step, predict.image_batches(
-          dataset, batch_size=batch_size, image_size=image_size), mesh=mesh)
+      return predict.predict(
+          state,
+          step,
+          predict.image_batches(dataset, batch_size=batch_size, image_size=image_size),
+          mesh=mesh,
+      )
 
     train = extract(make_feature_step(state, mesh, flip=False), train_set)
     self.train_labels = train[LABEL]
     self.train_features = jax.device_put(train[FEATURES], sharding.replicated(mesh))
     eval_step = make_feature_step(state, mesh, flip=flip_tta)
-    self.eval_features = {name: extract(eval_step, dataset)
-                          for name, dataset in eval_sets.items()}
-    self._gather = jax.jit(lambda table, index: table[index],
-                           in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                           out_shardings=sharding.batch_sharded(mesh))
-    self.head_step = jax.jit(_head_logits,
-                             in_shardings=(sharding.replicated_like(state, mesh),
-                                           sharding.batch_sharded(mesh)),
-                             out_shardings=sharding.batch_sharded(mesh))
+    self.eval_features = {name: extract(eval_step, dataset) for name, dataset in eval_sets.items()}
+    self._gather = jax.jit(
+        lambda table, index: table[index],
+        in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+        out_shardings=sharding.batch_sharded(mesh),
+    )
+    self.head_step = jax.jit(
+        _head_logits,
+        in_shardings=(sharding.replicated_like(state, mesh), sharding.batch_sharded(mesh)),
+        out_shardings=sharding.batch_sharded(mesh),
+    )
 
   @property
   def feature_dim(self) -> int:
     return self.train_features.shape[-1]
 
-  def train_batches(self, batches: data.TrainBatches, start_step: int,
-                    num_steps: int) -> Iterator[dict[str, jax.Array]]:
+  def train_batches(
+      self, batches: data.TrainBatches, start_step: int, num_steps: int
+  ) -> Iterator[dict[str, jax.Array]]:
     """Device batches {FEATURES, LABEL} of the steps, in the sampler's order."""
 
     def indices():
@@ -150,18 +170,26 @@ class FeatureCache:
     return predict.array_batches(self.eval_features[split], self.batch_size)
 
 
-def for_stage(stage: Stage, state: TrainState, mesh: Mesh, *, head_only: bool, train_set,
-              eval_splits: dict) -> FeatureCache | None:
+def for_stage(
+    stage: Stage, state: TrainState, mesh: Mesh, *, head_only: bool, train_set, eval_splits: dict
+) -> FeatureCache | None:
   """The stage's feature cache when ``stage.feature_cache`` asks for one and it is exact."""
   if stage.feature_cache == 'off':
     return None
   config = stage.config
   reasons = unavailable_reasons(
-      head_only=head_only, train_bn=stage.train_bn, augment=config.data.augment,
-      mixup_alpha=config.data.mixup_alpha, eval_image_size=config.eval.image_size)
+      head_only=head_only,
+      train_bn=stage.train_bn,
+      augment=config.data.augment,
+      mixup_alpha=config.data.mixup_alpha,
+      eval_image_size=config.eval.image_size,
+  )
   if stage.feature_cache == 'on' and reasons == [RESIZED_FOR_EVAL]:
-    logging.warning("%s: %s; training the head on them as stage2.feature_cache='on' asks.",
-                    stage.name, RESIZED_FOR_EVAL)
+    logging.warning(
+        "%s: %s; training the head on them as stage2.feature_cache='on' asks.",
+        stage.name,
+        RESIZED_FOR_EVAL,
+    )
     reasons = []
   if reasons:
     message = 'the feature cache would not be exact: ' + '; '.join(reasons)
@@ -171,11 +199,20 @@ def for_stage(stage: Stage, state: TrainState, mesh: Mesh, *, head_only: bool, t
     return None
   start = time.perf_counter()
   cache = FeatureCache(
-      state, mesh, train_set=train_set, eval_sets=eval_splits,
+      state,
+      mesh,
+      train_set=train_set,
+      eval_sets=eval_splits,
       batch_size=config.eval_batch_size,
       image_size=config.eval.image_size if config.eval.image_size > 0 else None,
-      flip_tta=config.eval.flip_tta)
-  logging.info('%s: feature cache of %d training images (dimension %d) built in %.1f s; '
-               'the head trains on it.', stage.name, len(cache.train_labels),
-               cache.feature_dim, time.perf_counter() - start)
+      flip_tta=config.eval.flip_tta,
+  )
+  logging.info(
+      '%s: feature cache of %d training images (dimension %d) built in %.1f s; '
+      'the head trains on it.',
+      stage.name,
+      len(cache.train_labels),
+      cache.feature_dim,
+      time.perf_counter() - start,
+  )
   return cache

@@ -56,15 +56,23 @@ Evaluator = Callable[[TrainState, str], dict]
 def check_batch_size(batch_size: int, name: str) -> None:
   devices = jax.device_count()
   if batch_size % devices:
-    raise ValueError(f'config.{name}={batch_size} is not divisible by the {devices} '
-                     f'devices of the mesh; use a multiple of {devices}.')
+    raise ValueError(
+        f'config.{name}={batch_size} is not divisible by the {devices} '
+        f'devices of the mesh; use a multiple of {devices}.'
+    )
 
 
 class _TrainLog:
   """Keeps per-step metrics on device until log time; checks them for NaN/inf."""
 
-  def __init__(self, writer: MetricWriter, schedule, steps_per_epoch: int, workdir: str,
-               checkpoints: Checkpoints):
+  def __init__(
+      self,
+      writer: MetricWriter,
+      schedule,
+      steps_per_epoch: int,
+      workdir: str,
+      checkpoints: Checkpoints,
+  ):
     self.writer = writer
     self.schedule = schedule
     self.steps_per_epoch = steps_per_epoch
@@ -92,7 +100,8 @@ class _TrainLog:
             f'without saving this state; the last good checkpoint '
             f'({"step " + str(kept) if kept is not None else "none yet"}) is kept in '
             f'{self.workdir}/checkpoints. Lower config.optim.lr, check the inputs for '
-            'NaN, or train in float32 (config.dtype).')
+            'NaN, or train in float32 (config.dtype).'
+        )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     now = time.perf_counter()
     mean['images_per_second'] = self.images / max(now - self.last_time, 1e-9)
@@ -110,6 +119,7 @@ class _TrainLog:
 @dataclasses.dataclass(frozen=True)
 class StageData:
   """What a stage trains and evaluates on."""
+
   splits: data.Splits
   batches: data.TrainBatches
   eval_splits: dict  # 'test' (and 'val') -> dataset.
@@ -125,8 +135,9 @@ class StageData:
     return self.splits.train_counts
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       hooks: Iterable[Hook] = ()) -> tuple[TrainState, dict]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, hooks: Iterable[Hook] = ()
+) -> tuple[TrainState, dict]:
   """Trains every stage of ``config`` under ``workdir`` (resuming if possible).
 
   Returns:
@@ -149,25 +160,53 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
   check_batch_size(config.batch_size, 'batch_size')
   check_batch_size(config.eval_batch_size, 'eval_batch_size')
   stage_data = load_data(config, stage.workdir)
-  objective = losses.build_objective(config.loss, stage_data.train_counts,
-                                     steps_per_epoch=stage_data.steps_per_epoch,
-                                     num_epochs=config.num_epochs,
-                                     cc_sam_config=config.cc_sam, head=config.model.head)
+  objective = losses.build_objective(
+      config.loss,
+      stage_data.train_counts,
+      steps_per_epoch=stage_data.steps_per_epoch,
+      num_epochs=config.num_epochs,
+      cc_sam_config=config.cc_sam,
+      head=config.model.head,
+  )
   mesh = sharding.make_mesh()
-  schedule = optim.build_schedule(config.schedule, base_lr=config.optim.lr,
-                                  steps_per_epoch=stage_data.steps_per_epoch,
-                                  num_epochs=config.num_epochs)
+  schedule = optim.build_schedule(
+      config.schedule,
+      base_lr=config.optim.lr,
+      steps_per_epoch=stage_data.steps_per_epoch,
+      num_epochs=config.num_epochs,
+  )
   checkpoints = Checkpoints(stage.workdir, keep=config.keep_checkpoints)
   state = initial_state(stage, stage_data, schedule, checkpoints, mesh)
   head_only = stages.trains_head_only(stage, state.params)
-  cache = feature_cache.for_stage(stage, state, mesh, head_only=head_only,
-                                  train_set=stage_data.splits.train,
-                                  eval_splits=stage_data.eval_splits)
+  cache = feature_cache.for_stage(
+      stage,
+      state,
+      mesh,
+      head_only=head_only,
+      train_set=stage_data.splits.train,
+      eval_splits=stage_data.eval_splits,
+  )
   evaluator = make_evaluator(config, state, mesh, stage_data, cache)
-  train_step = make_train_step(state, mesh, objective=objective, train_bn=stage.train_bn,
-                               sam=optim.uses_sam(config), head_only=head_only)
-  state, results = train(stage, state, stage_data, train_step, mesh=mesh, schedule=schedule,
-                         checkpoints=checkpoints, evaluator=evaluator, cache=cache, hooks=hooks)
+  train_step = make_train_step(
+      state,
+      mesh,
+      objective=objective,
+      train_bn=stage.train_bn,
+      sam=optim.uses_sam(config),
+      head_only=head_only,
+  )
+  state, results = train(
+      stage,
+      state,
+      stage_data,
+      train_step,
+      mesh=mesh,
+      schedule=schedule,
+      checkpoints=checkpoints,
+      evaluator=evaluator,
+      cache=cache,
+      hooks=hooks,
+  )
   if results is None:  # Nothing left to train: the run was already complete.
     results = evaluator(state, 'test')
   report(stage, state, stage_data, results)
@@ -179,37 +218,62 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> StageData:
   skip_log_dir = os.path.join(workdir, 'skipped_images')
   splits = data.load_datasets(config.data, skip_log_dir=skip_log_dir)
   batches = data.TrainBatches(
-      splits.train, global_batch_size=config.batch_size, seed=config.seed,
-      sampler=config.data.sampler, augment=config.data.augment,
-      crop_padding=config.data.crop_padding, image_size=config.data.image_size,
+      splits.train,
+      global_batch_size=config.batch_size,
+      seed=config.seed,
+      sampler=config.data.sampler,
+      augment=config.data.augment,
+      crop_padding=config.data.crop_padding,
+      image_size=config.data.image_size,
       mixup_alpha=config.data.mixup_alpha,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  total_steps = (config.num_train_steps if config.num_train_steps > 0
-                 else config.num_epochs * batches.steps_per_epoch)
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
+  total_steps = (
+      config.num_train_steps
+      if config.num_train_steps > 0
+      else config.num_epochs * batches.steps_per_epoch
+  )
   eval_splits = {'test': splits.test}
   if splits.val is not None:
     eval_splits['val'] = splits.val
-  logging.info('Train set: %d images, class counts %s; validation: %s; test: %d images.',
-               len(splits.train), splits.train_counts.tolist(),
-               len(splits.val) if splits.val is not None else 'none', len(splits.test))
-  return StageData(splits=splits, batches=batches, eval_splits=eval_splits,
-                   total_steps=total_steps, skip_log_dir=skip_log_dir)
+  logging.info(
+      'Train set: %d images, class counts %s; validation: %s; test: %d images.',
+      len(splits.train),
+      splits.train_counts.tolist(),
+      len(splits.val) if splits.val is not None else 'none',
+      len(splits.test),
+  )
+  return StageData(
+      splits=splits,
+      batches=batches,
+      eval_splits=eval_splits,
+      total_steps=total_steps,
+      skip_log_dir=skip_log_dir,
+  )
 
 
-def initial_state(stage: Stage, stage_data: StageData, schedule, checkpoints: Checkpoints,
-                  mesh) -> TrainState:
+def initial_state(
+    stage: Stage, stage_data: StageData, schedule, checkpoints: Checkpoints, mesh
+) -> TrainState:
   """The stage's state: resumed from its own checkpoint, else from its source, else fresh."""
   config = stage.config
   num_classes = stage_data.splits.train.num_classes
   input_shape = stage_data.batches.image_shape()
   source = None
   if stage.source is not None:
-    source = stages.load_source(stage, num_classes=num_classes, input_shape=input_shape,
-                                sharding=sharding.replicated(mesh))
+    source = stages.load_source(
+        stage, num_classes=num_classes, input_shape=input_shape, sharding=sharding.replicated(mesh)
+    )
   tx = optim.build_optimizer(
-      config, schedule, steps_per_epoch=stage_data.steps_per_epoch, trainable=stage.trainable,
-      max_norm=stage.max_norm, max_norm_per_epoch=stage.max_norm_per_epoch,
-      initial_params=source['params'] if source is not None else None)
+      config,
+      schedule,
+      steps_per_epoch=stage_data.steps_per_epoch,
+      trainable=stage.trainable,
+      max_norm=stage.max_norm,
+      max_norm_per_epoch=stage.max_norm_per_epoch,
+      initial_params=source['params'] if source is not None else None,
+  )
   model = models.build_model(config.model, num_classes, dtype=models.DTYPES[config.dtype])
   state = create_train_state(model, tx, input_shape=input_shape, seed=config.seed, mesh=mesh)
   restored = checkpoints.restore(state)
@@ -218,30 +282,51 @@ def initial_state(stage: Stage, stage_data: StageData, schedule, checkpoints: Ch
     return restored
   if source is not None:
     state = state.replace(
-        params=stages.merge_params(state.params, source['params'],
-                                   skip_prefix='head/' if stage.reinit_head else None),
-        batch_stats=stages.merge_params(state.batch_stats, source['batch_stats']))
+        params=stages.merge_params(
+            state.params, source['params'], skip_prefix='head/' if stage.reinit_head else None
+        ),
+        batch_stats=stages.merge_params(state.batch_stats, source['batch_stats']),
+    )
   return state
 
 
-def make_evaluator(config: ml_collections.ConfigDict, state: TrainState, mesh,
-                   stage_data: StageData,
-                   cache: feature_cache.FeatureCache | None) -> Evaluator:
+def make_evaluator(
+    config: ml_collections.ConfigDict,
+    state: TrainState,
+    mesh,
+    stage_data: StageData,
+    cache: feature_cache.FeatureCache | None,
+) -> Evaluator:
   """Metrics of a state on a split: on the cached features, or through the whole model."""
-  evaluate = functools.partial(predict.evaluate, mesh=mesh,
-                               train_counts=stage_data.train_counts, eval_config=config.eval)
+  evaluate = functools.partial(
+      predict.evaluate, mesh=mesh, train_counts=stage_data.train_counts, eval_config=config.eval
+  )
   if cache is not None:
     return lambda state, split: evaluate(state, cache.head_step, cache.eval_batches(split))
   eval_step = make_eval_step(state, mesh, flip_tta=config.eval.flip_tta)
   image_size = config.eval.image_size if config.eval.image_size > 0 else None
-  return lambda state, split: evaluate(state, eval_step, predict.image_batches(
-      stage_data.eval_splits[split], batch_size=config.eval_batch_size, image_size=image_size))
+  return lambda state, split: evaluate(
+      state,
+      eval_step,
+      predict.image_batches(
+          stage_data.eval_splits[split], batch_size=config.eval_batch_size, image_size=image_size
+      ),
+  )
 
 
-def train(stage: Stage, state: TrainState, stage_data: StageData, train_step, *, mesh,
-          schedule, checkpoints: Checkpoints, evaluator: Evaluator,
-          cache: feature_cache.FeatureCache | None,
-          hooks: Iterable[Hook]) -> tuple[TrainState, dict | None]:
+def train(
+    stage: Stage,
+    state: TrainState,
+    stage_data: StageData,
+    train_step,
+    *,
+    mesh,
+    schedule,
+    checkpoints: Checkpoints,
+    evaluator: Evaluator,
+    cache: feature_cache.FeatureCache | None,
+    hooks: Iterable[Hook],
+) -> tuple[TrainState, dict | None]:
   """The step loop: train, log, evaluate and checkpoint; the last test metrics (or None)."""
   config, workdir = stage.config, stage.workdir
   steps_per_epoch, total_steps = stage_data.steps_per_epoch, stage_data.total_steps
@@ -260,19 +345,28 @@ def train(stage: Stage, state: TrainState, stage_data: StageData, train_step, *,
     return out
 
   train_log = _TrainLog(writer, schedule, steps_per_epoch, workdir, checkpoints)
-  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
-                       disable=not config.progress_bar or jax.process_index() != 0,
-                       dynamic_ncols=True, file=sys.stdout)
+  progress = tqdm.tqdm(
+      total=total_steps,
+      initial=start_step,
+      unit='step',
+      disable=not config.progress_bar or jax.process_index() != 0,
+      dynamic_ncols=True,
+      file=sys.stdout,
+  )
   results = None
   try:
     if cache is not None:
-      device_batches = cache.train_batches(stage_data.batches, start_step,
-                                           total_steps - start_step)
+      device_batches = cache.train_batches(stage_data.batches, start_step, total_steps - start_step)
     else:
       device_batches = sharding.prefetch_to_device(
-          stage_data.batches.iterate(start_step, total_steps - start_step,
-                                     num_threads=config.data.read_threads,
-                                     num_workers=config.data.num_workers), mesh)
+          stage_data.batches.iterate(
+              start_step,
+              total_steps - start_step,
+              num_threads=config.data.read_threads,
+              num_workers=config.data.num_workers,
+          ),
+          mesh,
+      )
     for step, batch in zip(range(start_step, total_steps), device_batches):
       state, metrics = train_step(state, batch)
       train_log.add(step, metrics, config.batch_size)
@@ -280,21 +374,24 @@ def train(stage: Stage, state: TrainState, stage_data: StageData, train_step, *,
       progress.update(1)
       epoch_end = done % steps_per_epoch == 0
       do_eval = done == total_steps or (
-          epoch_end and (done // steps_per_epoch) % config.eval_every_epochs == 0)
-      do_checkpoint = do_eval or (config.checkpoint_every_steps > 0 and
-                                  done % config.checkpoint_every_steps == 0)
+          epoch_end and (done // steps_per_epoch) % config.eval_every_epochs == 0
+      )
+      do_checkpoint = do_eval or (
+          config.checkpoint_every_steps > 0 and done % config.checkpoint_every_steps == 0
+      )
       if done % config.log_every_steps == 0 or do_checkpoint:
         row = train_log.flush()
-        progress.set_postfix(loss=f'{row["loss"]:.4f}',
-                             img_per_s=f'{row["images_per_second"]:.0f}')
+        progress.set_postfix(loss=f'{row["loss"]:.4f}', img_per_s=f'{row["images_per_second"]:.0f}')
       if do_eval:
         all_results = run_eval(state, done)
         results = all_results['test']
-        progress.write(f'step {done} epoch {done / steps_per_epoch:.1f}: test '
-                       f'accuracy {100 * results["accuracy"]:.2f} balanced '
-                       f'{100 * results["balanced_accuracy"]:.2f} many '
-                       f'{100 * results["many"]:.2f} medium {100 * results["medium"]:.2f} '
-                       f'few {100 * results["few"]:.2f}')
+        progress.write(
+            f'step {done} epoch {done / steps_per_epoch:.1f}: test '
+            f'accuracy {100 * results["accuracy"]:.2f} balanced '
+            f'{100 * results["balanced_accuracy"]:.2f} many '
+            f'{100 * results["many"]:.2f} medium {100 * results["medium"]:.2f} '
+            f'few {100 * results["few"]:.2f}'
+        )
       if do_checkpoint:
         score = all_results[select_split]['balanced_accuracy'] if do_eval else None
         checkpoints.save(state, selection_score=score)
@@ -317,16 +414,28 @@ def report(stage: Stage, state: TrainState, stage_data: StageData, results: dict
     if hasattr(split, 'skipped'):
       skipped |= split.skipped()
   if skipped:
-    logging.warning('%d unreadable images were skipped (data.skip_corrupt); they are '
-                    'listed in %s.', len(skipped), stage_data.skip_log_dir)
+    logging.warning(
+        '%d unreadable images were skipped (data.skip_corrupt); they are ' 'listed in %s.',
+        len(skipped),
+        stage_data.skip_log_dir,
+    )
   if jax.process_index() != 0:
     return
   plots.plot_per_class_accuracy(
-      results['per_class_accuracy'], stage_data.train_counts,
+      results['per_class_accuracy'],
+      stage_data.train_counts,
       os.path.join(stage.workdir, 'per_class_accuracy.png'),
       class_names=splits.train.class_names,
-      title=f'{config.data.name} (imbalance ratio {config.data.imbalance_ratio})')
-  print(eval_metrics.format_table(results, title=f'Test results of {stage.name} at step '
-                                                 f'{int(state.step)} ({stage.workdir}):'))
-  print(eval_metrics.format_per_class(results['per_class_accuracy'], stage_data.train_counts,
-                                      splits.train.class_names))
+      title=f'{config.data.name} (imbalance ratio {config.data.imbalance_ratio})',
+  )
+  print(
+      eval_metrics.format_table(
+          results,
+          title=f'Test results of {stage.name} at step ' f'{int(state.step)} ({stage.workdir}):',
+      )
+  )
+  print(
+      eval_metrics.format_per_class(
+          results['per_class_accuracy'], stage_data.train_counts, splits.train.class_names
+      )
+  )

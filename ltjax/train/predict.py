@@ -31,16 +31,22 @@ from ltjax.train import sharding
 PredictStep = Callable[..., dict[str, jax.Array]]
 
 
-def image_batches(dataset, *, batch_size: int,
-                  image_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+def image_batches(
+    dataset, *, batch_size: int, image_size: int | None = None
+) -> Iterator[dict[str, np.ndarray]]:
   """This process's evaluation batches of ``dataset`` (``ltjax.data.eval_batches``)."""
-  return data.eval_batches(dataset, global_batch_size=batch_size, image_size=image_size,
-                           process_index=jax.process_index(),
-                           process_count=jax.process_count())
+  return data.eval_batches(
+      dataset,
+      global_batch_size=batch_size,
+      image_size=image_size,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+  )
 
 
-def array_batches(arrays: dict[str, np.ndarray],
-                  batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def array_batches(
+    arrays: dict[str, np.ndarray], batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """Fixed-size batches of in-memory arrays (one process), padded like ``eval_batches``."""
   n = len(next(iter(arrays.values())))
   for start in range(0, n, batch_size):
@@ -50,8 +56,9 @@ def array_batches(arrays: dict[str, np.ndarray],
     yield {**{key: value[rows] for key, value in arrays.items()}, MASK: mask}
 
 
-def predict(state, step: PredictStep, batches: Iterable[dict[str, np.ndarray]], *,
-            mesh: Mesh) -> dict[str, np.ndarray]:
+def predict(
+    state, step: PredictStep, batches: Iterable[dict[str, np.ndarray]], *, mesh: Mesh
+) -> dict[str, np.ndarray]:
   """``step``'s outputs over ``batches`` in order, on the host, padded rows dropped.
 
   Returns every output (N, ...) plus LABEL (N,).
@@ -68,9 +75,15 @@ def predict(state, step: PredictStep, batches: Iterable[dict[str, np.ndarray]], 
   return {key: np.concatenate(value) for key, value in chunks.items()}
 
 
-def evaluate(state, step: PredictStep, batches: Iterable[dict[str, np.ndarray]], *,
-             mesh: Mesh, train_counts: np.ndarray,
-             eval_config: ml_collections.ConfigDict) -> dict:
+def evaluate(
+    state,
+    step: PredictStep,
+    batches: Iterable[dict[str, np.ndarray]],
+    *,
+    mesh: Mesh,
+    train_counts: np.ndarray,
+    eval_config: ml_collections.ConfigDict,
+) -> dict:
   """Accuracy metrics (``ltjax.eval.metrics``) of the argmax of ``step``'s 'logits'.
 
   Only the predicted classes leave the device.
@@ -80,6 +93,10 @@ def evaluate(state, step: PredictStep, batches: Iterable[dict[str, np.ndarray]],
     return {'prediction': jnp.argmax(step(state, inputs)['logits'], -1)}
 
   out = predict(state, predicted_class, batches, mesh=mesh)
-  return metrics.classification_metrics(out['prediction'], out[LABEL], train_counts,
-                                        many_threshold=eval_config.many_threshold,
-                                        few_threshold=eval_config.few_threshold)
+  return metrics.classification_metrics(
+      out['prediction'],
+      out[LABEL],
+      train_counts,
+      many_threshold=eval_config.many_threshold,
+      few_threshold=eval_config.few_threshold,
+  )

@@ -22,8 +22,7 @@ DATA_AXIS = 'data'
 def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh over ``devices`` (default: all devices of all processes)."""
   devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), (DATA_AXIS,),
-              axis_types=(jax.sharding.AxisType.Auto,))
+  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -42,12 +41,12 @@ def replicated_like(tree, mesh: Mesh):
 def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Joins every process's local batch into global arrays sharded on 'data'."""
   sharding = batch_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in local_batch.items()}
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
-def prefetch_to_device(local_batches: Iterator[dict[str, np.ndarray]], mesh: Mesh,
-                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+def prefetch_to_device(
+    local_batches: Iterator[dict[str, np.ndarray]], mesh: Mesh, size: int = 2
+) -> Iterator[dict[str, jax.Array]]:
   """Global device batches, ``size`` ahead, so host-to-device copies overlap compute."""
   queue = collections.deque()
   for local in local_batches:
@@ -62,5 +61,6 @@ def to_host(x: jax.Array) -> np.ndarray:
   """Fetches a (possibly multi-process) global array to every host."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)

@@ -39,6 +39,7 @@ class Source:
     which: its 'best' or 'latest' checkpoint.
     config: the config that wrote it (its model's structure).
   """
+
   workdir: str
   which: str
   config: ml_collections.ConfigDict
@@ -54,6 +55,7 @@ class Stage:
     workdir: where its checkpoints, metrics and plots go.
     source: the stage whose checkpoint initialises this one (None: fresh).
   """
+
   name: str
   config: ml_collections.ConfigDict
   workdir: str
@@ -96,9 +98,11 @@ def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   """The full config of stage 2: stage 1's, with ``config.stage2``'s settings in place."""
   s2 = config.stage2
   c = ml_collections.ConfigDict(config.to_dict())
-  c.loss, c.optim, c.schedule = (ml_collections.ConfigDict(s2.loss.to_dict()),
-                                 ml_collections.ConfigDict(s2.optim.to_dict()),
-                                 ml_collections.ConfigDict(s2.schedule.to_dict()))
+  c.loss, c.optim, c.schedule = (
+      ml_collections.ConfigDict(s2.loss.to_dict()),
+      ml_collections.ConfigDict(s2.optim.to_dict()),
+      ml_collections.ConfigDict(s2.schedule.to_dict()),
+  )
   c.num_epochs, c.num_train_steps = s2.num_epochs, -1
   c.eval_every_epochs = s2.eval_every_epochs
   c.batch_size = s2.batch_size or config.batch_size
@@ -121,25 +125,34 @@ def plan_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
   config_check.check_names(config)
   stages = [Stage(STAGE1, config, workdir)]
   if config.stage2.num_epochs > 0:
-    stages.append(Stage(STAGE2, stage2_config(config), os.path.join(workdir, STAGE2),
-                        source=Source(workdir, config.stage2.init_from, config)))
+    stages.append(
+        Stage(
+            STAGE2,
+            stage2_config(config),
+            os.path.join(workdir, STAGE2),
+            source=Source(workdir, config.stage2.init_from, config),
+        )
+    )
   return stages
 
 
-def restore_variables(workdir: str, model, *, input_shape, which: str = 'best',
-                      step: int | None = None, sharding=None) -> dict | None:
+def restore_variables(
+    workdir: str, model, *, input_shape, which: str = 'best', step: int | None = None, sharding=None
+) -> dict | None:
   """{'step', 'params', 'batch_stats'} of ``model`` from ``workdir``'s checkpoint.
 
   The optimiser state, whose structure depends on the recipe that wrote the
   checkpoint, is not read. ``sharding``: of every restored array (default:
   replicated over all devices). None when there is no such checkpoint.
   """
-  abstract = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), jax.numpy.zeros((1, *input_shape)), train=False))
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, *input_shape)), train=False)
+  )
   abstract = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
   if sharding is not None:
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract
+    )
   checkpoints = Checkpoints(workdir)
   try:
     return checkpoints.restore_variables(abstract, which=which, step=step)
@@ -150,15 +163,24 @@ def restore_variables(workdir: str, model, *, input_shape, which: str = 'best',
 def load_source(stage: Stage, *, num_classes: int, input_shape, sharding) -> dict:
   """The parameters and BatchNorm statistics of ``stage.source``'s checkpoint."""
   source = stage.source
-  model = models.build_model(source.config.model, num_classes,
-                             dtype=models.DTYPES[source.config.dtype])
-  restored = restore_variables(source.workdir, model, input_shape=input_shape,
-                               which=source.which, sharding=sharding)
+  model = models.build_model(
+      source.config.model, num_classes, dtype=models.DTYPES[source.config.dtype]
+  )
+  restored = restore_variables(
+      source.workdir, model, input_shape=input_shape, which=source.which, sharding=sharding
+  )
   if restored is None:
-    raise FileNotFoundError(f'{stage.name} starts from the {source.which} checkpoint of '
-                            f'{source.workdir}, which has none; train stage 1 first.')
-  logging.info('%s: initialised from %s (%s checkpoint, step %d).', stage.name,
-               source.workdir, source.which, int(restored['step']))
+    raise FileNotFoundError(
+        f'{stage.name} starts from the {source.which} checkpoint of '
+        f'{source.workdir}, which has none; train stage 1 first.'
+    )
+  logging.info(
+      '%s: initialised from %s (%s checkpoint, step %d).',
+      stage.name,
+      source.workdir,
+      source.which,
+      int(restored['step']),
+  )
   return restored
 
 
@@ -175,18 +197,21 @@ def merge_params(fresh, source, *, skip_prefix: str | None = None):
 
   def pick(name, leaf):
     other = source_leaves.get(name)
-    if other is None or other.shape != leaf.shape or (
-        skip_prefix and name.startswith(skip_prefix)):
+    if other is None or other.shape != leaf.shape or (skip_prefix and name.startswith(skip_prefix)):
       return leaf
     return other
 
   return jax.tree_util.tree_unflatten(
-      treedef, [pick(name, leaf) for name, leaf in zip(names, leaves)])
+      treedef, [pick(name, leaf) for name, leaf in zip(names, leaves)]
+  )
 
 
 def trains_head_only(stage: Stage, params) -> bool:
   """Whether only head parameters train (then no gradient needs to reach the backbone)."""
   if stage.trainable is None:
     return False
-  return all(name.startswith('head/')
-             for name, trains in named_leaves(path_mask(params, stage.trainable)) if trains)
+  return all(
+      name.startswith('head/')
+      for name, trains in named_leaves(path_mask(params, stage.trainable))
+      if trains
+  )

@@ -30,6 +30,7 @@ class TrainState:
       function of the step and a resumed run repeats an uninterrupted one.
     apply_fn, tx: static (not part of the pytree).
   """
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -39,9 +40,14 @@ class TrainState:
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, *,
-                       input_shape: tuple[int, ...], seed: int,
-                       mesh: Mesh) -> TrainState:
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    input_shape: tuple[int, ...],
+    seed: int,
+    mesh: Mesh,
+) -> TrainState:
   """Initialises parameters and optimiser state, replicated on ``mesh``.
 
   Args:
@@ -51,13 +57,17 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, *,
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
 
   def init(init_rng, train_rng):
-    variables = model.init({'params': init_rng}, jnp.zeros((1, *input_shape)),
-                           train=False)
+    variables = model.init({'params': init_rng}, jnp.zeros((1, *input_shape)), train=False)
     params = variables['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get('batch_stats', {}),
-                      opt_state=tx.init(params), rng=train_rng,
-                      apply_fn=model.apply, tx=tx)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get('batch_stats', {}),
+        opt_state=tx.init(params),
+        rng=train_rng,
+        apply_fn=model.apply,
+        tx=tx,
+    )
 
   abstract = jax.eval_shape(init, init_rng, train_rng)
   state_sharding = sharding.replicated_like(abstract, mesh)

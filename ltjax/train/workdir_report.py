@@ -34,16 +34,23 @@ from ltjax.train.loop import check_batch_size
 from ltjax.train.state import TrainState
 
 
-def load_state(workdir: str, config: ml_collections.ConfigDict, *, num_classes: int,
-               input_shape, checkpoint: str = 'best') -> TrainState:
+def load_state(
+    workdir: str,
+    config: ml_collections.ConfigDict,
+    *,
+    num_classes: int,
+    input_shape,
+    checkpoint: str = 'best',
+) -> TrainState:
   """The model of ``config`` with the parameters of ``workdir``'s checkpoint.
 
   ``checkpoint``: 'best', 'latest' or a step number. The optimiser state is
   not restored (``tx`` is the identity), so any recipe's checkpoint loads.
   """
   model = models.build_model(config.model, num_classes, dtype=models.DTYPES[config.dtype])
-  which, step = (checkpoint, None) if checkpoint in ('best', 'latest') else ('latest',
-                                                                             int(checkpoint))
+  which, step = (
+      (checkpoint, None) if checkpoint in ('best', 'latest') else ('latest', int(checkpoint))
+  )
   if which == 'best':
     checkpoints = Checkpoints(workdir)
     try:
@@ -53,19 +60,29 @@ def load_state(workdir: str, config: ml_collections.ConfigDict, *, num_classes: 
     if not has_best:
       logging.warning('%s has no best checkpoint; evaluating the latest.', workdir)
       which = 'latest'
-  restored = stages.restore_variables(workdir, model, input_shape=input_shape, which=which,
-                                      step=step)
+  restored = stages.restore_variables(
+      workdir, model, input_shape=input_shape, which=which, step=step
+  )
   if restored is None:
-    raise FileNotFoundError(f'{workdir} holds no {checkpoint} checkpoint; train it first '
-                            '(python launch/train.py --config=... --workdir=...).')
+    raise FileNotFoundError(
+        f'{workdir} holds no {checkpoint} checkpoint; train it first '
+        '(python launch/train.py --config=... --workdir=...).'
+    )
   tx = optax.identity()
-  return TrainState(step=restored['step'], params=restored['params'],
-                    batch_stats=restored['batch_stats'], opt_state=tx.init(restored['params']),
-                    rng=jax.random.PRNGKey(0), apply_fn=model.apply, tx=tx)
+  return TrainState(
+      step=restored['step'],
+      params=restored['params'],
+      batch_stats=restored['batch_stats'],
+      opt_state=tx.init(restored['params']),
+      rng=jax.random.PRNGKey(0),
+      apply_fn=model.apply,
+      tx=tx,
+  )
 
 
-def affine_head(state: TrainState, feature_dim: int,
-                rtol: float = 1e-4) -> tuple[np.ndarray, np.ndarray] | None:
+def affine_head(
+    state: TrainState, feature_dim: int, rtol: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray] | None:
   """(kernel (D, C), bias (C,)) with head(f) = f W + b, or None if the head is not affine.
 
   Linear, LWS, tau-norm and ETF heads are affine in the features; W and b are
@@ -75,8 +92,7 @@ def affine_head(state: TrainState, feature_dim: int,
   loss). A cosine head normalises the features, so it is not affine: None.
   """
   # Full float32 products: GPUs' default TF32 matmuls would fail the check.
-  head = jax.jit(lambda f: state.apply_fn({'params': state.params}, f,
-                                          method=steps.head_method))
+  head = jax.jit(lambda f: state.apply_fn({'params': state.params}, f, method=steps.head_method))
   probe = jnp.concatenate([jnp.zeros((1, feature_dim)), jnp.eye(feature_dim)])
   check = np.random.default_rng(0).normal(size=(4, feature_dim)).astype(np.float32)
   with jax.default_matmul_precision('float32'):
@@ -106,9 +122,15 @@ def class_capped_subset(labels: np.ndarray, max_images: int, seed: int = 0) -> n
   return np.sort(np.concatenate(keep))
 
 
-def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_directions: int = 10,
-                       max_train_images: int = 50_000, eval_batch_size: int | None = None,
-                       config_overrides: dict | None = None) -> dict:
+def report_for_workdir(
+    workdir: str,
+    *,
+    checkpoint: str = 'best',
+    sharpness_directions: int = 10,
+    max_train_images: int = 50_000,
+    eval_batch_size: int | None = None,
+    config_overrides: dict | None = None,
+) -> dict:
   """The full report (``ltjax.eval.report``) of ``workdir``'s checkpoint.
 
   Args:
@@ -136,42 +158,69 @@ def report_for_workdir(workdir: str, *, checkpoint: str = 'best', sharpness_dire
   image_size = config.eval.image_size if config.eval.image_size > 0 else None
   first = next(data.eval_batches(splits.test, global_batch_size=1, image_size=image_size))
   num_classes = len(splits.train_counts)
-  state = load_state(workdir, config, num_classes=num_classes,
-                     input_shape=first['image'].shape[1:], checkpoint=checkpoint)
+  state = load_state(
+      workdir,
+      config,
+      num_classes=num_classes,
+      input_shape=first['image'].shape[1:],
+      checkpoint=checkpoint,
+  )
   mesh = sharding.make_mesh()
   state = jax.device_put(state, sharding.replicated_like(state, mesh))
   eval_step = steps.make_eval_step(state, mesh, flip_tta=config.eval.flip_tta)
 
   def outputs(dataset):
-    return predict.predict(state, eval_step, predict.image_batches(
-        dataset, batch_size=batch_size, image_size=image_size), mesh=mesh)
+    return predict.predict(
+        state,
+        eval_step,
+        predict.image_batches(dataset, batch_size=batch_size, image_size=image_size),
+        mesh=mesh,
+    )
 
   test = outputs(splits.test)
   train_set = splits.train
   if len(train_set) > max_train_images:
-    train_set = train_set.subset(class_capped_subset(np.asarray(train_set.labels),
-                                                     max_train_images))
+    train_set = train_set.subset(
+        class_capped_subset(np.asarray(train_set.labels), max_train_images)
+    )
   train = outputs(train_set)
   val = outputs(splits.val) if splits.val is not None else None
   open_split = getattr(splits, 'open_test', None)
   open_test = outputs(open_split) if open_split is not None else None
   head = affine_head(state, test['features'].shape[-1])
   if head is None:
-    logging.warning('model.head=%r is not affine in the features: weight statistics use its '
-                    'raw kernel and the sharpness curve is skipped.', config.model.head)
+    logging.warning(
+        'model.head=%r is not affine in the features: weight statistics use its '
+        'raw kernel and the sharpness curve is skipped.',
+        config.model.head,
+    )
     kernel = np.asarray(state.params['head'].get('kernel'))
     bias = None
   else:
     kernel, bias = head
   report = eval_report.build_report(
-      {k: test[k] for k in ('logits', 'features', 'label')}, train=train, kernel=kernel,
-      bias=bias, params=jax.device_get(state.params), train_counts=splits.train_counts,
-      class_names=splits.train.class_names, val=val, open_test=open_test,
-      many_threshold=config.eval.many_threshold, few_threshold=config.eval.few_threshold,
+      {k: test[k] for k in ('logits', 'features', 'label')},
+      train=train,
+      kernel=kernel,
+      bias=bias,
+      params=jax.device_get(state.params),
+      train_counts=splits.train_counts,
+      class_names=splits.train.class_names,
+      val=val,
+      open_test=open_test,
+      many_threshold=config.eval.many_threshold,
+      few_threshold=config.eval.few_threshold,
       sharpness_directions=sharpness_directions if head is not None else 0,
-      meta={'workdir': workdir,
-            'checkpoint': checkpoint, 'step': int(state.step), 'data': config.data.name,
-            'imbalance_ratio': config.data.imbalance_ratio, 'model': config.model.name,
-            'head': config.model.head, 'loss': config.loss.name,
-            'flip_tta': bool(config.eval.flip_tta)})
+      meta={
+          'workdir': workdir,
+          'checkpoint': checkpoint,
+          'step': int(state.step),
+          'data': config.data.name,
+          'imbalance_ratio': config.data.imbalance_ratio,
+          'model': config.model.name,
+          'head': config.model.head,
+          'loss': config.loss.name,
+          'flip_tta': bool(config.eval.flip_tta),
+      },
+  )
   return report

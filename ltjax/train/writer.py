@@ -34,6 +34,7 @@ class MetricWriter:
     self._tb = None
     if self.enabled and tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, *, step: int, epoch: float, split: str, **values) -> None:
