@@ -355,27 +355,13 @@ def train(
   )
   results = None
   try:
-    if cache is not None:
-      device_batches = cache.train_batches(stage_data.batches, start_step, total_steps - start_step)
-    else:
-      device_batches = sharding.prefetch_to_device(
-          stage_data.batches.iterate(
-              start_step,
-              total_steps - start_step,
-              num_threads=config.data.read_threads,
-              num_workers=config.data.num_workers,
-          ),
-          mesh,
-      )
-    for step, batch in zip(range(start_step, total_steps), device_batches):
+    batches = device_batches(config, stage_data, cache, start_step, mesh)
+    for step, batch in zip(range(start_step, total_steps), batches):
       state, metrics = train_step(state, batch)
       train_log.add(step, metrics, config.batch_size)
       done = step + 1
       progress.update(1)
-      epoch_end = done % steps_per_epoch == 0
-      do_eval = done == total_steps or (
-          epoch_end and (done // steps_per_epoch) % config.eval_every_epochs == 0
-      )
+      do_eval = is_eval_step(done, config, steps_per_epoch, total_steps)
       do_checkpoint = do_eval or (
           config.checkpoint_every_steps > 0 and done % config.checkpoint_every_steps == 0
       )
@@ -385,13 +371,7 @@ def train(
       if do_eval:
         all_results = run_eval(state, done)
         results = all_results['test']
-        progress.write(
-            f'step {done} epoch {done / steps_per_epoch:.1f}: test '
-            f'accuracy {100 * results["accuracy"]:.2f} balanced '
-            f'{100 * results["balanced_accuracy"]:.2f} many '
-            f'{100 * results["many"]:.2f} medium {100 * results["medium"]:.2f} '
-            f'few {100 * results["few"]:.2f}'
-        )
+        progress.write(eval_line(done, steps_per_epoch, results))
       if do_checkpoint:
         score = all_results[select_split]['balanced_accuracy'] if do_eval else None
         checkpoints.save(state, selection_score=score)
@@ -404,6 +384,49 @@ def train(
     checkpoints.close()
     writer.close()
   return state, results
+
+
+def device_batches(
+    config: ml_collections.ConfigDict,
+    stage_data: StageData,
+    cache: feature_cache.FeatureCache | None,
+    start_step: int,
+    mesh,
+):
+  """Global device batches of the steps from ``start_step`` on: cached features or images."""
+  num_steps = stage_data.total_steps - start_step
+  if cache is not None:
+    return cache.train_batches(stage_data.batches, start_step, num_steps)
+  return sharding.prefetch_to_device(
+      stage_data.batches.iterate(
+          start_step,
+          num_steps,
+          num_threads=config.data.read_threads,
+          num_workers=config.data.num_workers,
+      ),
+      mesh,
+  )
+
+
+def is_eval_step(
+    done: int, config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
+) -> bool:
+  """Evaluate after the last step and every ``eval_every_epochs``-th epoch."""
+  epoch_end = done % steps_per_epoch == 0
+  return done == total_steps or (
+      epoch_end and (done // steps_per_epoch) % config.eval_every_epochs == 0
+  )
+
+
+def eval_line(done: int, steps_per_epoch: int, results: dict) -> str:
+  """The progress line of an evaluation."""
+  return (
+      f'step {done} epoch {done / steps_per_epoch:.1f}: test '
+      f'accuracy {100 * results["accuracy"]:.2f} balanced '
+      f'{100 * results["balanced_accuracy"]:.2f} many '
+      f'{100 * results["many"]:.2f} medium {100 * results["medium"]:.2f} '
+      f'few {100 * results["few"]:.2f}'
+  )
 
 
 def report(stage: Stage, state: TrainState, stage_data: StageData, results: dict) -> None:
