@@ -61,8 +61,8 @@ _FASHION_MNIST_FILES = {
 _MISSING_FASHION_MNIST = (
     'Fashion-MNIST not found: looked for {files} in {dirs}. Install it with '
     '`sudo apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu), or download the four '
-    'IDX files from https://github.com/zalandoresearch/fashion-mnist and pass their '
-    'directory as --config.data.data_dir=/path/to/dir.'
+    'IDX files from the Fashion-MNIST repository (zalandoresearch/fashion-mnist on GitHub) '
+    'and pass their directory as --config.data.data_dir=/path/to/dir.'
 )
 
 

@@ -4,7 +4,8 @@ Every loss is a pure function of ``(logits, labels, *, class statistics,
 hyper-parameters)`` returning per-example losses or a reduction (see the
 modules); class statistics are arguments, never state.
 
-  cross_entropy.py   the one softmax cross-entropy (PyTorch's conventions)
+  cross_entropy.py   the softmax cross-entropy (PyTorch's conventions) the CE-based
+                     losses share
   focal.py, class_balanced.py, logit_adjusted.py, retargeting.py
                      the classification losses of the baselines and papers
   regularizers.py    feature-norm (FR) and logit weight repulsion (LWR)

@@ -22,8 +22,10 @@ def softmax_cross_entropy(
 ) -> jax.Array:
   """Cross-entropy between softmax(logits) and (smoothed) one-hot labels.
 
-  The one cross-entropy of ltjax: the classification losses apply it to their
-  adjusted logits, CC-SAM to its perturbed logits. It computes in the logits'
+  The one softmax cross-entropy of ltjax: CE, LORT, the logit-adjusted losses
+  (LA, Balanced Softmax, LDAM, VS) apply it to their adjusted logits, CC-SAM to
+  its perturbed logits. (Focal and class-balanced losses weight the per-class
+  log-probabilities differently and compute those themselves.) It computes in the logits'
   dtype, at least float32 (bfloat16 is upcast, float64 is kept, so float64
   inputs are differentiated in float64).
 

@@ -1,6 +1,6 @@
 """mixup's loss: the lambda-mixture of a loss over the two labels of each mixed image.
 
-mixup (Zhang et al., ICLR 2018), as CC-SAM's and DDC's official code train it
+mixup (Zhang et al., ICLR 2018), as CC-SAM's official code trains it
 (``mixup_criterion``): one lambda ~ Beta(alpha, alpha) per batch mixes image i
 with image perm(i) (``ltjax.data.augment.mixup``), and the loss is
 

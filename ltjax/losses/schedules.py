@@ -10,9 +10,9 @@ i.e. ``epoch >= switch_epoch`` with 0-indexed epochs. This is the official code
 schedules' and 'LDAM-DRW'): LDAM-DRW and DDC pick the DRW/ADRW weights with
 ``epoch // t_reweight`` and DDC switches TLA on ``epoch + 1 > t_reweight``, both
 with 0-indexed epochs, so with T0 = 160 of 200 epochs the last 40 epochs
-(160..199) are re-weighted. In the DDC paper's 1-indexed epochs t this is
-t > T0 (its Fig. 3: "t <= T0" before, "t > T0" after); its Algorithm 1 writes
-"if t < T0" for the first phase, one epoch earlier, which we do not follow.
+(160..199) are re-weighted. The DDC paper's Algorithm 1 counts t in SGD steps
+("if t < T0" for the first phase); the code switches at an epoch boundary,
+which we follow.
 
   drw_weights   Cao et al. (LDAM-DRW): uniform before T0, effective-number
                 weights (Cui et al., beta = 0.9999) normalised to sum C after.

@@ -19,6 +19,7 @@ from ltjax.data import datasets
 from ltjax.data import longtail
 from ltjax.data import samplers
 from ltjax.losses import cc_sam
+from ltjax.losses import class_balanced
 from ltjax.optim import schedules
 
 STAGE2_INIT = ('best', 'latest')
@@ -32,6 +33,7 @@ def _training_names(prefix: str = '') -> dict[str, tuple[str, ...]]:
   return {
       f'{prefix}loss.name': tuple(losses.LOSSES),
       f'{prefix}loss.schedule': tuple(losses.SCHEDULES),
+      f'{prefix}loss.cb_variant': tuple(class_balanced.VARIANTS),
       f'{prefix}optim.name': tuple(optim.OPTIMIZERS),
       f'{prefix}schedule.name': tuple(schedules.SCHEDULES),
       f'{prefix}schedule.granularity': tuple(schedules.GRANULARITIES),

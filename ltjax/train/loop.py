@@ -21,12 +21,13 @@ import functools
 import os
 import sys
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from absl import logging
 import jax
 import ml_collections
 import numpy as np
+import optax
 import tqdm
 
 from ltjax import data
@@ -35,6 +36,7 @@ from ltjax import models
 from ltjax import optim
 from ltjax.eval import metrics as eval_metrics
 from ltjax.eval import plots
+from ltjax.train import config_check
 from ltjax.train import feature_cache
 from ltjax.train import predict
 from ltjax.train import sharding
@@ -154,6 +156,7 @@ def train_and_evaluate(
 def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, dict]:
   """Trains one stage in ``stage.workdir`` (resuming if possible) and evaluates it."""
   config = stage.config
+  config_check.check_names(config)  # Also when a stage is run without plan_stages.
   os.makedirs(stage.workdir, exist_ok=True)
   if jax.process_index() == 0:
     save_config(config, stage.workdir)  # launch/eval.py rebuilds the data and model from it.
@@ -169,44 +172,57 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
       head=config.model.head,
   )
   mesh = sharding.make_mesh()
+  source = load_source(stage, stage_data, mesh)
   schedule = optim.build_schedule(
       config.schedule,
       base_lr=config.optim.lr,
       steps_per_epoch=stage_data.steps_per_epoch,
       num_epochs=config.num_epochs,
   )
+  tx = optim.build_optimizer(
+      config,
+      schedule,
+      steps_per_epoch=stage_data.steps_per_epoch,
+      trainable=stage.trainable,
+      max_norm=stage.max_norm,
+      max_norm_per_epoch=stage.max_norm_per_epoch,
+      initial_params=source['params'] if source is not None else None,
+  )
   checkpoints = Checkpoints(stage.workdir, keep=config.keep_checkpoints)
-  state = initial_state(stage, stage_data, schedule, checkpoints, mesh)
-  head_only = stages.trains_head_only(stage, state.params)
-  cache = feature_cache.for_stage(
-      stage,
-      state,
-      mesh,
-      head_only=head_only,
-      train_set=stage_data.splits.train,
-      eval_splits=stage_data.eval_splits,
-  )
-  evaluator = make_evaluator(config, state, mesh, stage_data, cache)
-  train_step = make_train_step(
-      state,
-      mesh,
-      objective=objective,
-      train_bn=stage.train_bn,
-      sam=optim.uses_sam(config),
-      head_only=head_only,
-  )
-  state, results = train(
-      stage,
-      state,
-      stage_data,
-      train_step,
-      mesh=mesh,
-      schedule=schedule,
-      checkpoints=checkpoints,
-      evaluator=evaluator,
-      cache=cache,
-      hooks=hooks,
-  )
+  try:
+    state = initial_state(stage, stage_data, tx, source, checkpoints, mesh)
+    head_only = stages.trains_head_only(stage, state.params)
+    cache = feature_cache.for_stage(
+        stage,
+        state,
+        mesh,
+        head_only=head_only,
+        train_set=stage_data.splits.train,
+        eval_splits=stage_data.eval_splits,
+    )
+    evaluator = make_evaluator(config, state, mesh, stage_data, cache)
+    train_step = make_train_step(
+        state,
+        mesh,
+        objective=objective,
+        train_bn=stage.train_bn,
+        sam=optim.uses_sam(config),
+        head_only=head_only,
+    )
+    state, results = train(
+        stage,
+        state,
+        stage_data,
+        train_step,
+        schedule=schedule,
+        checkpoints=checkpoints,
+        evaluator=evaluator,
+        batches=device_batches(config, stage_data, cache, int(state.step), mesh),
+        hooks=hooks,
+    )
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
   if results is None:  # Nothing left to train: the run was already complete.
     results = evaluator(state, 'test')
   report(stage, state, stage_data, results)
@@ -253,29 +269,34 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> StageData:
   )
 
 
+def load_source(stage: Stage, stage_data: StageData, mesh) -> dict | None:
+  """Parameters and BatchNorm statistics of the stage the stage starts from (None: fresh)."""
+  if stage.source is None:
+    return None
+  return stages.load_source(
+      stage,
+      num_classes=stage_data.splits.train.num_classes,
+      input_shape=stage_data.batches.image_shape(),
+      sharding=sharding.replicated(mesh),
+  )
+
+
 def initial_state(
-    stage: Stage, stage_data: StageData, schedule, checkpoints: Checkpoints, mesh
+    stage: Stage,
+    stage_data: StageData,
+    tx: optax.GradientTransformation,
+    source: dict | None,
+    checkpoints: Checkpoints,
+    mesh,
 ) -> TrainState:
   """The stage's state: resumed from its own checkpoint, else from its source, else fresh."""
   config = stage.config
-  num_classes = stage_data.splits.train.num_classes
-  input_shape = stage_data.batches.image_shape()
-  source = None
-  if stage.source is not None:
-    source = stages.load_source(
-        stage, num_classes=num_classes, input_shape=input_shape, sharding=sharding.replicated(mesh)
-    )
-  tx = optim.build_optimizer(
-      config,
-      schedule,
-      steps_per_epoch=stage_data.steps_per_epoch,
-      trainable=stage.trainable,
-      max_norm=stage.max_norm,
-      max_norm_per_epoch=stage.max_norm_per_epoch,
-      initial_params=source['params'] if source is not None else None,
+  model = models.build_model(
+      config.model, stage_data.splits.train.num_classes, dtype=models.DTYPES[config.dtype]
   )
-  model = models.build_model(config.model, num_classes, dtype=models.DTYPES[config.dtype])
-  state = create_train_state(model, tx, input_shape=input_shape, seed=config.seed, mesh=mesh)
+  state = create_train_state(
+      model, tx, input_shape=stage_data.batches.image_shape(), seed=config.seed, mesh=mesh
+  )
   restored = checkpoints.restore(state)
   if restored is not None:
     logging.info('Resumed from %s/checkpoints at step %d.', stage.workdir, int(restored.step))
@@ -320,11 +341,10 @@ def train(
     stage_data: StageData,
     train_step,
     *,
-    mesh,
     schedule,
     checkpoints: Checkpoints,
     evaluator: Evaluator,
-    cache: feature_cache.FeatureCache | None,
+    batches: Iterator[dict[str, jax.Array]],
     hooks: Iterable[Hook],
 ) -> tuple[TrainState, dict | None]:
   """The step loop: train, log, evaluate and checkpoint; the last test metrics (or None)."""
@@ -355,7 +375,6 @@ def train(
   )
   results = None
   try:
-    batches = device_batches(config, stage_data, cache, start_step, mesh)
     for step, batch in zip(range(start_step, total_steps), batches):
       state, metrics = train_step(state, batch)
       train_log.add(step, metrics, config.batch_size)
@@ -380,8 +399,6 @@ def train(
         hook(done, state)
   finally:
     progress.close()
-    checkpoints.wait()
-    checkpoints.close()
     writer.close()
   return state, results
 

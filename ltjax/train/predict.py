@@ -86,7 +86,7 @@ def evaluate(
 ) -> dict:
   """Accuracy metrics (``ltjax.eval.metrics``) of the argmax of ``step``'s 'logits'.
 
-  Only the predicted classes leave the device.
+  Of the step's outputs, only the predicted classes come back to the host.
   """
 
   def predicted_class(state, inputs):

@@ -142,8 +142,8 @@ def restore_variables(
   """{'step', 'params', 'batch_stats'} of ``model`` from ``workdir``'s checkpoint.
 
   The optimiser state, whose structure depends on the recipe that wrote the
-  checkpoint, is not read. ``sharding``: of every restored array (default:
-  replicated over all devices). None when there is no such checkpoint.
+  checkpoint, is not read. ``sharding``: of the restored parameters and
+  statistics (default: replicated over all devices). None when there is no such checkpoint.
   """
   abstract = jax.eval_shape(
       lambda: model.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, *input_shape)), train=False)

@@ -26,8 +26,8 @@ class TrainState:
     params: model parameters ({'backbone': ..., 'head': ...}).
     batch_stats: BatchNorm running statistics (empty dict without BN).
     opt_state: the optax state of ``tx``.
-    rng: base PRNG key; step s uses ``fold_in(rng, s)``, so randomness is a
-      function of the step and a resumed run repeats an uninterrupted one.
+    rng: base PRNG key of the training randomness, saved and restored with the
+      state (the data pipeline's randomness is a function of (seed, step)).
     apply_fn, tx: static (not part of the pytree).
   """
 
