@@ -1,8 +1,7 @@
-"""Augmentations: each op against a hand-computed expectation or an independent formula.
+"""Tests for ltjax.data.augment: each op against a hand-computed expectation or a formula."""
 
-The random draws are replayed from a generator with the same seed, in the
-order each docstring documents.
-"""
+# The random draws are replayed from a generator with the same seed, in the
+# order each docstring documents.
 
 import math
 
@@ -42,8 +41,9 @@ def test_random_resized_crop_shape_and_determinism(shape):
 
 def test_random_resized_crop_full_square_is_plain_resize():
   image = _smooth_image(100, 100)
-  out = augment.random_resized_crop(image, np.random.default_rng(3), size=224,
-                                    scale=(1.0, 1.0), ratio=(1.0, 1.0))
+  out = augment.random_resized_crop(
+      image, np.random.default_rng(3), size=224, scale=(1.0, 1.0), ratio=(1.0, 1.0)
+  )
   expected = np.asarray(Image.fromarray(image).resize((224, 224), Image.Resampling.BILINEAR))
   np.testing.assert_array_equal(out, expected)
 
@@ -79,28 +79,33 @@ def test_random_resized_crop_central_fallback():
   assert params(1000, 10, rng, (0.9, 1.0), (1.0, 1.0)) == (495, 0, 10, 10)
   # Within the ratio range: the whole image.
   assert params(10, 12, rng, (2.0, 2.0), (0.5, 2.0)) == (0, 0, 10, 12)
-  out = augment.random_resized_crop(image, np.random.default_rng(0), size=20, scale=(0.9, 1.0),
-                                    ratio=(1.0, 1.0))
-  expected = np.asarray(Image.fromarray(image[:, 495:505]).resize(
-      (20, 20), Image.Resampling.BILINEAR))
+  out = augment.random_resized_crop(
+      image, np.random.default_rng(0), size=20, scale=(0.9, 1.0), ratio=(1.0, 1.0)
+  )
+  expected = np.asarray(
+      Image.fromarray(image[:, 495:505]).resize((20, 20), Image.Resampling.BILINEAR)
+  )
   np.testing.assert_array_equal(out, expected)
 
 
 # ----- resize_center_crop ----------------------------------------------------
 
 
-@pytest.mark.parametrize('size, resized, offsets', [
-    # int(256 * 500 / 375) = 341; (341 - 224) / 2 = 58.5 rounds (half to even) to 58.
-    ((375, 500), (256, 341), (16, 58)),
-    # Portrait: int(256 * 375 / 250) = 384; (384 - 224) / 2 = 80.
-    ((375, 250), (384, 256), (80, 16)),
-    # Already 256 on the short side: no resampling; 59.5 rounds to 60.
-    ((256, 343), (256, 343), (16, 60)),
-    ((256, 341), (256, 341), (16, 58)),
-    # 57.5 rounds to 58 (even); 256 x 256 crops at 16.
-    ((256, 339), (256, 339), (16, 58)),
-    ((300, 300), (256, 256), (16, 16)),
-])
+@pytest.mark.parametrize(
+    'size, resized, offsets',
+    [
+        # int(256 * 500 / 375) = 341; (341 - 224) / 2 = 58.5 rounds (half to even) to 58.
+        ((375, 500), (256, 341), (16, 58)),
+        # Portrait: int(256 * 375 / 250) = 384; (384 - 224) / 2 = 80.
+        ((375, 250), (384, 256), (80, 16)),
+        # Already 256 on the short side: no resampling; 59.5 rounds to 60.
+        ((256, 343), (256, 343), (16, 60)),
+        ((256, 341), (256, 341), (16, 58)),
+        # 57.5 rounds to 58 (even); 256 x 256 crops at 16.
+        ((256, 339), (256, 339), (16, 58)),
+        ((300, 300), (256, 256), (16, 16)),
+    ],
+)
 def test_resize_center_crop_offsets(size, resized, offsets):
   image = _smooth_image(*size)
   out = augment.resize_center_crop(image, 256, 224)
@@ -109,7 +114,7 @@ def test_resize_center_crop_offsets(size, resized, offsets):
   if pil.size != (resized[1], resized[0]):
     pil = pil.resize((resized[1], resized[0]), Image.Resampling.BILINEAR)
   top, left = offsets
-  np.testing.assert_array_equal(out, np.asarray(pil)[top:top + 224, left:left + 224])
+  np.testing.assert_array_equal(out, np.asarray(pil)[top : top + 224, left : left + 224])
 
 
 def test_resize_center_crop_pads_small_images():
@@ -119,6 +124,26 @@ def test_resize_center_crop_pads_small_images():
   expected = np.zeros((8, 8, 1), np.uint8)
   expected[1:6, 0:7] = image
   np.testing.assert_array_equal(out, expected)
+
+
+# ----- random_crop_flip ------------------------------------------------------
+
+
+def test_random_crop_flip_matches_explicit_slicing():
+  rng_images = np.random.default_rng(0).integers(0, 256, (6, 5, 7, 2), dtype=np.uint8)
+  out = augment.random_crop_flip(rng_images, np.random.default_rng(9), padding=2, flip=True)
+  # Replay the same random draws by hand.
+  rng = np.random.default_rng(9)
+  dy, dx = rng.integers(0, 5, 6), rng.integers(0, 5, 6)
+  flips = rng.random(6) < 0.5
+  padded = np.pad(rng_images, ((0, 0), (2, 2), (2, 2), (0, 0)))
+  for i in range(6):
+    expected = padded[i, dy[i] : dy[i] + 5, dx[i] : dx[i] + 7]
+    if flips[i]:
+      expected = expected[:, ::-1]
+    np.testing.assert_array_equal(out[i], expected)
+  same = augment.random_crop_flip(rng_images, np.random.default_rng(0), padding=0, flip=False)
+  np.testing.assert_array_equal(same, rng_images)
 
 
 # ----- horizontal_flip -------------------------------------------------------
@@ -135,7 +160,8 @@ def test_horizontal_flip_probability_and_replay():
   batch = _images((16, 8, 8, 3))
   np.testing.assert_array_equal(
       augment.horizontal_flip(batch, np.random.default_rng(5)),
-      augment.random_crop_flip(batch, np.random.default_rng(5), padding=0, flip=True))
+      augment.random_crop_flip(batch, np.random.default_rng(5), padding=0, flip=True),
+  )
 
 
 # ----- color_jitter ----------------------------------------------------------
@@ -157,11 +183,14 @@ def _jitter_reference(image, order, factors, ops, bound):
   return x
 
 
-@pytest.mark.parametrize('kwargs', [
-    dict(brightness=0.4, contrast=0.4, saturation=0.4),
-    dict(brightness=0.8, contrast=0.0, saturation=(0.2, 1.5)),
-    dict(brightness=0.0, contrast=1.5, saturation=0.0),
-])
+@pytest.mark.parametrize(
+    'kwargs',
+    [
+        dict(brightness=0.4, contrast=0.4, saturation=0.4),
+        dict(brightness=0.8, contrast=0.0, saturation=(0.2, 1.5)),
+        dict(brightness=0.0, contrast=1.5, saturation=0.0),
+    ],
+)
 @pytest.mark.parametrize('dtype', [np.uint8, np.float32])
 def test_color_jitter_matches_formula(kwargs, dtype):
   images = _images((6, 9, 11, 3), seed=2)
@@ -193,15 +222,18 @@ def test_color_jitter_matches_formula(kwargs, dtype):
 def test_color_jitter_identity_and_grayscale_images():
   images = _images((4, 5, 6, 3))
   np.testing.assert_array_equal(
-      augment.color_jitter(images, np.random.default_rng(0), 0, 0, 0), images)
+      augment.color_jitter(images, np.random.default_rng(0), 0, 0, 0), images
+  )
   # A factor range of {1} for all three is the identity in float too.
   floats = images.astype(np.float32) / 255
   np.testing.assert_allclose(
-      augment.color_jitter(floats, np.random.default_rng(0), (1, 1), (1, 1), (1, 1)), floats)
+      augment.color_jitter(floats, np.random.default_rng(0), (1, 1), (1, 1), (1, 1)), floats
+  )
   # 1-channel images: saturation is the identity; contrast blends with the mean.
   gray = _images((3, 5, 6, 1))
-  np.testing.assert_array_equal(augment.color_jitter(gray, np.random.default_rng(0), 0, 0, 0.9),
-                                gray)
+  np.testing.assert_array_equal(
+      augment.color_jitter(gray, np.random.default_rng(0), 0, 0, 0.9), gray
+  )
   rng = np.random.default_rng(4)
   out = augment.color_jitter(gray, np.random.default_rng(4), 0, 0.5, 0)
   rng.permuted(np.zeros((3, 1), np.int64), axis=1)
@@ -331,8 +363,9 @@ def test_autoaugment_ops_against_formulas():
   image = _images((32, 32, 3), seed=4)
   op = augment.autoaugment_op
   np.testing.assert_array_equal(op(image, 'Invert', None), 255 - image)
-  np.testing.assert_array_equal(op(image, 'Solarize', 128.0),
-                                np.where(image >= 128, 255 - image, image))
+  np.testing.assert_array_equal(
+      op(image, 'Solarize', 128.0), np.where(image >= 128, 255 - image, image)
+  )
   np.testing.assert_array_equal(op(image, 'Posterize', 5), image & 0b11111000)
   np.testing.assert_array_equal(op(image, 'Brightness', 0.0), image)
   np.testing.assert_array_equal(op(image, 'Brightness', -1.0), 0)
@@ -359,11 +392,13 @@ def test_autoaugment_ops_against_formulas():
 def test_apply_subpolicy_probabilities_and_sign():
   image = _images((8, 8, 3))
   sub = (('Invert', 1.0, 0), ('Invert', 0.0, 0))
-  np.testing.assert_array_equal(augment.apply_subpolicy(image, sub, np.random.default_rng(0)),
-                                255 - image)
+  np.testing.assert_array_equal(
+      augment.apply_subpolicy(image, sub, np.random.default_rng(0)), 255 - image
+  )
   sub = (('Invert', 1.0, 0), ('Invert', 1.0, 0))
-  np.testing.assert_array_equal(augment.apply_subpolicy(image, sub, np.random.default_rng(0)),
-                                image)
+  np.testing.assert_array_equal(
+      augment.apply_subpolicy(image, sub, np.random.default_rng(0)), image
+  )
   # TranslateX at level 9 moves by 150/331 * 8 = 3.6 px, sign from the second draw.
   sub = (('TranslateX', 1.0, 9),)
   for seed in range(6):
@@ -372,17 +407,18 @@ def test_apply_subpolicy_probabilities_and_sign():
     sign = 1 if rng.random() < 0.5 else -1
     expected = augment.autoaugment_op(image, 'TranslateX', sign * 150 / 331)
     np.testing.assert_array_equal(
-        augment.apply_subpolicy(image, sub, np.random.default_rng(seed)), expected)
+        augment.apply_subpolicy(image, sub, np.random.default_rng(seed)), expected
+    )
     # Rotate is unsigned, as in the DeepVoltaire policy DDC / CC-SAM use: +30 degrees.
     np.testing.assert_array_equal(
         augment.apply_subpolicy(image, (('Rotate', 1.0, 9),), np.random.default_rng(seed)),
-        augment.autoaugment_op(image, 'Rotate', 30.0))
+        augment.autoaugment_op(image, 'Rotate', 30.0),
+    )
 
 
 def test_auto_augment_cifar10_shape_dtype_determinism():
   images = _images((40, 32, 32, 3), seed=6)
-  outs = [augment.auto_augment_cifar10(im, np.random.default_rng(i))
-          for i, im in enumerate(images)]
+  outs = [augment.auto_augment_cifar10(im, np.random.default_rng(i)) for i, im in enumerate(images)]
   for i, (image, out) in enumerate(zip(images, outs)):
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     again = augment.auto_augment_cifar10(image, np.random.default_rng(i))
@@ -392,8 +428,9 @@ def test_auto_augment_cifar10_shape_dtype_determinism():
     sub = augment.CIFAR10_POLICY[rng.integers(25)]
     np.testing.assert_array_equal(out, augment.apply_subpolicy(image, sub, rng))
   assert sum(not np.array_equal(o, im) for o, im in zip(outs, images)) > 10
-  assert augment.auto_augment_cifar10(Image.fromarray(images[0]),
-                                      np.random.default_rng(0)).shape == (32, 32, 3)
+  assert augment.auto_augment_cifar10(
+      Image.fromarray(images[0]), np.random.default_rng(0)
+  ).shape == (32, 32, 3)
 
 
 # ----- recipes -----------------------------------------------------------------
@@ -421,7 +458,8 @@ def test_large_scale_recipe_order():
   rng = np.random.default_rng(1)
   x = augment.color_jitter(augment.horizontal_flip(images, rng), rng)
   np.testing.assert_array_equal(out, augment.normalize(x, mean, std))
-  out = augment.large_scale_train_batch(images, np.random.default_rng(1), mean=mean, std=std,
-                                        jitter=False)
+  out = augment.large_scale_train_batch(
+      images, np.random.default_rng(1), mean=mean, std=std, jitter=False
+  )
   x = augment.horizontal_flip(images, np.random.default_rng(1))
   np.testing.assert_array_equal(out, augment.normalize(x, mean, std))

@@ -1,16 +1,16 @@
-"""CC-SAM stage-1 flat loss: closed form == vmapped == the official per-class loop.
+"""Tests for ltjax.losses.cc_sam: the closed form and vmapped flat loss == the official loop."""
 
-The reference is ``official_loop`` below, written like the released code
-(zzpustc/CC-SAM, train_cifar.py ``train()``; docs/references.md, 'CC-SAM:
-stage 1'): for every class present,
-a separate gradient of the class-mean clean loss, a per-tensor radius, the
-perturbed parameters, the flat CE on that class's samples, and back to the
-unperturbed parameters (functional here, so "restore" is implicit). Everything
-is compared in value and in gradients, in float64 to round-off.
-"""
+# The reference is ``official_loop`` below, written like the released code
+# (zzpustc/CC-SAM, train_cifar.py ``train()``; docs/references.md, 'CC-SAM:
+# stage 1'): for every class present, a separate gradient of the class-mean
+# clean loss, a per-tensor radius, the perturbed parameters, the flat CE on that
+# class's samples, and back to the unperturbed parameters (functional here, so
+# "restore" is implicit). Everything is compared in value and in gradients, in
+# float64 to round-off.
 
 import functools
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -39,15 +39,12 @@ CASES = {
     'absent_classes': (np.array([0, 0, 0, 1, 1, 3, 3, 3, 3, 5, 6, 6]), IDENTITY, 1.0),
     'one_per_class': (np.array([6, 0, 4, 2, 3, 1, 5, 11, 8, 10, 7, 9]), IDENTITY, 1.0),
     'all_one_class': (np.full(B, 4), IDENTITY, 1.0),
-    'mixup': (np.array([2, 0, 0, 1, 1, 3, 3, 3, 3, 5, 6, 2]),
-              np.array([3, 7, 1, 0, 11, 2, 9, 4, 6, 10, 8, 5]), 0.35),
+    'mixup': (
+        np.array([2, 0, 0, 1, 1, 3, 3, 3, 3, 5, 6, 2]),
+        np.array([3, 7, 1, 0, 11, 2, 9, 4, 6, 10, 8, 5]),
+        0.35,
+    ),
 }
-
-
-@pytest.fixture
-def x64():
-  with jax.enable_x64(True):
-    yield
 
 
 def clean_loss_fn(labels, perm, lam):
@@ -65,17 +62,32 @@ def compiled(flat_fn, radius):
 
   def loss(kernel, bias, features, labels, perm, lam, counts, noise_ratio):
     clean = clean_loss_fn(labels, perm, lam)
-    return flat_fn(features, labels, {'kernel': kernel, 'bias': bias}, clean,
-                   class_counts=counts, noise_ratio=noise_ratio, radius=radius,
-                   rho=RHO if radius == 'fixed' else None)[0]
+    return flat_fn(
+        features,
+        labels,
+        {'kernel': kernel, 'bias': bias},
+        clean,
+        class_counts=counts,
+        noise_ratio=noise_ratio,
+        radius=radius,
+        rho=RHO if radius == 'fixed' else None,
+    )[0]
 
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
 
 def case_args(case, features, kernel, bias, counts=COUNTS, noise_ratio=NOISE):
   labels, perm, lam = CASES[case]
-  return (kernel, bias, features, jnp.asarray(labels), jnp.asarray(perm), lam,
-          jnp.asarray(counts), noise_ratio)
+  return (
+      kernel,
+      bias,
+      features,
+      jnp.asarray(labels),
+      jnp.asarray(perm),
+      lam,
+      jnp.asarray(counts),
+      noise_ratio,
+  )
 
 
 def loop_grads(case, radius):
@@ -86,12 +98,14 @@ def loop_grads(case, radius):
   """
   labels, perm, lam = CASES[case]
   clean = clean_loss_fn(labels, perm, lam)
-  return jax.value_and_grad(lambda w, b, f: head_loop(w, b, f, labels, clean, radius),
-                            argnums=(0, 1, 2))
+  return jax.value_and_grad(
+      lambda w, b, f: head_loop(w, b, f, labels, clean, radius), argnums=(0, 1, 2)
+  )
 
 
-def official_loop(params, names, labels, clean_of, flat_of, *, counts=COUNTS,
-                  noise_ratio=NOISE, radius='official'):
+def official_loop(
+    params, names, labels, clean_of, flat_of, *, counts=COUNTS, noise_ratio=NOISE, radius='official'
+):
   """The released code's per-class loop over the tensors ``names`` of ``params``.
 
   ``clean_of(params)``: (B,) clean (mixed) losses; ``flat_of(params)``: (B,)
@@ -100,7 +114,7 @@ def official_loop(params, names, labels, clean_of, flat_of, *, counts=COUNTS,
   per-tensor ones.
   """
   frozen = {k: sg(v) for k, v in params.items()}
-  theta = sg(jnp.sqrt(sum(jnp.sum(params[k]**2) for k in names))) + 1e-12
+  theta = sg(jnp.sqrt(sum(jnp.sum(params[k] ** 2) for k in names))) + 1e-12
   num = sum(params[k].size for k in names)
   total = 0.0
   for c in np.unique(labels):
@@ -116,7 +130,7 @@ def official_loop(params, names, labels, clean_of, flat_of, *, counts=COUNTS,
     for k in names:  # Per tensor: |eps| = nr sqrt(|theta| / (2|g|)) (P / (n_c - 1))^(1/4).
       # Our guards: n_c - 1 >= 1, and |g| = 0 (no direction) -> no perturbation.
       norm = jnp.where(norms[k] > 0, norms[k], 1.0)
-      size = noise_ratio * jnp.sqrt(theta / (2 * norm)) * (num / max(counts[c] - 1, 1))**0.25
+      size = noise_ratio * jnp.sqrt(theta / (2 * norm)) * (num / max(counts[c] - 1, 1)) ** 0.25
       if radius == 'fixed':
         size = RHO
       perturbed[k] = params[k] + sg(jnp.where(norms[k] > 0, size, 0.0) * grads[k] / norm)
@@ -135,18 +149,22 @@ def random_problem(seed=0):
 def head_loop(kernel, bias, features, labels, clean, radius, counts=COUNTS):
   y = jnp.asarray(labels)
   logits = lambda p, f: f @ p['kernel'] + p['bias']
-  return official_loop({'kernel': kernel, 'bias': bias}, ['kernel', 'bias'], labels,
-                       lambda p: clean(logits(p, sg(features))),
-                       lambda p: ce(logits(p, features), y), counts=counts, radius=radius)
+  return official_loop(
+      {'kernel': kernel, 'bias': bias},
+      ['kernel', 'bias'],
+      labels,
+      lambda p: clean(logits(p, sg(features))),
+      lambda p: ce(logits(p, features), y),
+      counts=counts,
+      radius=radius,
+  )
 
 
-def assert_close(a, b, tol):
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize('case,radius', [(case, 'official') for case in sorted(CASES)] + [
-    ('mixup', 'paper'), ('absent_classes', 'fixed')])
+@pytest.mark.parametrize(
+    'case,radius',
+    [(case, 'official') for case in sorted(CASES)]
+    + [('mixup', 'paper'), ('absent_classes', 'fixed')],
+)
 def test_closed_form_and_vmap_equal_official_loop(x64, case, radius):
   """Value and gradients w.r.t. W, b and the features, to float64 round-off."""
   del x64
@@ -155,9 +173,11 @@ def test_closed_form_and_vmap_equal_official_loop(x64, case, radius):
   clean = clean_loss_fn(labels, perm, lam)
   want = loop_grads(case, radius)(kernel, bias, features)
   args = case_args(case, features, kernel, bias)
-  assert_close(compiled(cc_sam.head_flat_loss, radius)(*args), want, 1e-10)
+  chex.assert_trees_all_close(
+      compiled(cc_sam.head_flat_loss, radius)(*args), want, rtol=1e-10, atol=1e-10
+  )
   if radius != 'fixed':  # The vmapped path's 'fixed' shares _scales with 'paper'.
-    assert_close(compiled(VMAPPED, radius)(*args), want, 1e-10)
+    chex.assert_trees_all_close(compiled(VMAPPED, radius)(*args), want, rtol=1e-10, atol=1e-10)
   # The perturbation matters at this noise ratio (a wrong eps would show).
   assert abs(float(want[0]) - float(jnp.mean(clean(features @ kernel + bias)))) > 1e-2
 
@@ -172,13 +192,22 @@ def test_residuals_and_shared_logits_give_the_same_loss_and_gradients(x64):
   def with_residuals_and_logits(w, b, f):
     logits = f @ w + b
     residuals = jax.grad(lambda z: jnp.sum(clean(z)))(logits)
-    return cc_sam.head_flat_loss(f, y, {'kernel': w, 'bias': b}, residuals, logits=logits,
-                                 class_counts=COUNTS, noise_ratio=NOISE)[0]
+    return cc_sam.head_flat_loss(
+        f,
+        y,
+        {'kernel': w, 'bias': b},
+        residuals,
+        logits=logits,
+        class_counts=COUNTS,
+        noise_ratio=NOISE,
+    )[0]
 
-  assert_close(
+  chex.assert_trees_all_close(
       jax.jit(jax.value_and_grad(with_residuals_and_logits, (0, 1, 2)))(kernel, bias, features),
       compiled(cc_sam.head_flat_loss, 'official')(*case_args('mixup', features, kernel, bias)),
-      1e-12)
+      rtol=1e-12,
+      atol=1e-12,
+  )
 
 
 def test_guards_single_training_sample_and_zero_gradient(x64):
@@ -190,13 +219,17 @@ def test_guards_single_training_sample_and_zero_gradient(x64):
   closed = compiled(cc_sam.head_flat_loss, 'official')
   got = closed(*case_args('absent_classes', features, kernel, bias))
   assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(got))
-  assert_close(got, loop_grads('absent_classes', 'official')(kernel, bias, features), 1e-10)
+  chex.assert_trees_all_close(
+      got, loop_grads('absent_classes', 'official')(kernel, bias, features), rtol=1e-10, atol=1e-10
+  )
   # n_c = 1 (class 6) is treated as n_c = 2.
   as_two = COUNTS.copy()
   as_two[6] = 2
   np.testing.assert_allclose(
-      closed(*case_args('absent_classes', features, kernel, bias, counts=as_two))[0], got[0],
-      rtol=1e-14)
+      closed(*case_args('absent_classes', features, kernel, bias, counts=as_two))[0],
+      got[0],
+      rtol=1e-14,
+  )
 
 
 def test_zero_noise_gives_the_hard_label_clean_loss(x64):
@@ -204,9 +237,33 @@ def test_zero_noise_gives_the_hard_label_clean_loss(x64):
   labels, _, _ = CASES['mixup']
   features, kernel, bias = random_problem()
   loss, _ = compiled(cc_sam.head_flat_loss, 'official')(
-      *case_args('mixup', features, kernel, bias, noise_ratio=0.0))
-  np.testing.assert_allclose(loss, jnp.mean(ce(features @ kernel + bias, jnp.asarray(labels))),
-                             rtol=1e-14)
+      *case_args('mixup', features, kernel, bias, noise_ratio=0.0)
+  )
+  np.testing.assert_allclose(
+      loss, jnp.mean(ce(features @ kernel + bias, jnp.asarray(labels))), rtol=1e-14
+  )
+
+
+class ClosedFormVariantsTest(chex.TestCase):
+  """The closed form is a pure function of its arrays: the same with and without jit."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_closed_form_equals_the_official_loop(self):
+    with jax.enable_x64(True):
+      labels, perm, lam = CASES['mixup']
+      features, kernel, bias = random_problem()
+      clean = clean_loss_fn(labels, perm, lam)
+      y = jnp.asarray(labels)
+
+      def closed(w, b, f):
+        return cc_sam.head_flat_loss(
+            f, y, {'kernel': w, 'bias': b}, clean, class_counts=COUNTS, noise_ratio=NOISE
+        )[0]
+
+      got = self.variant(jax.value_and_grad(closed, (0, 1, 2)))(kernel, bias, features)
+      chex.assert_trees_all_close(
+          got, loop_grads('mixup', 'official')(kernel, bias, features), rtol=1e-10, atol=1e-10
+      )
 
 
 def test_closed_form_builds_no_batch_by_feature_by_class_tensor():
@@ -215,8 +272,9 @@ def test_closed_form_builds_no_batch_by_feature_by_class_tensor():
   clean = clean_loss_fn(labels, perm, lam)
 
   def total(w, b, f):
-    return cc_sam.head_flat_loss(f, jnp.asarray(labels), {'kernel': w, 'bias': b}, clean,
-                                 class_counts=COUNTS)[0]
+    return cc_sam.head_flat_loss(
+        f, jnp.asarray(labels), {'kernel': w, 'bias': b}, clean, class_counts=COUNTS
+    )[0]
 
   jaxpr = jax.make_jaxpr(jax.grad(total, (0, 1, 2)))(kernel, bias, features)
   shapes = []
@@ -241,10 +299,16 @@ def test_generic_path_perturbs_more_than_the_head(x64):
   labels, perm, lam = CASES['mixup']
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(B, 4)))
-  params = {'hidden': {'kernel': jnp.asarray(rng.normal(size=(4, D)) * 0.6),
-                       'bias': jnp.asarray(rng.normal(size=(D,)) * 0.1)},
-            'head': {'kernel': jnp.asarray(rng.normal(size=(D, C)) * 0.5),
-                     'bias': jnp.asarray(rng.normal(size=(C,)) * 0.1)}}
+  params = {
+      'hidden': {
+          'kernel': jnp.asarray(rng.normal(size=(4, D)) * 0.6),
+          'bias': jnp.asarray(rng.normal(size=(D,)) * 0.1),
+      },
+      'head': {
+          'kernel': jnp.asarray(rng.normal(size=(D, C)) * 0.5),
+          'bias': jnp.asarray(rng.normal(size=(C,)) * 0.1),
+      },
+  }
   clean = clean_loss_fn(labels, perm, lam)
   y = jnp.asarray(labels)
 
@@ -253,42 +317,68 @@ def test_generic_path_perturbs_more_than_the_head(x64):
     return h @ p['head']['kernel'] + p['head']['bias']
 
   def generic(p, inputs):
-    return cc_sam.generic_flat_loss(p, y, lambda q: clean(logits(q, inputs)),
-                                    lambda q: ce(logits(q, inputs), y), class_counts=COUNTS,
-                                    mask=r'hidden/kernel|head/.*', noise_ratio=NOISE,
-                                    class_chunk=2)[0]
+    return cc_sam.generic_flat_loss(
+        p,
+        y,
+        lambda q: clean(logits(q, inputs)),
+        lambda q: ce(logits(q, inputs), y),
+        class_counts=COUNTS,
+        mask=r'hidden/kernel|head/.*',
+        noise_ratio=NOISE,
+        class_chunk=2,
+    )[0]
 
   def loop(p, inputs):
-    flat = {'hk': p['hidden']['kernel'], 'hb': p['hidden']['bias'],
-            'k': p['head']['kernel'], 'b': p['head']['bias']}
-    nest = lambda q: {'hidden': {'kernel': q['hk'], 'bias': q['hb']},
-                      'head': {'kernel': q['k'], 'bias': q['b']}}
-    return official_loop(flat, ['hk', 'k', 'b'], labels, lambda q: clean(logits(nest(q), inputs)),
-                         lambda q: ce(logits(nest(q), inputs), y))
+    flat = {
+        'hk': p['hidden']['kernel'],
+        'hb': p['hidden']['bias'],
+        'k': p['head']['kernel'],
+        'b': p['head']['bias'],
+    }
+    nest = lambda q: {
+        'hidden': {'kernel': q['hk'], 'bias': q['hb']},
+        'head': {'kernel': q['k'], 'bias': q['b']},
+    }
+    return official_loop(
+        flat,
+        ['hk', 'k', 'b'],
+        labels,
+        lambda q: clean(logits(nest(q), inputs)),
+        lambda q: ce(logits(nest(q), inputs), y),
+    )
 
   got = jax.jit(jax.value_and_grad(generic, (0, 1)))(params, x)
   want = jax.jit(jax.value_and_grad(loop, (0, 1)))(params, x)
-  assert_close(got, want, 1e-10)
+  chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_generic_slots_and_chunks(x64):
   del x64
   labels = jnp.asarray([5, 1, 5, 3, 1, 1])
   np.testing.assert_array_equal(cc_sam._present_classes(labels, 6), [1, 3, 5, -1, -1, -1])
-  np.testing.assert_array_equal(cc_sam._present_classes(labels, 8),
-                                [1, 3, 5, -1, -1, -1, -1, -1])
+  np.testing.assert_array_equal(cc_sam._present_classes(labels, 8), [1, 3, 5, -1, -1, -1, -1, -1])
   labels_np, perm, lam = CASES['absent_classes']
   features, kernel, bias = random_problem()
   clean = clean_loss_fn(labels_np, perm, lam)
   y = jnp.asarray(labels_np)
   hp = {'kernel': kernel, 'bias': bias}
   want = compiled(cc_sam.head_flat_loss, 'official')(
-      *case_args('absent_classes', features, kernel, bias))[0]
+      *case_args('absent_classes', features, kernel, bias)
+  )[0]
   # One class per chunk in 5 exact slots; one chunk larger than all 12 slots.
   for chunk, slots in [(1, 5), (16, None)]:
-    got, metrics = jax.jit(lambda f, h, chunk=chunk, slots=slots: cc_sam.head_flat_loss_vmap(
-        f, y, h, clean, class_counts=COUNTS, noise_ratio=NOISE, class_chunk=chunk,
-        num_slots=slots))(features, hp)
+    got, metrics = jax.jit(
+        lambda f, h, chunk=chunk, slots=slots: cc_sam.head_flat_loss_vmap(
+            f,
+            y,
+            h,
+            clean,
+            class_counts=COUNTS,
+            noise_ratio=NOISE,
+            class_chunk=chunk,
+            num_slots=slots,
+        )
+    )(features, hp)
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert int(metrics['cc_sam_classes_present']) == 5
 
@@ -315,16 +405,25 @@ def test_one_sgd_step_end_to_end_matches_the_loop():
 
   def total(params, flat_fn):
     (logits, features), new_vars = model.apply(
-        {'params': params, 'batch_stats': variables['batch_stats']}, images, train=True,
-        mutable=['batch_stats'])
+        {'params': params, 'batch_stats': variables['batch_stats']},
+        images,
+        train=True,
+        mutable=['batch_stats'],
+    )
     flat = flat_fn(params['head'], features, logits)
     return (1 - flat_ratio) * jnp.mean(clean(logits)) + flat_ratio * flat, new_vars
 
-  closed = lambda hp, f, z: cc_sam.head_flat_loss(f, y, hp, clean, logits=z,
-                                                  class_counts=COUNTS, noise_ratio=noise)[0]
+  closed = lambda hp, f, z: cc_sam.head_flat_loss(
+      f, y, hp, clean, logits=z, class_counts=COUNTS, noise_ratio=noise
+  )[0]
   loop = lambda hp, f, z: official_loop(
-      hp, ['kernel', 'bias'], labels, lambda p: clean(sg(f) @ p['kernel'] + p['bias']),
-      lambda p: ce(f @ p['kernel'] + p['bias'], y), noise_ratio=noise)
+      hp,
+      ['kernel', 'bias'],
+      labels,
+      lambda p: clean(sg(f) @ p['kernel'] + p['bias']),
+      lambda p: ce(f @ p['kernel'] + p['bias'], y),
+      noise_ratio=noise,
+  )
   tx = optax.sgd(0.5)
 
   def step(flat_fn):
@@ -335,11 +434,12 @@ def test_one_sgd_step_end_to_end_matches_the_loop():
 
   want, want_stats = jax.jit(lambda: step(loop))()
   got, stats = jax.jit(lambda: step(closed))()
-  assert_close(got, want, 1e-5)
-  assert_close(stats, want_stats, 1e-6)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(stats, want_stats, rtol=1e-6, atol=1e-6)
   # The step moved every parameter, the backbone included (its gradient flows).
-  moved = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), want,
-                                 variables['params'])
+  moved = jax.tree_util.tree_map(
+      lambda a, b: float(jnp.max(jnp.abs(a - b))), want, variables['params']
+  )
   assert min(jax.tree_util.tree_leaves(moved)) > 1e-4
 
 
@@ -361,5 +461,11 @@ def test_bad_arguments_are_named():
   with pytest.raises(ValueError, match='per-example'):
     cc_sam.head_flat_loss(features, y, hp, lambda z: jnp.mean(ce(z, y)), class_counts=COUNTS)
   with pytest.raises(ValueError, match='no parameter'):
-    cc_sam.generic_flat_loss(hp, y, lambda p: clean(features @ p['kernel']), lambda p: clean(
-        features @ p['kernel']), class_counts=COUNTS, mask='nothing')
+    cc_sam.generic_flat_loss(
+        hp,
+        y,
+        lambda p: clean(features @ p['kernel']),
+        lambda p: clean(features @ p['kernel']),
+        class_counts=COUNTS,
+        mask='nothing',
+    )

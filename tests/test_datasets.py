@@ -1,31 +1,64 @@
-"""Open long-tailed recognition data: held-out open classes, relabelling, open_test."""
+"""Tests for ltjax.data.datasets: sources, long-tailed splits, hold-outs and open classes."""
 
-import importlib.util
 import os
 import pickle
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
 
 from configs import base
-from conftest import requires_fashion_mnist
-from conftest import synthetic_data_config
-from conftest import tiny_config
+from helpers import requires_fashion_mnist
+from helpers import requires_tfds
+from helpers import synthetic_data_config
 from ltjax import data
-from ltjax import train
 from ltjax.data import datasets
 from ltjax.data import listfile
-
-requires_tfds = pytest.mark.skipif(
-    importlib.util.find_spec('tensorflow_datasets') is None,
-    reason='tensorflow-datasets not installed (pip install ltjax[tfds])')
 
 OPEN = (3, 7)
 CLOSED = np.array([0, 1, 2, 4, 5, 6, 8, 9])
 
 
+@requires_fashion_mnist
+def test_fashion_mnist_from_debian_package():
+  train = data.load_split(base.get_config().data, 'train')
+  test = data.load_split(base.get_config().data, 'test')
+  assert train.images.shape == (60000, 28, 28, 1) and train.images.dtype == np.uint8
+  assert test.images.shape == (10000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(train.labels), [6000] * 10)
+  np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
+
+
+def test_missing_data_names_the_fix(tmp_path):
+  config = base.get_config().data
+  config.data_dir = str(tmp_path)
+  with pytest.raises(FileNotFoundError, match='apt-get install -y dataset-fashion-mnist'):
+    data.load_split(config, 'train')
+
+
+def test_load_datasets_long_tail_and_label_check():
+  train, val, test, counts, _ = data.load_datasets(synthetic_data_config())
+  assert val is None
+  np.testing.assert_array_equal(counts, data.long_tail_counts(10, 40, 4.0))
+  assert len(train) == counts.sum() and len(test) == 400
+  with pytest.raises(ValueError, match=r'labels outside \[0, 3\)'):
+    data.datasets.check_labels(np.array([0, 1, 5]), 3, 'toy')
+
+
+def test_validation_split_is_held_out_before_the_long_tail():
+  splits = data.load_datasets(synthetic_data_config(val_per_class=5))
+  np.testing.assert_array_equal(np.bincount(splits.val.labels), [5] * 10)
+  # n_max is the largest class after the hold-out: 40 - 5 = 35.
+  np.testing.assert_array_equal(splits.train_counts, data.long_tail_counts(10, 35, 4.0))
+  source = data.load_split(synthetic_data_config(), 'train')
+  val_images = {x.tobytes() for x in splits.val.images}
+  assert not any(x.tobytes() in val_images for x in splits.train.images)
+  assert len(val_images) == 50 and len(source) == 400
+  no_lt = data.load_datasets(synthetic_data_config(imbalance_ratio=0.0))
+  np.testing.assert_array_equal(no_lt.train_counts, [40] * 10)
+
+
+# ----------------------------------------------------------------------------- open classes
 
 
 def expected_train_indices(config, source_labels):
@@ -34,8 +67,9 @@ def expected_train_indices(config, source_labels):
   relabelled = np.searchsorted(CLOSED, source_labels[closed_idx])
   n_max = int(np.bincount(relabelled).max())
   counts = data.long_tail_counts(len(CLOSED), n_max, config.imbalance_ratio)
-  keep = data.long_tail_indices(relabelled, counts, selection=config.selection,
-                                seed=config.subsample_seed)
+  keep = data.long_tail_indices(
+      relabelled, counts, selection=config.selection, seed=config.subsample_seed
+  )
   return closed_idx[keep], counts
 
 
@@ -104,23 +138,36 @@ def test_fashion_mnist_open_classes():
   config.open_classes = OPEN
   splits = data.load_datasets(config)
   check_open_set_splits(config, splits)
-  assert splits.train.class_names == ('t-shirt/top', 'trouser', 'pullover', 'coat',
-                                      'sandal', 'shirt', 'bag', 'ankle boot')
+  assert splits.train.class_names == (
+      't-shirt/top',
+      'trouser',
+      'pullover',
+      'coat',
+      'sandal',
+      'shirt',
+      'bag',
+      'ankle boot',
+  )
   assert len(splits.open_test) == 2000 and len(splits.test) == 8000
   np.testing.assert_array_equal(splits.train_counts, data.long_tail_counts(8, 6000, 100))
-  np.testing.assert_array_equal(np.bincount(splits.open_test.original_labels, minlength=10),
-                                [0, 0, 0, 1000, 0, 0, 0, 1000, 0, 0])
+  np.testing.assert_array_equal(
+      np.bincount(splits.open_test.original_labels, minlength=10),
+      [0, 0, 0, 1000, 0, 0, 0, 1000, 0, 0],
+  )
 
 
-@pytest.mark.parametrize('open_classes,match', [
-    ((10,), r'ids \[10\] outside the valid range; valid ids are 0\.\.9'),
-    ((-1, 2), r'ids \[-1\] outside the valid range; valid ids are 0\.\.9'),
-    ((3, 3), r'lists \[3\] more than once'),
-    (tuple(range(9)), r'leaving 1 closed; at least 2 must remain'),
-    (tuple(range(10)), r'leaving 0 closed; at least 2 must remain'),
-    ((1.5,), r'must hold integer class ids'),
-    (('3',), r'must hold integer class ids'),
-])
+@pytest.mark.parametrize(
+    'open_classes,match',
+    [
+        ((10,), r'ids \[10\] outside the valid range; valid ids are 0\.\.9'),
+        ((-1, 2), r'ids \[-1\] outside the valid range; valid ids are 0\.\.9'),
+        ((3, 3), r'lists \[3\] more than once'),
+        (tuple(range(9)), r'leaving 1 closed; at least 2 must remain'),
+        (tuple(range(10)), r'leaving 0 closed; at least 2 must remain'),
+        ((1.5,), r'must hold integer class ids'),
+        (('3',), r'must hold integer class ids'),
+    ],
+)
 def test_invalid_open_classes_raise(open_classes, match):
   with pytest.raises(ValueError, match=r'config\.data\.open_classes') as error:
     data.load_datasets(synthetic_data_config(open_classes=open_classes))
@@ -129,8 +176,7 @@ def test_invalid_open_classes_raise(open_classes, match):
 
 
 def test_open_class_map():
-  np.testing.assert_array_equal(data.open_class_map((3, 7), 10),
-                                [0, 1, 2, -1, 3, 4, 5, -1, 6, 7])
+  np.testing.assert_array_equal(data.open_class_map((3, 7), 10), [0, 1, 2, -1, 3, 4, 5, -1, 6, 7])
   np.testing.assert_array_equal(data.open_class_map((np.int64(0),), 3), [-1, 0, 1])
   with pytest.raises(ValueError, match='must be a tuple of class ids'):
     data.open_class_map(3, 10)
@@ -141,8 +187,7 @@ def test_relabelled_sources_and_splits_pickle():
   again = pickle.loads(pickle.dumps(splits))
   assert isinstance(again, data.Splits) and len(again) == 5
   np.testing.assert_array_equal(again.open_test.labels, splits.open_test.labels)
-  np.testing.assert_array_equal(again.open_test.original_labels,
-                                splits.open_test.original_labels)
+  np.testing.assert_array_equal(again.open_test.original_labels, splits.open_test.original_labels)
   for i in (0, 41, len(splits.open_test) - 1):
     np.testing.assert_array_equal(again.open_test[i]['image'], splits.open_test[i]['image'])
     assert again.open_test[i]['label'] == -1
@@ -151,7 +196,7 @@ def test_relabelled_sources_and_splits_pickle():
   assert data.Splits(*splits[:4]).open_test is None  # open_test is optional.
 
 
-def write_list_folder(root, counts):
+def write_png_list_folder(root, counts):
   """A list-file folder: PNG images (lossless) and a train/test list over len(counts) classes."""
   rng = np.random.default_rng(0)
   images, lines = {}, {'train': [], 'test': []}
@@ -170,13 +215,21 @@ def write_list_folder(root, counts):
 def test_list_file_source_open_classes(tmp_path, monkeypatch):
   """A decoding source: relabelled by a RelabeledSource, through load_datasets and batching."""
   counts = (12, 10, 9, 8, 7)
-  images, lines = write_list_folder(tmp_path, counts)
-  sources = {split: listfile.ListFileSource(tmp_path, tmp_path / f'{split}.txt',
-                                            num_classes=5, mean=(0.5,) * 3, std=(0.25,) * 3,
-                                            skip_log_dir=tmp_path / 'skips')
-             for split in ('train', 'test')}
-  monkeypatch.setattr(datasets, 'load_split',
-                      lambda config, split, skip_log_dir=None: sources[split])
+  images, lines = write_png_list_folder(tmp_path, counts)
+  sources = {
+      split: listfile.ListFileSource(
+          tmp_path,
+          tmp_path / f'{split}.txt',
+          num_classes=5,
+          mean=(0.5,) * 3,
+          std=(0.25,) * 3,
+          skip_log_dir=tmp_path / 'skips',
+      )
+      for split in ('train', 'test')
+  }
+  monkeypatch.setattr(
+      datasets, 'load_split', lambda config, split, skip_log_dir=None: sources[split]
+  )
   config = synthetic_data_config(open_classes=(1,), imbalance_ratio=0.0)
   splits = data.load_datasets(config)
   closed = np.array([0, 2, 3, 4])
@@ -185,10 +238,12 @@ def test_list_file_source_open_classes(tmp_path, monkeypatch):
   np.testing.assert_array_equal(splits.train_counts, [10, 7, 6, 5])
   assert len(splits.open_test) == 2 and len(splits.test) == 8
   np.testing.assert_array_equal(splits.open_test.original_labels, [1, 1])
-  for split, name in ((splits.train, 'train'), (splits.test, 'test'),
-                      (splits.open_test, 'test')):
-    kept = [line for line in lines[name]
-            if (int(line.split()[1]) in closed) == (split is not splits.open_test)]
+  for split, name in ((splits.train, 'train'), (splits.test, 'test'), (splits.open_test, 'test')):
+    kept = [
+        line
+        for line in lines[name]
+        if (int(line.split()[1]) in closed) == (split is not splits.open_test)
+    ]
     assert len(split) == len(kept)
     for i in range(len(split)):
       relpath, label = kept[i].split()
@@ -217,10 +272,12 @@ def test_relabel_composes_instead_of_nesting():
   first = data.relabel(closed, data.open_class_map((3, 7), 10), names)
   assert isinstance(first, data.ArrayDataset)  # All labels known: stays in memory.
   # Unknown (-1) labels are outside ArrayDataset's [0, C): wrapped instead.
-  assert isinstance(data.relabel(source, data.open_class_map((3, 7), 10), names),
-                    data.RelabeledSource)
-  wrapped = data.RelabeledSource(source, data.open_class_map((3, 7), 10), num_classes=8,
-                                 class_names=first.class_names)
+  assert isinstance(
+      data.relabel(source, data.open_class_map((3, 7), 10), names), data.RelabeledSource
+  )
+  wrapped = data.RelabeledSource(
+      source, data.open_class_map((3, 7), 10), num_classes=8, class_names=first.class_names
+  )
   twice = data.relabel(wrapped, data.open_class_map((0,), 8), first.class_names[1:])
   assert isinstance(twice.source, data.ArrayDataset)
   np.testing.assert_array_equal(twice.mapping, [-1, 0, 1, -1, 2, 3, 4, -1, 5, 6])
@@ -234,11 +291,16 @@ def test_tfds_source_open_classes(tmp_path):
   train_arrays = (rng.integers(0, 256, (40, 4, 4, 3), dtype=np.uint8), np.arange(40) % 4)
   test_arrays = (rng.integers(0, 256, (12, 4, 4, 3), dtype=np.uint8), np.arange(12) % 4)
   names = ('cat', 'dog', 'emu', 'fox')
-  data.tfds_source.prepare_from_arrays('tiny_open', str(tmp_path),
-                                       {'train': train_arrays, 'test': test_arrays},
-                                       class_names=names)
-  config = synthetic_data_config(name='tfds', tfds_name='tiny_open', data_dir=str(tmp_path),
-                            imbalance_ratio=0.0, open_classes=(2,))
+  data.tfds_source.prepare_from_arrays(
+      'tiny_open', str(tmp_path), {'train': train_arrays, 'test': test_arrays}, class_names=names
+  )
+  config = synthetic_data_config(
+      name='tfds',
+      tfds_name='tiny_open',
+      data_dir=str(tmp_path),
+      imbalance_ratio=0.0,
+      open_classes=(2,),
+  )
   splits = data.load_datasets(config)
   assert splits.train.class_names == ('cat', 'dog', 'fox')
   np.testing.assert_array_equal(splits.train_counts, [10, 10, 10])
@@ -251,12 +313,3 @@ def test_tfds_source_open_classes(tmp_path):
   images, labels = data.pipeline.load_images(splits.open_test, np.arange(3))
   np.testing.assert_array_equal(images, test_arrays[0][open_idx])
   np.testing.assert_array_equal(labels, -1)
-
-
-def test_training_on_closed_classes_end_to_end(tmp_path):
-  config = tiny_config(num_train_steps=4, log_every_steps=2, **{'data.open_classes': OPEN})
-  state, results = train.train_and_evaluate(config, str(tmp_path))
-  assert int(state.step) == 4
-  kernel = jax.device_get(state.params['head']['kernel'])
-  assert kernel.shape[-1] == 8
-  assert len(results['per_class_accuracy']) == 8

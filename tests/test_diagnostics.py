@@ -1,10 +1,9 @@
-"""Tests for ltjax.eval.diagnostics and ltjax.eval.open_set.
+"""Tests for ltjax.eval.diagnostics: every quantity by hand and against brute-force numpy."""
 
-Every metric is checked against a value worked out by hand on a small
-constructed example (written out in the comments), and the pair / scatter
-statistics also against brute-force numpy (all N^2 pairs, explicit D x D
-matrices) on random data.
-"""
+# Every metric is checked against a value worked out by hand on a small
+# constructed example (written out in the comments), and the pair / scatter
+# statistics also against brute-force numpy (all N^2 pairs, explicit D x D
+# matrices) on random data.
 
 import math
 
@@ -15,15 +14,13 @@ import pytest
 from scipy.special import logsumexp
 
 from ltjax.eval import diagnostics as dg
-from ltjax.eval import open_set
 
 # ------------------------------------------------------------------ logits
 
 # 4 samples, 3 classes.
-_Z = np.array([[3., 1., 0.],   # y = 0
-               [1., 2., 0.],   # y = 1
-               [2., 0., 1.],   # y = 0
-               [0., 1., 4.]])  # y = 2
+_Z = np.array(
+    [[3.0, 1.0, 0.0], [1.0, 2.0, 0.0], [2.0, 0.0, 1.0], [0.0, 1.0, 4.0]]  # y = 0  # y = 1  # y = 0
+)  # y = 2
 _Y = np.array([0, 1, 0, 2])
 
 
@@ -32,8 +29,9 @@ def test_logits_magnitude_by_hand():
   # L_2 = 4 - mean(0, 0, 1) = 11/3.
   magnitude = dg.logits_magnitude(_Z, _Y, 3)
   np.testing.assert_allclose(magnitude, [2.0, 4 / 3, 11 / 3])
-  np.testing.assert_allclose(dg.logits_magnitude(_Z, _Y, 3, normalize=True),
-                             np.array([2.0, 4 / 3, 11 / 3]) / 7.0)
+  np.testing.assert_allclose(
+      dg.logits_magnitude(_Z, _Y, 3, normalize=True), np.array([2.0, 4 / 3, 11 / 3]) / 7.0
+  )
   # A class with no test sample (column 3) is NaN, the others unchanged.
   wide = np.concatenate([_Z, np.ones((4, 1))], axis=1)
   magnitude = dg.logits_magnitude(wide, _Y, 4)
@@ -48,12 +46,17 @@ def test_regularized_std_by_hand():
   sigma_all = np.sqrt([1.25, 0.5, 10.75 / 4])
   np.testing.assert_allclose(dg.regularized_std(_Z, _Y, 3), sigma_all / magnitude)
   # Positives: class 0 (3, 2) -> 0.5; classes 1, 2 have one positive -> 0.
-  np.testing.assert_allclose(dg.regularized_std(_Z, _Y, 3, over='positive'),
-                             np.array([0.5, 0.0, 0.0]) / magnitude, atol=1e-15)
+  np.testing.assert_allclose(
+      dg.regularized_std(_Z, _Y, 3, over='positive'),
+      np.array([0.5, 0.0, 0.0]) / magnitude,
+      atol=1e-15,
+  )
   # Negatives: class 0 (1, 0) -> 0.5; class 1 (1, 0, 1) and class 2 (0, 0, 1)
   # -> variance 2/9.
-  np.testing.assert_allclose(dg.regularized_std(_Z, _Y, 3, over='negative'),
-                             np.array([0.5, math.sqrt(2 / 9), math.sqrt(2 / 9)]) / magnitude)
+  np.testing.assert_allclose(
+      dg.regularized_std(_Z, _Y, 3, over='negative'),
+      np.array([0.5, math.sqrt(2 / 9), math.sqrt(2 / 9)]) / magnitude,
+  )
   with pytest.raises(ValueError, match='over'):
     dg.regularized_std(_Z, _Y, 3, over='both')
 
@@ -67,7 +70,7 @@ def test_label_validation():
 
 def test_group_summary():
   counts = np.array([500, 150, 101, 100, 50, 20, 19, 5])
-  values = np.array([1., 2., 3., 4., 5., 6., 7., np.nan])
+  values = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, np.nan])
   # many (> 100): 1, 2, 3; medium (20..100): 4, 5, 6; few (< 20): 7 (NaN skipped).
   assert dg.group_summary(values, counts) == {'many': 2.0, 'medium': 5.0, 'few': 7.0}
   summary = dg.group_summary(np.ones(3), np.array([500, 200, 101]))
@@ -84,10 +87,10 @@ def test_decile_summary():
   # Sorted by count, head first: 100 80 | 60 50 | 40 | 30 | 9 | 7 | 5 | 3 | 2 | 1
   # (array_split gives the first 12 mod 10 = 2 bins one class more).
   assert dg.decile_summary(counts.astype(float), counts) == [90, 55, 40, 30, 9, 7, 5, 3, 2, 1]
-  few = dg.decile_summary(np.array([1., 2., 3.]), np.array([10, 30, 20]))
+  few = dg.decile_summary(np.array([1.0, 2.0, 3.0]), np.array([10, 30, 20]))
   assert few[:3] == [2.0, 3.0, 1.0] and all(np.isnan(few[3:]))
   # Ties keep class order.
-  assert dg.decile_summary(np.arange(4.), np.ones(4), num_bins=2) == [0.5, 2.5]
+  assert dg.decile_summary(np.arange(4.0), np.ones(4), num_bins=2) == [0.5, 2.5]
 
 
 # ---------------------------------------------------------------- features
@@ -108,14 +111,14 @@ def _class_means_np(x, y):
 def test_fdr_by_hand_and_degenerate_cases():
   # 1-D: class 0 (0, 2), class 1 (4, 6): mu_0 = 1, mu_1 = 5, mu = 3,
   # S_B = 2*4 + 2*4 = 16, S_W = 4 * 1 = 4, FDR = 4.
-  x = np.array([[0.], [2.], [4.], [6.]])
+  x = np.array([[0.0], [2.0], [4.0], [6.0]])
   y = np.array([0, 0, 1, 1])
   assert dg.fisher_discriminant_ratio(x, y) == pytest.approx(4.0)
   # A constant extra dimension is dropped; the ratio is scale invariant.
   x2 = np.concatenate([3 * x, np.full((4, 1), 7.0)], axis=1)
   assert dg.fisher_discriminant_ratio(x2, y) == pytest.approx(4.0)
   # Two identical classes: S_B = 0.
-  same = np.array([[1., 2.], [3., -1.], [0., 5.]])
+  same = np.array([[1.0, 2.0], [3.0, -1.0], [0.0, 5.0]])
   x3 = np.concatenate([same, same])
   assert dg.fisher_discriminant_ratio(x3, np.repeat([0, 1], 3)) == pytest.approx(0.0, abs=1e-12)
   with pytest.raises(ValueError, match='at least 2'):
@@ -131,8 +134,9 @@ def test_fdr_nc1_cosine_against_brute_force():
   mu = x.mean(0)
   s_b = sum(n * np.outer(m - mu, m - mu) for n, m in zip(counts, means))
   s_w = sum(np.outer(r, r) for r in x - means[np.searchsorted(classes, y)])
-  np.testing.assert_allclose(dg.fisher_discriminant_ratio(x, y),
-                             np.trace(np.linalg.inv(s_w) @ s_b), rtol=1e-10)
+  np.testing.assert_allclose(
+      dg.fisher_discriminant_ratio(x, y), np.trace(np.linalg.inv(s_w) @ s_b), rtol=1e-10
+  )
   # NC1: Sigma_W over samples, Sigma_B around the mean of class means, pinv.
   centred = means - means.mean(0)
   sigma_b = centred.T @ centred / len(classes)
@@ -144,8 +148,9 @@ def test_fdr_nc1_cosine_against_brute_force():
   classes, means = _class_means_np(x_wide, y_wide)
   centred = means - means.mean(0)
   within = x_wide - means[np.searchsorted(classes, y_wide)]
-  expected = np.trace(within.T @ within / len(x_wide) @ np.linalg.pinv(
-      centred.T @ centred / len(classes))) / len(classes)
+  expected = np.trace(
+      within.T @ within / len(x_wide) @ np.linalg.pinv(centred.T @ centred / len(classes))
+  ) / len(classes)
   np.testing.assert_allclose(dg.nc1(x_wide, y_wide, 4), expected, rtol=1e-9)
   # Cosine statistics over all N^2 pairs, and the class-pair matrix.
   units = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -186,13 +191,14 @@ def test_cosine_stats_on_one_hot_features():
 
 
 def test_feature_norm_per_class():
-  x = np.array([[3., 4.], [0., 1.], [6., 8.]])
+  x = np.array([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0]])
   y = np.array([0, 0, 1])
   norms = dg.feature_norm_per_class(x, y, 3)
   np.testing.assert_allclose(norms[:2], [3.0, 10.0])
   assert np.isnan(norms[2])
-  np.testing.assert_allclose(dg.feature_norm_per_class(x, y, 3, of_mean=True)[:2],
-                             [math.sqrt(8.5), 10.0])
+  np.testing.assert_allclose(
+      dg.feature_norm_per_class(x, y, 3, of_mean=True)[:2], [math.sqrt(8.5), 10.0]
+  )
 
 
 def _etf_features(c=5, d=8, per_class=4, noise=0.0, seed=0):
@@ -223,32 +229,33 @@ def test_perfect_simplex_etf_gives_zero_nc1_and_etf_distance():
 def test_nc1_and_etf_distance_by_hand():
   # K = 2, D = 1: class means -1, +1 (centre 0), S_B = 1; samples (-2, 0) and
   # (0, 2) deviate by 1, S_W = 1: NC1 = Tr(1 * 1) / 2 = 0.5.
-  x = np.array([[-2.], [0.], [0.], [2.]])
+  x = np.array([[-2.0], [0.0], [0.0], [2.0]])
   y = np.array([0, 0, 1, 1])
   assert dg.nc1(x, y, 2) == pytest.approx(0.5)
   assert dg.etf_distance(x, y, 2) == pytest.approx(0.0, abs=1e-15)  # 2 points: an ETF
   # K = 3 means (0, 0), (1, 0), (0, 1): centred and normalised, u0 = -(1, 1)/sqrt2,
   # u1 = (2, -1)/sqrt5, u2 = (-1, 2)/sqrt5: cosines -1/sqrt10, -1/sqrt10, -4/5
   # against -1/2; |E|_F = 3 / sqrt2.
-  x = np.array([[0., 0.], [1., 0.], [0., 1.]])
+  x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
   y = np.arange(3)
-  expected = math.sqrt(4 * (0.5 - 1 / math.sqrt(10)) ** 2 + 2 * 0.3 ** 2) / (3 / math.sqrt(2))
+  expected = math.sqrt(4 * (0.5 - 1 / math.sqrt(10)) ** 2 + 2 * 0.3**2) / (3 / math.sqrt(2))
   assert dg.etf_distance(x, y, 3) == pytest.approx(expected)
   # Collinear means (0, 1, 2): the middle centred mean is 0 -> NaN.
-  assert math.isnan(dg.etf_distance(np.array([[0.], [1.], [2.]]), y, 3))
+  assert math.isnan(dg.etf_distance(np.array([[0.0], [1.0], [2.0]]), y, 3))
 
 
 # -------------------------------------------------------------- classifier
 
 
 def test_weight_norms_cosines_and_angles():
-  kernel = np.array([[1., 0., 3.], [0., 2., 3.]])  # columns = class vectors
-  np.testing.assert_allclose(dg.weight_norm_per_class(kernel), [1., 2., 3 * math.sqrt(2)])
+  kernel = np.array([[1.0, 0.0, 3.0], [0.0, 2.0, 3.0]])  # columns = class vectors
+  np.testing.assert_allclose(dg.weight_norm_per_class(kernel), [1.0, 2.0, 3 * math.sqrt(2)])
   s = 1 / math.sqrt(2)
-  np.testing.assert_allclose(dg.weight_cosine_matrix(kernel),
-                             [[1, 0, s], [0, 1, s], [s, s, 1]], atol=1e-15)
+  np.testing.assert_allclose(
+      dg.weight_cosine_matrix(kernel), [[1, 0, s], [0, 1, s], [s, s, 1]], atol=1e-15
+  )
   # Directions at 0, 90, 180 and 45 degrees; classes many, many, few, few.
-  kernel = np.array([[1., 0., -1., 1.], [0., 1., 0., 1.]])
+  kernel = np.array([[1.0, 0.0, -1.0, 1.0], [0.0, 1.0, 0.0, 1.0]])
   angles = dg.head_tail_angles(kernel, np.array([200, 150, 5, 3]))
   assert angles['many-many']['mean'] == pytest.approx(90.0)
   assert angles['few-few']['mean'] == pytest.approx(135.0)
@@ -261,16 +268,23 @@ def test_weight_norms_cosines_and_angles():
 
 def test_batchnorm_scale_stats_on_a_tree():
   params = {
-      'stem_bn': {'scale': np.array([1., -3.]), 'bias': np.array([0., 2.])},
-      'block': {'bn1': {'scale': np.full(4, 0.5), 'bias': np.zeros(4)},
-                'conv': {'kernel': np.ones((3, 3))}},
-      'LayerNorm_0': {'scale': np.array([9.])},
+      'stem_bn': {'scale': np.array([1.0, -3.0]), 'bias': np.array([0.0, 2.0])},
+      'block': {
+          'bn1': {'scale': np.full(4, 0.5), 'bias': np.zeros(4)},
+          'conv': {'kernel': np.ones((3, 3))},
+      },
+      'LayerNorm_0': {'scale': np.array([9.0])},
       'head': {'kernel': np.ones((2, 2)), 'bias': np.zeros(2)},
   }
   stats = dg.batchnorm_scale_stats(params)
   assert set(stats) == {'stem_bn', 'block/bn1', 'all'}
-  assert stats['stem_bn'] == {'mean_abs_scale': 2.0, 'mean_scale': -1.0, 'std_scale': 2.0,
-                              'num': 2, 'var_bias': 1.0}
+  assert stats['stem_bn'] == {
+      'mean_abs_scale': 2.0,
+      'mean_scale': -1.0,
+      'std_scale': 2.0,
+      'num': 2,
+      'var_bias': 1.0,
+  }
   assert stats['block/bn1']['std_scale'] == 0.0
   assert stats['all']['mean_abs_scale'] == pytest.approx(1.0)  # (1 + 3 + 4 * .5) / 6
   assert stats['all']['num'] == 6 and stats['all']['num_layers'] == 2
@@ -312,8 +326,9 @@ def _numpy_group_ce(x, y, kernel, bias, counts):
   ce = logsumexp(z, axis=1) - z[np.arange(len(y)), y]
   c = kernel.shape[1]
   present = np.bincount(y, minlength=c)
-  per_class = np.where(present > 0, np.bincount(y, weights=ce, minlength=c) /
-                       np.maximum(present, 1), np.nan)
+  per_class = np.where(
+      present > 0, np.bincount(y, weights=ce, minlength=c) / np.maximum(present, 1), np.nan
+  )
   return dict(dg.group_summary(per_class, counts), all=float(np.nanmean(per_class)))
 
 
@@ -321,8 +336,7 @@ def test_sharpness_curve_radius_zero_is_plain_ce_and_grows():
   x, y, kernel, bias = _trained_like()
   counts = np.array([500, 300, 100, 60, 10, 5])  # many 2, medium 2, few 2
   radii = (0, 0.05, 0.2, 0.5, 1.0)
-  curve = dg.sharpness_curve(x, y, kernel, bias, counts, relative_radii=radii,
-                             num_directions=6)
+  curve = dg.sharpness_curve(x, y, kernel, bias, counts, relative_radii=radii, num_directions=6)
   assert curve['relative_radius'] == list(radii)
   expected = _numpy_group_ce(x, y, kernel, bias, counts)
   for group in ('many', 'medium', 'few', 'all'):
@@ -332,8 +346,9 @@ def test_sharpness_curve_radius_zero_is_plain_ce_and_grows():
     assert np.all(np.diff(curve[group]) >= -1e-6 * curve[group][0]), group
     assert curve[group][-1] > 2 * curve[group][0], group
   # Blocks of rows (with a padded last block) give the same numbers.
-  blocked = dg.sharpness_curve(x, y, kernel, bias, counts, relative_radii=radii,
-                               num_directions=6, block_rows=17)
+  blocked = dg.sharpness_curve(
+      x, y, kernel, bias, counts, relative_radii=radii, num_directions=6, block_rows=17
+  )
   np.testing.assert_allclose(blocked['all'], curve['all'], rtol=1e-5)
 
 
@@ -343,10 +358,20 @@ def test_sharpness_curve_relative_radius_and_absent_classes():
   radii = (0, 0.1, 0.3)
   # Bias-free head: (2W, f/2) has the same logits and, as |eps| = r |theta|,
   # the same perturbed logits for every direction and radius.
-  one = dg.sharpness_curve(x, y, kernel, None, counts, relative_radii=radii,
-                           num_directions=3, antithetic=False, seed=4)
-  two = dg.sharpness_curve(x / 2, y, 2 * kernel, None, counts, relative_radii=radii,
-                           num_directions=3, antithetic=False, seed=4)
+  one = dg.sharpness_curve(
+      x, y, kernel, None, counts, relative_radii=radii, num_directions=3, antithetic=False, seed=4
+  )
+  two = dg.sharpness_curve(
+      x / 2,
+      y,
+      2 * kernel,
+      None,
+      counts,
+      relative_radii=radii,
+      num_directions=3,
+      antithetic=False,
+      seed=4,
+  )
   for group in ('many', 'medium', 'few', 'all'):
     np.testing.assert_allclose(two[group], one[group], rtol=1e-4)
   assert one['all'][2] != one['all'][1]
@@ -357,87 +382,3 @@ def test_sharpness_curve_relative_radius_and_absent_classes():
   expected = _numpy_group_ce(x[keep], y[keep], kernel, np.zeros(6), counts)
   assert part['many'][0] == pytest.approx(expected['many'], rel=1e-5)
   assert part['all'][0] == pytest.approx(expected['all'], rel=1e-5)
-
-
-# ----------------------------------------------------------------- open set
-
-
-def test_prototype_scores_by_hand():
-  train = np.array([[2., 0.], [4., 0.], [0., 1.], [0., 3.]])
-  labels = np.array([0, 0, 1, 1])  # class 2 has no training sample
-  test = np.array([[3., 1.], [0., -5.], [-1., 2.]])
-  scores, predictions = open_set.prototype_scores(train, labels, test, 3)
-  # Unit prototypes (1, 0) and (0, 1): cosines (3/sqrt10, 1/sqrt10),
-  # (0, -1), (-1/sqrt5, 2/sqrt5).
-  np.testing.assert_allclose(scores, [3 / math.sqrt(10), 0.0, 2 / math.sqrt(5)], atol=1e-15)
-  np.testing.assert_array_equal(predictions, [0, 0, 1])
-  # Reachability: prototypes (3, 0) and (0, 2); nearest distances 1, 3, 1.
-  scores, predictions = open_set.prototype_scores(
-      train, labels, np.array([[3., 1.], [0., -1.], [-1., 2.], [0., 2.]]), 3,
-      metric='reachability')
-  np.testing.assert_allclose(scores, [1.0, 1 / 3, 1.0, np.inf])
-  np.testing.assert_array_equal(predictions, [0, 1, 1, 1])
-
-
-# Known samples k1..k6 and open samples o1, o2 (label -1).
-_PRED = np.array([0, 1, 1, 2, 0, 2, 0, 1])
-_LABEL = np.array([0, 1, 0, 2, 0, 1, -1, -1])
-_SCORE = np.array([.9, .8, .7, .2, .6, .1, .55, .3])
-_OPEN = _LABEL == -1
-
-
-def test_open_set_f_measure_by_hand():
-  # Threshold 0.5 accepts k1, k2, k3, k5 and o1. TP = k1, k2, k5 = 3.
-  # OLTR: FP = 6 known - 3 = 3, FN = o1 = 1: P = 1/2, R = 3/4, F = 0.6.
-  kwargs = dict(is_open=_OPEN, threshold=0.5)
-  assert open_set.open_set_f_measure(_PRED, _LABEL, _SCORE, **kwargs) == pytest.approx(0.6)
-  # Decoupling's variant: FP = k3 only: P = R = 3/4.
-  assert open_set.open_set_f_measure(_PRED, _LABEL, _SCORE, protocol='decouple',
-                                     **kwargs) == pytest.approx(0.75)
-  # Macro over classes 0, 1, 2 and "open": F = 2/3, 1/2, 0, 2/5 -> 47/120.
-  assert open_set.open_set_f_measure(_PRED, _LABEL, _SCORE, protocol='macro',
-                                     **kwargs) == pytest.approx(47 / 120)
-  with pytest.raises(ValueError, match='protocol'):
-    open_set.open_set_f_measure(_PRED, _LABEL, _SCORE, protocol='micro', **kwargs)
-
-
-def test_open_set_perfect_separation_gives_one():
-  rng = np.random.default_rng(0)
-  labels = rng.integers(0, 5, 40)
-  is_open = np.arange(40) >= 30
-  scores = np.where(is_open, 0.2, 0.9)
-  predictions = np.where(is_open, rng.integers(0, 5, 40), labels)
-  for protocol in open_set.PROTOCOLS:
-    assert open_set.open_set_f_measure(predictions, labels, scores, is_open=is_open,
-                                       threshold=0.5, protocol=protocol) == 1.0
-
-
-def test_f_measure_curve_and_threshold_selection():
-  grid = [0.0, 0.25, 0.5, 0.58, 0.65, 0.95]
-  for protocol in open_set.PROTOCOLS:
-    thresholds, values = open_set.f_measure_curve(_PRED, _LABEL, _SCORE, is_open=_OPEN,
-                                                  thresholds=grid, protocol=protocol)
-    loop = [open_set.open_set_f_measure(_PRED, _LABEL, _SCORE, is_open=_OPEN, threshold=t,
-                                        protocol=protocol) for t in grid]
-    np.testing.assert_allclose(values, loop)
-    best, f, curve = open_set.select_threshold(_PRED, _LABEL, _SCORE, is_open=_OPEN,
-                                               thresholds=grid[::-1], protocol=protocol)
-    assert f == max(loop) and best == grid[int(np.argmax(loop))]
-    assert curve[best] == f
-  # OLTR: at 0 all are accepted, TP 4 (k4 too), FP 2, FN 2 -> 2/3; at 0.58 (o1
-  # rejected) TP 3, FP 3, FN 0 -> P 1/2, R 1 -> 2/3 as well; 0.5 gives 0.6, 0.65
-  # (TP 2, FP 4, FN 0) 1/2. The tie goes to the smaller threshold.
-  best, f, curve = open_set.select_threshold(_PRED, _LABEL, _SCORE, is_open=_OPEN,
-                                             thresholds=grid)
-  assert (best, f) == (0.0, pytest.approx(2 / 3))
-  assert curve[0.58] == pytest.approx(2 / 3) and curve[0.65] == pytest.approx(0.5)
-  # Default grid: the percentiles of the scores, one curve value each.
-  thresholds, values = open_set.f_measure_curve(_PRED, _LABEL, _SCORE, is_open=_OPEN)
-  assert thresholds.min() == _SCORE.min() and thresholds.max() == _SCORE.max()
-  assert len(values) == len(thresholds)
-
-
-def test_softmax_scores():
-  scores, predictions = open_set.softmax_scores(np.array([[0., math.log(3.)], [2., 2.]]))
-  np.testing.assert_allclose(scores, [0.75, 0.5])
-  np.testing.assert_array_equal(predictions, [1, 0])

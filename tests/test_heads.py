@@ -1,20 +1,17 @@
-"""Tests for the classifier heads and post-hoc logit adjustment.
+"""Tests for ltjax.models.heads: every classifier head against numpy formulas."""
 
-Heads are checked against numpy formulas (cosines, LWS, tau-norm) and the
-simplex-ETF's defining Gram matrix; post-hoc adjustments against numpy, and
-each validation search on synthetic logits with a planted optimum.
-"""
+# Heads are checked against numpy formulas (cosines, LWS, tau-norm) and the
+# simplex-ETF's defining Gram matrix.
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
+from configs import base
 from ltjax import models
-from ltjax.eval import posthoc
-from ltjax.eval.metrics import classification_metrics
 from ltjax.models import heads
 
 D, C, B = 12, 5, 7
@@ -28,7 +25,8 @@ def _numpy_cosines(f, kernel):
   f = np.asarray(f, np.float64)
   k = np.asarray(kernel, np.float64)
   return (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (
-      k / np.linalg.norm(k, axis=0, keepdims=True))
+      k / np.linalg.norm(k, axis=0, keepdims=True)
+  )
 
 
 # ----------------------------------------------------------------- ETF
@@ -53,8 +51,13 @@ def test_etf_is_pinned_function_of_seed():
   # (d, C, seed) forever. A change of numpy's generator would break this.
   w = heads.etf_kernel(6, 4, seed=0)
   np.testing.assert_allclose(
-      w[:2], [[0.03810983, -0.11375377, 0.33705607, -0.26141214],
-              [-0.48874983, 0.03491625, 0.6755651, -0.22173153]], atol=1e-6)
+      w[:2],
+      [
+          [0.03810983, -0.11375377, 0.33705607, -0.26141214],
+          [-0.48874983, 0.03491625, 0.6755651, -0.22173153],
+      ],
+      atol=1e-6,
+  )
   assert not np.allclose(heads.etf_kernel(6, 4, seed=1), w)
 
 
@@ -68,8 +71,7 @@ def test_etf_head_fixed_matrix_not_in_params():
   assert np.all(np.abs(bias) <= 1.0 / D) and not np.allclose(bias, v2['params']['bias'])
   w = heads.etf_kernel(D, C, seed=5)
   for v in (v1, v2):  # same W whatever the init key
-    np.testing.assert_allclose(head.apply(v, f), f @ w + v['params']['bias'],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head.apply(v, f), f @ w + v['params']['bias'], rtol=1e-5, atol=1e-6)
   jitted = jax.jit(head.apply)(v1, f)
   np.testing.assert_allclose(jitted, head.apply(v1, f), rtol=1e-6, atol=1e-6)
   # Gradients reach the bias only.
@@ -86,8 +88,9 @@ def test_etf_train_norm():
   norm = jnp.arange(1.0, C + 1.0)
   params = {'bias': v['params']['bias'], 'norm': norm}
   w = heads.etf_kernel(D, C)
-  np.testing.assert_allclose(head.apply({'params': params}, f),
-                             (f @ w) * norm + params['bias'], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      head.apply({'params': params}, f), (f @ w) * norm + params['bias'], rtol=1e-5, atol=1e-5
+  )
 
 
 def test_etf_needs_d_at_least_c():
@@ -113,8 +116,9 @@ def test_cosine_head_equals_numpy_cosines():
   assert np.all(logits <= 1.0 + 1e-6) and np.all(logits >= -1.0 - 1e-6)
   # Against a kernel that is not unit-norm.
   kernel2 = 3.0 * np.asarray(jax.random.normal(jax.random.key(2), (D, C)))
-  np.testing.assert_allclose(head.apply({'params': {'kernel': kernel2}}, f),
-                             _numpy_cosines(f, kernel2), atol=1e-6)
+  np.testing.assert_allclose(
+      head.apply({'params': {'kernel': kernel2}}, f), _numpy_cosines(f, kernel2), atol=1e-6
+  )
   # Fixed and learned scale.
   fixed = heads.CosineHead(num_classes=C, scale=30.0)
   np.testing.assert_allclose(fixed.apply(v, f), 30.0 * logits, rtol=1e-6, atol=1e-5)
@@ -134,11 +138,16 @@ def test_lws_with_unit_scale_is_linear():
   np.testing.assert_array_equal(sv['params']['scale'], np.ones(C))
   # Stage 2 loads the stage-1 linear parameters and adds the scale.
   params = {**lv['params'], 'scale': sv['params']['scale']}
-  np.testing.assert_allclose(lws.apply({'params': params}, f), linear.apply(lv, f),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+      lws.apply({'params': params}, f), linear.apply(lv, f), rtol=1e-6, atol=1e-6
+  )
   scale = jnp.linspace(0.5, 2.0, C)
-  np.testing.assert_allclose(lws.apply({'params': {**params, 'scale': scale}}, f),
-                             linear.apply(lv, f) * scale, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      lws.apply({'params': {**params, 'scale': scale}}, f),
+      linear.apply(lv, f) * scale,
+      rtol=1e-5,
+      atol=1e-6,
+  )
 
 
 def test_tau_norm_head():
@@ -148,20 +157,33 @@ def test_tau_norm_head():
   kernel = np.asarray(v['params']['kernel'], np.float64)
   bias = np.asarray(v['params']['bias'])
   # tau = 0 is the linear head; the linear checkpoint is used as is.
-  np.testing.assert_allclose(heads.TauNormHead(num_classes=C, tau=0.0).apply(v, f),
-                             linear.apply(v, f), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+      heads.TauNormHead(num_classes=C, tau=0.0).apply(v, f),
+      linear.apply(v, f),
+      rtol=1e-6,
+      atol=1e-6,
+  )
   # tau = 1 normalises the class vectors.
-  np.testing.assert_allclose(np.linalg.norm(heads.tau_normalize(kernel, 1.0), axis=0),
-                             1.0, atol=1e-6)
+  np.testing.assert_allclose(
+      np.linalg.norm(heads.tau_normalize(kernel, 1.0), axis=0), 1.0, atol=1e-6
+  )
   np.testing.assert_allclose(
       heads.TauNormHead(num_classes=C, tau=1.0).apply(v, f),
-      f @ (kernel / np.linalg.norm(kernel, axis=0)) + bias, rtol=1e-5, atol=1e-5)
+      f @ (kernel / np.linalg.norm(kernel, axis=0)) + bias,
+      rtol=1e-5,
+      atol=1e-5,
+  )
   # General tau against numpy.
   norms = np.linalg.norm(kernel, axis=0)
-  np.testing.assert_allclose(heads.tau_normalize(kernel, 0.7), kernel / norms**0.7,
-                             rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(heads.TauNormHead(num_classes=C, tau=1.9).apply(v, f),
-                             f @ (kernel / norms**1.9) + bias, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+      heads.tau_normalize(kernel, 0.7), kernel / norms**0.7, rtol=1e-5, atol=1e-7
+  )
+  np.testing.assert_allclose(
+      heads.TauNormHead(num_classes=C, tau=1.9).apply(v, f),
+      f @ (kernel / norms**1.9) + bias,
+      rtol=1e-4,
+      atol=1e-5,
+  )
 
 
 # ----------------------------------------------------------------- LWR projection
@@ -172,14 +194,17 @@ def test_projection_mlp_shapes_and_pure_function():
   mlp = heads.ProjectionMLP()
   v = mlp.init(jax.random.key(1), rows)
   shapes = jax.tree.map(lambda a: a.shape, v['params'])
-  assert shapes == {'hidden': {'kernel': (D, D), 'bias': (D,)},
-                    'output': {'kernel': (D, D), 'bias': (D,)}}
+  assert shapes == {
+      'hidden': {'kernel': (D, D), 'bias': (D,)},
+      'output': {'kernel': (D, D), 'bias': (D,)},
+  }
   out = mlp.apply(v, rows)
-  assert out.shape == (C, D)
+  chex.assert_shape(out, (C, D))
   p = jax.tree.map(np.asarray, v['params'])
   hidden = np.maximum(np.asarray(rows) @ p['hidden']['kernel'] + p['hidden']['bias'], 0)
-  np.testing.assert_allclose(out, hidden @ p['output']['kernel'] + p['output']['bias'],
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      out, hidden @ p['output']['kernel'] + p['output']['bias'], rtol=1e-5, atol=1e-5
+  )
   # On a (d, C) kernel: class vectors are its columns.
   np.testing.assert_allclose(heads.project_kernel(v['params'], rows.T), out, atol=1e-6)
   narrow = heads.ProjectionMLP(features=3).init(jax.random.key(1), rows)
@@ -193,11 +218,11 @@ def test_lwr_head_is_linear_and_owns_projection():
   v = head.init(jax.random.key(0), f)
   assert set(v['params']) == {'kernel', 'bias', 'projection'}
   linear_params = {k: v['params'][k] for k in ('kernel', 'bias')}
-  np.testing.assert_allclose(head.apply(v, f),
-                             heads.LinearHead(C).apply({'params': linear_params}, f),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      head.apply(v, f), heads.LinearHead(C).apply({'params': linear_params}, f), atol=1e-6
+  )
   projected = heads.lwr_projected_weights(v['params'])
-  assert projected.shape == (C, D)
+  chex.assert_shape(projected, (C, D))
   # The regulariser's gradient reaches both the kernel and the MLP.
   grads = jax.grad(lambda p: jnp.sum(heads.lwr_projected_weights(p) ** 2))(v['params'])
   assert np.abs(grads['kernel']).sum() > 0
@@ -213,149 +238,36 @@ class _TinyBackbone(nn.Module):
     return nn.Dense(D)(x.reshape(x.shape[0], -1))
 
 
-@pytest.mark.parametrize('head,names', [
-    (heads.CosineHead(C), {'kernel'}),
-    (heads.LWSHead(C), {'kernel', 'bias', 'scale'}),
-    (heads.TauNormHead(C), {'kernel', 'bias'}),
-    (heads.ETFHead(C), {'bias'}),
-    (heads.LWRHead(C), {'kernel', 'bias', 'projection'}),
-])
+@pytest.mark.parametrize(
+    'head,names',
+    [
+        (heads.CosineHead(C), {'kernel'}),
+        (heads.LWSHead(C), {'kernel', 'bias', 'scale'}),
+        (heads.TauNormHead(C), {'kernel', 'bias'}),
+        (heads.ETFHead(C), {'bias'}),
+        (heads.LWRHead(C), {'kernel', 'bias', 'projection'}),
+    ],
+)
 def test_heads_in_classifier(head, names):
   model = models.Classifier(backbone=_TinyBackbone(), head=head)
   x = jnp.ones((3, 4, 4, 1))
   v = model.init(jax.random.key(0), x, train=False)
   assert set(v['params']['head']) == names
   logits, features = model.apply(v, x, train=False)
-  assert logits.shape == (3, C) and logits.dtype == jnp.float32
-  assert features.shape == (3, D)
-
-
-# ----------------------------------------------------------------- post-hoc formulas
-
-COUNTS = np.array([500, 200, 80, 30, 10])
-
-
-def test_adjustments_against_numpy():
-  z = np.asarray(jax.random.normal(jax.random.key(0), (B, C)))
-  prior = COUNTS / COUNTS.sum()
-  np.testing.assert_allclose(posthoc.additive_adjust(z, COUNTS, 0.8),
-                             z - 0.8 * np.log(prior), rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(posthoc.multiplicative_adjust(z, COUNTS, 0.65),
-                             z * prior ** -0.65, rtol=1e-5)
-  kernel = np.asarray(jax.random.normal(jax.random.key(1), (D, C)))
-  f = np.asarray(_features())
-  norms = np.linalg.norm(kernel, axis=0)
-  np.testing.assert_allclose(posthoc.weight_norm_adjust(f @ kernel, kernel, 1.3),
-                             f @ np.asarray(heads.tau_normalize(kernel, 1.3)),
-                             rtol=1e-4, atol=1e-5)
-  # EWB (Hasegawa & Sato, ICLR'24) Eq. (9): w'_k = w_k / (pi_k^gamma |w_k|).
-  np.testing.assert_allclose(
-      posthoc.normalized_multiplicative_adjust(f @ kernel, kernel, COUNTS, 0.5),
-      f @ (kernel / (prior ** 0.5 * norms)), rtol=1e-4, atol=1e-5)
-  # tau = 0 / gamma = 0 change nothing.
-  np.testing.assert_allclose(posthoc.additive_adjust(z, COUNTS, 0.0), z)
-  np.testing.assert_allclose(posthoc.multiplicative_adjust(z, COUNTS, 0.0), z)
-  with pytest.raises(ValueError, match='positive'):
-    posthoc.additive_adjust(z, np.array([5, 0, 3, 2, 1]), 1.0)
-
-
-@settings(max_examples=20, deadline=None)
-@given(tau=st.floats(0.0, 2.0), factor=st.integers(1, 50))
-def test_additive_predictions_depend_only_on_prior(tau, factor):
-  z = np.asarray(jax.random.normal(jax.random.key(3), (40, C)))
-  a = posthoc.additive_adjust(z, COUNTS, tau).argmax(-1)
-  b = posthoc.additive_adjust(z, COUNTS * factor, tau).argmax(-1)
-  np.testing.assert_array_equal(a, b)
-
-
-# ----------------------------------------------------------------- searches
-
-
-def _planted(per_class=60, seed=0):
-  """Labels, margins m_i in (0, 1] and class log-priors for planted optima."""
-  rng = np.random.default_rng(seed)
-  labels = np.repeat(np.arange(C), per_class)
-  margins = rng.uniform(1e-3, 1.0, labels.shape)
-  onehot = np.eye(C)[labels]
-  return labels, margins, onehot
-
-
-def _check_curve(curve, best, grid, logits_fn, labels):
-  assert list(curve) == [float(v) for v in grid]
-  assert curve[best] == max(curve.values())
-  for value in (grid[0], best, grid[-1]):
-    predictions = logits_fn(value).argmax(-1)
-    expected = classification_metrics(predictions, labels, COUNTS)['balanced_accuracy']
-    assert curve[float(value)] == pytest.approx(expected, abs=1e-12)
-
-
-def test_search_additive_recovers_planted_tau():
-  # z = clean + tau* log pi: z - tau log pi is correct for every sample only at
-  # tau = tau* (clean true-class margins m_i go down to 1e-3).
-  labels, margins, onehot = _planted()
-  tau_star = 0.7
-  z = margins[:, None] * onehot + tau_star * posthoc.log_prior(COUNTS)
-  best, curve = posthoc.search_additive(z, labels, COUNTS)
-  assert best == tau_star and curve[best] == 1.0
-  assert all(acc < 1.0 for tau, acc in curve.items() if tau != tau_star)
-  _check_curve(curve, best, posthoc.DEFAULT_GRID,
-               lambda t: posthoc.additive_adjust(z, COUNTS, t), labels)
-
-
-def test_search_multiplicative_recovers_planted_gamma():
-  # z = (1 + m_i [c = y]) pi_c^gamma*: z pi^-gamma is correct for all only at gamma*.
-  labels, margins, onehot = _planted(seed=1)
-  gamma_star = 0.65
-  prior = COUNTS / COUNTS.sum()
-  z = (1.0 + margins[:, None] * onehot) * prior ** gamma_star
-  best, curve = posthoc.search_multiplicative(z, labels, COUNTS)
-  assert best == gamma_star and curve[best] == 1.0
-  assert all(acc < 1.0 for g, acc in curve.items() if g != gamma_star)
-  _check_curve(curve, best, posthoc.DEFAULT_GRID,
-               lambda g: posthoc.multiplicative_adjust(z, COUNTS, g), labels)
-
-
-def test_search_tau_norm_recovers_planted_tau():
-  # Class vectors w_c = n_c e_c; features g_c n_c^-(1 - tau*), g = 1 + m_i [c = y],
-  # so the tau-normalised logit is g_c n_c^(tau* - tau): all correct only at tau*.
-  labels, margins, onehot = _planted(seed=2)
-  tau_star = 1.3
-  kernel = np.zeros((D, C))
-  kernel[np.arange(C), np.arange(C)] = COUNTS
-  feats = np.zeros((len(labels), D))
-  feats[:, :C] = (1.0 + margins[:, None] * onehot) * COUNTS ** -(1.0 - tau_star)
-  bias = np.zeros(C)
-  best, curve = posthoc.search_tau_norm(feats, labels, kernel, bias)
-  assert best == tau_star and curve[best] == 1.0
-  assert all(acc < 1.0 for t, acc in curve.items() if t != tau_star)
-  head = lambda t: np.asarray(heads.TauNormHead(C, tau=t).apply(
-      {'params': {'kernel': kernel, 'bias': bias}}, feats))
-  _check_curve(curve, best, posthoc.DEFAULT_GRID, head, labels)
-
-
-def test_search_ties_go_to_smaller_adjustment():
-  labels, _, onehot = _planted()
-  z = 100.0 * onehot  # every small adjustment keeps 100 %
-  grid = (0.5, -0.25, 0.25, 0.1)
-  best, curve = posthoc.search_additive(z, labels, COUNTS, taus=grid)
-  assert best == 0.1 and set(curve.values()) == {1.0}
-  best, _ = posthoc.search_multiplicative(z, labels, COUNTS, gammas=(0.3, -0.3))
-  assert best == -0.3  # equal |gamma|: the smaller value
-  best, _ = posthoc.search_tau_norm(onehot, labels, 5.0 * np.eye(C), taus=(1.0, 0.0))
-  assert best == 0.0
-  with pytest.raises(ValueError, match='empty'):
-    posthoc.search_additive(z, labels, COUNTS, taus=())
+  chex.assert_shape([logits, features], [(3, C), (3, D)])
+  assert logits.dtype == jnp.float32
 
 
 @pytest.mark.parametrize('head', sorted(models.HEADS))
 def test_every_head_builds_from_the_config(head):
-  from configs import base  # pylint: disable=g-import-not-at-top
   config = base.get_config().model
   config.head = head
   model = models.build_model(config, 10)
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                                jnp.zeros((2, 28, 28, 1)), train=False))
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((2, 28, 28, 1)), train=False)
+  )
   logits, features = jax.eval_shape(
-      lambda v: model.apply(v, jnp.zeros((2, 28, 28, 1)), train=False), variables)
+      lambda v: model.apply(v, jnp.zeros((2, 28, 28, 1)), train=False), variables
+  )
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
   assert 'head' in variables['params']

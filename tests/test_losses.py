@@ -1,12 +1,18 @@
-"""The loss zoo against independent numpy formulas, finite differences and each other.
+"""Tests for ltjax.losses' loss functions, regularisers and schedules against numpy formulas."""
 
-The numpy references below are written from the papers' formulas in float64
-(not by calling ltjax), with the naive-but-exact forms (e.g. 1 - p_c as the sum
-of the other probabilities) so that they stay accurate at logits of +-80.
-"""
+# The modules cross_entropy, focal, class_balanced, logit_adjusted, retargeting,
+# regularizers and schedules share one set of numpy references and cases, so
+# they share this file (mixup, cc_sam, adversarial and objective have their own).
+# The loss zoo against independent numpy formulas, finite differences and each
+# other. The numpy references below are written from the papers' formulas in
+# float64 (not by calling ltjax), with the naive-but-exact forms (e.g. 1 - p_c
+# as the sum of the other probabilities) so that they stay accurate at logits
+# of +-80.
 
 import functools
 
+from absl.testing import parameterized
+import chex
 import hypothesis
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -85,7 +91,7 @@ def np_focal(z, y, gamma, w=None, reduction='none'):
 def np_focal_ldam_code(z, y, gamma, w, reduction):
   """DDC/LDAM-DRW losses.py FocalLoss: l = w_y CE, p = exp(-l), mean((1-p)^g l)."""
   l = np_ce(z, y, w)
-  per = (1 - np.exp(-l))**gamma * l
+  per = (1 - np.exp(-l)) ** gamma * l
   return per if reduction == 'none' else (per.mean() if reduction == 'mean' else per.sum())
 
 
@@ -111,7 +117,7 @@ def np_cb(z, y, n, beta, variant, gamma, reduction, weighted_mean=None):
   elif variant == 'focal':
     p = 1 / (1 + np.exp(-z))
     p_t = t * p + (1 - t) * (1 - p)
-    per = ((1 - p_t)**gamma * np_bce_logits(z, t)).sum(-1)
+    per = ((1 - p_t) ** gamma * np_bce_logits(z, t)).sum(-1)
   else:  # softmax_bce: BCE(softmax, onehot), mean over classes.
     bce = -(t * np_log_softmax(z) + (1 - t) * np.log(np_one_minus_softmax(z)))
     per = bce.mean(-1)
@@ -122,7 +128,7 @@ def np_cb(z, y, n, beta, variant, gamma, reduction, weighted_mean=None):
 
 
 def np_ldam(z, y, n, max_m, s, w, reduction):
-  m = np.asarray(n, np.float64)**-0.25
+  m = np.asarray(n, np.float64) ** -0.25
   m = m * (max_m / m.max())
   z = np.asarray(z, np.float64).copy()
   z[np.arange(len(y)), y] -= m[y]
@@ -137,10 +143,9 @@ def np_log_prior(n):
 def np_vs_code(z, y, n, gamma, tau, w, reduction):
   """The VS-Loss/DDC code form: z / Delta + iota, Delta = (1/n)^g / min (1/n)^g."""
   n = np.asarray(n, np.float64)
-  delta = (1.0 / n)**gamma
+  delta = (1.0 / n) ** gamma
   delta = delta / delta.min()
-  return np_ce(np.asarray(z, np.float64) / delta + tau * np_log_prior(n), y, w,
-               reduction=reduction)
+  return np_ce(np.asarray(z, np.float64) / delta + tau * np_log_prior(n), y, w, reduction=reduction)
 
 
 def np_lwr(w, theta, tau):
@@ -194,8 +199,7 @@ def _cases():
   z[5] = [0, 0, 0, 0, 0, 0, 50]
   cases['extreme'] = (z, np.array([0, 0, 6, 3, 1, 6, 2, 5]), COUNTS7)
   cases['single_class'] = (rng.normal(0, 3, (8, 7)), np.full(8, 6), COUNTS7)
-  cases['absent_classes'] = (rng.normal(0, 3, (8, 7)), np.array([0, 1, 1, 0, 1, 0, 0, 1]),
-                             COUNTS7)
+  cases['absent_classes'] = (rng.normal(0, 3, (8, 7)), np.array([0, 1, 1, 0, 1, 0, 0, 1]), COUNTS7)
   z = rng.normal(0, 3, (8, 2))
   z[0] = [80, -80]
   z[1] = [-80, 80]
@@ -208,46 +212,104 @@ CASES = _cases()
 # name -> (library call, numpy reference, scale of the effective logits).
 # Each takes (z, y, n, w, reduction); w are optional class weights.
 LOSSES = {
-    'focal_g2': (lambda z, y, n, w, r: focal_loss(z, y, gamma=2.0, class_weights=w, reduction=r),
-                 lambda z, y, n, w, r: np_focal(z, y, 2.0, w, r), 1),
-    'focal_g05': (lambda z, y, n, w, r: focal_loss(z, y, gamma=0.5, class_weights=w, reduction=r),
-                  lambda z, y, n, w, r: np_focal(z, y, 0.5, w, r), 1),
+    'focal_g2': (
+        lambda z, y, n, w, r: focal_loss(z, y, gamma=2.0, class_weights=w, reduction=r),
+        lambda z, y, n, w, r: np_focal(z, y, 2.0, w, r),
+        1,
+    ),
+    'focal_g05': (
+        lambda z, y, n, w, r: focal_loss(z, y, gamma=0.5, class_weights=w, reduction=r),
+        lambda z, y, n, w, r: np_focal(z, y, 0.5, w, r),
+        1,
+    ),
     'focal_ldam_code': (
-        lambda z, y, n, w, r: focal_loss(z, y, gamma=1.0, class_weights=w, reduction=r,
-                                         convention='ldam_code'),
-        lambda z, y, n, w, r: np_focal_ldam_code(z, y, 1.0, w, r), 1),
+        lambda z, y, n, w, r: focal_loss(
+            z, y, gamma=1.0, class_weights=w, reduction=r, convention='ldam_code'
+        ),
+        lambda z, y, n, w, r: np_focal_ldam_code(z, y, 1.0, w, r),
+        1,
+    ),
     'balanced_softmax': (
-        lambda z, y, n, w, r: balanced_softmax_loss(z, y, class_counts=n, class_weights=w,
-                                                    reduction=r),
-        lambda z, y, n, w, r: np_ce(z + np.log(n), y, w, reduction=r), 1),
+        lambda z, y, n, w, r: balanced_softmax_loss(
+            z, y, class_counts=n, class_weights=w, reduction=r
+        ),
+        lambda z, y, n, w, r: np_ce(z + np.log(n), y, w, reduction=r),
+        1,
+    ),
     'logit_adjusted': (
-        lambda z, y, n, w, r: logit_adjusted_loss(z, y, class_counts=n, tau=1.5,
-                                                  class_weights=w, reduction=r),
-        lambda z, y, n, w, r: np_ce(z + 1.5 * np_log_prior(n), y, w, reduction=r), 1),
-    'vs': (lambda z, y, n, w, r: vs_loss(z, y, class_counts=n, gamma=0.3, tau=1.2,
-                                         class_weights=w, reduction=r),
-           lambda z, y, n, w, r: np_vs_code(z, y, n, 0.3, 1.2, w, r), 1),
-    'ldam': (lambda z, y, n, w, r: ldam_loss(z, y, class_counts=n, class_weights=w, reduction=r),
-             lambda z, y, n, w, r: np_ldam(z, y, n, 0.5, 30.0, w, r), 30),
-    'lort': (lambda z, y, n, w, r: lort_loss(z, y, delta=0.98, reduction=r),
-             lambda z, y, n, w, r: np_ce(z, y, None, ls=0.98, reduction=r), 1),
+        lambda z, y, n, w, r: logit_adjusted_loss(
+            z, y, class_counts=n, tau=1.5, class_weights=w, reduction=r
+        ),
+        lambda z, y, n, w, r: np_ce(z + 1.5 * np_log_prior(n), y, w, reduction=r),
+        1,
+    ),
+    'vs': (
+        lambda z, y, n, w, r: vs_loss(
+            z, y, class_counts=n, gamma=0.3, tau=1.2, class_weights=w, reduction=r
+        ),
+        lambda z, y, n, w, r: np_vs_code(z, y, n, 0.3, 1.2, w, r),
+        1,
+    ),
+    'ldam': (
+        lambda z, y, n, w, r: ldam_loss(z, y, class_counts=n, class_weights=w, reduction=r),
+        lambda z, y, n, w, r: np_ldam(z, y, n, 0.5, 30.0, w, r),
+        30,
+    ),
+    'lort': (
+        lambda z, y, n, w, r: lort_loss(z, y, delta=0.98, reduction=r),
+        lambda z, y, n, w, r: np_ce(z, y, None, ls=0.98, reduction=r),
+        1,
+    ),
 }
 for _variant in ('softmax', 'sigmoid', 'focal', 'softmax_bce'):
   LOSSES[f'cb_{_variant}'] = (
       functools.partial(
-          lambda z, y, n, w, r, v: class_balanced_loss(z, y, class_counts=n, beta=0.9999,
-                                                       variant=v, gamma=2.0, reduction=r),
-          v=_variant),
+          lambda z, y, n, w, r, v: class_balanced_loss(
+              z, y, class_counts=n, beta=0.9999, variant=v, gamma=2.0, reduction=r
+          ),
+          v=_variant,
+      ),
       functools.partial(lambda z, y, n, w, r, v: np_cb(z, y, n, 0.9999, v, 2.0, r), v=_variant),
-      1)
+      1,
+  )
 
 UNWEIGHTED = ('lort',) + tuple(k for k in LOSSES if k.startswith('cb_'))
 
 
-@pytest.fixture
-def x64():
-  with jax.enable_x64(True):
-    yield
+class CrossEntropyTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.product(ls=(0.0, 0.1, 0.98), weighted=(False, True))
+  def test_cross_entropy_against_numpy(self, ls, weighted):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 5, (16, 7)).astype(np.float32)
+    logits[0] = [80, -80, 0, 0, 0, 0, 0]  # Extreme logits stay finite.
+    labels = rng.integers(0, 7, 16)
+    weights = rng.uniform(0.1, 3, 7) if weighted else None
+    ce = self.variant(
+        lambda z, y, w, reduction: softmax_cross_entropy(
+            z, y, label_smoothing=ls, class_weights=w, reduction=reduction
+        ),
+        static_argnums=3,
+    )
+    np.testing.assert_allclose(
+        ce(logits, labels, weights, 'none'),
+        np_ce(logits, labels, weights, ls),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # PyTorch's weighted mean: sum_i w_yi l_i / sum_i w_yi.
+    np.testing.assert_allclose(
+        ce(logits, labels, weights, 'mean'),
+        np_ce(logits, labels, weights, ls, reduction='mean'),
+        rtol=1e-5,
+    )
+
+
+def test_cross_entropy_gradient_is_softmax_minus_target():
+  logits = jnp.array([[1.0, 2.0, -1.0]])
+  grad = jax.grad(lambda z: softmax_cross_entropy(z, jnp.array([2]), reduction='sum'))(logits)
+  np.testing.assert_allclose(grad, jax.nn.softmax(logits) - jnp.array([[0, 0, 1.0]]), rtol=1e-6)
 
 
 def _check_against_numpy(name, case, dtype, weighted, reduction):
@@ -255,8 +317,13 @@ def _check_against_numpy(name, case, dtype, weighted, reduction):
   z, y, n = CASES[case]
   rng = np.random.default_rng(1)
   w = rng.uniform(0.2, 3.0, z.shape[-1]) if weighted else None
-  got = call(jnp.asarray(z, dtype), jnp.asarray(y), n,
-             None if w is None else jnp.asarray(w, dtype), reduction)
+  got = call(
+      jnp.asarray(z, dtype),
+      jnp.asarray(y),
+      n,
+      None if w is None else jnp.asarray(w, dtype),
+      reduction,
+  )
   want = ref(z, y, n, w, reduction)
   assert got.dtype == dtype
   assert np.all(np.isfinite(np.asarray(got)))
@@ -272,8 +339,9 @@ def _check_against_numpy(name, case, dtype, weighted, reduction):
 @pytest.mark.parametrize('case', list(CASES))
 @pytest.mark.parametrize('name', list(LOSSES))
 def test_loss_against_numpy_float32(name, case, reduction):
-  _check_against_numpy(name, case, jnp.float32, weighted=name not in UNWEIGHTED,
-                       reduction=reduction)
+  _check_against_numpy(
+      name, case, jnp.float32, weighted=name not in UNWEIGHTED, reduction=reduction
+  )
 
 
 @pytest.mark.parametrize('name', list(LOSSES))
@@ -281,8 +349,9 @@ def test_loss_against_numpy_float64(x64, name):
   del x64
   for case in CASES:
     for reduction in ('none', 'mean', 'sum'):
-      _check_against_numpy(name, case, jnp.float64, weighted=name not in UNWEIGHTED,
-                           reduction=reduction)
+      _check_against_numpy(
+          name, case, jnp.float64, weighted=name not in UNWEIGHTED, reduction=reduction
+      )
     if name not in UNWEIGHTED:  # Unweighted path too.
       _check_against_numpy(name, case, jnp.float64, weighted=False, reduction='mean')
 
@@ -314,16 +383,20 @@ def test_focal_conventions_agree_without_weights_and_gamma0_is_ce():
   a = focal_loss(z, y, gamma=1.5, reduction='none')
   b = focal_loss(z, y, gamma=1.5, reduction='none', convention='ldam_code')
   np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(focal_loss(z, y, gamma=0.0, reduction='mean'),
-                             softmax_cross_entropy(z, y, reduction='mean'), rtol=1e-6)
+  np.testing.assert_allclose(
+      focal_loss(z, y, gamma=0.0, reduction='mean'),
+      softmax_cross_entropy(z, y, reduction='mean'),
+      rtol=1e-6,
+  )
 
 
 def test_class_balanced_reductions_follow_the_official_code():
   z, y, n = CASES['random']
   # Cui's TF code: sigmoid/focal sums normalised by the number of positives, B.
   for variant in ('sigmoid', 'focal', 'softmax'):
-    got = class_balanced_loss(z, y, class_counts=n, variant=variant, reduction='mean',
-                              weighted_mean=False)
+    got = class_balanced_loss(
+        z, y, class_counts=n, variant=variant, reduction='mean', weighted_mean=False
+    )
     want = np_cb(z, y, n, 0.9999, variant, 2.0, 'none').sum() / len(y)
     np.testing.assert_allclose(got, want, rtol=1e-5)
   # The weight-balancing demo: mean over all B * C weighted BCE entries.
@@ -336,7 +409,8 @@ def test_class_balanced_reductions_follow_the_official_code():
   np.testing.assert_allclose(
       class_balanced_loss(z, y, class_counts=n, variant='softmax', reduction='mean'),
       softmax_cross_entropy(z, y, class_weights=np_cb_weights(n, 0.9999), reduction='mean'),
-      rtol=1e-5)
+      rtol=1e-5,
+  )
 
 
 def test_effective_number_weights(x64):
@@ -347,24 +421,31 @@ def test_effective_number_weights(x64):
   np.testing.assert_allclose(w.sum(), 10.0)
   np.testing.assert_allclose(effective_number_weights(n, 0.0), np.ones(10))
   np.testing.assert_allclose(effective_number_weights(n, 1.0), np_cb_weights(n, 1.0), rtol=1e-12)
-  np.testing.assert_allclose(effective_number_weights(n, 0.9999, normalize=False),
-                             (1 - 0.9999) / (1 - 0.9999**n), rtol=1e-9)
+  np.testing.assert_allclose(
+      effective_number_weights(n, 0.9999, normalize=False),
+      (1 - 0.9999) / (1 - 0.9999**n),
+      rtol=1e-9,
+  )
   # float32 with the host-side log(beta) stays close to the float64 weights.
   with jax.enable_x64(False):
-    np.testing.assert_allclose(effective_number_weights(n, 0.9999), np_cb_weights(n, 0.9999),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        effective_number_weights(n, 0.9999), np_cb_weights(n, 0.9999), rtol=1e-5
+    )
 
 
 def test_lort_is_label_smoothing():
   z, y, _ = CASES['random']
-  np.testing.assert_allclose(lort_loss(z, y, delta=0.99, reduction='mean'),
-                             softmax_cross_entropy(z, y, label_smoothing=0.99, reduction='mean'),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      lort_loss(z, y, delta=0.99, reduction='mean'),
+      softmax_cross_entropy(z, y, label_smoothing=0.99, reduction='mean'),
+      rtol=1e-6,
+  )
   # The paper's target: 1 - delta + delta/K at y, delta/K elsewhere (K = 7).
   target = np.full(7, 0.98 / 7)
   target[y[0]] += 0.02
-  np.testing.assert_allclose(lort_loss(z[:1], y[:1], delta=0.98),
-                             [-(target * np_log_softmax(z[:1])[0]).sum()], rtol=1e-5)
+  np.testing.assert_allclose(
+      lort_loss(z[:1], y[:1], delta=0.98), [-(target * np_log_softmax(z[:1])[0]).sum()], rtol=1e-5
+  )
 
 
 def test_vs_special_cases():
@@ -373,20 +454,34 @@ def test_vs_special_cases():
   for weights in (None, w):
     kw = dict(class_weights=weights, reduction='none')
     # gamma = tau = 0: CE.
-    np.testing.assert_allclose(vs_loss(z, y, class_counts=n, gamma=0.0, tau=0.0, **kw),
-                               softmax_cross_entropy(z, y, **kw), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        vs_loss(z, y, class_counts=n, gamma=0.0, tau=0.0, **kw),
+        softmax_cross_entropy(z, y, **kw),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     # gamma = 0: LA.
-    np.testing.assert_allclose(vs_loss(z, y, class_counts=n, gamma=0.0, tau=0.7, **kw),
-                               logit_adjusted_loss(z, y, class_counts=n, tau=0.7, **kw),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        vs_loss(z, y, class_counts=n, gamma=0.0, tau=0.7, **kw),
+        logit_adjusted_loss(z, y, class_counts=n, tau=0.7, **kw),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     # tau = 0: CDT, CE(z / a_c) with a_c = (n_max / n_c)^gamma (Ye et al.).
-    a = (n.max() / n)**0.4
-    np.testing.assert_allclose(vs_loss(z, y, class_counts=n, gamma=0.4, tau=0.0, **kw),
-                               np_ce(z / a, y, weights), rtol=1e-5, atol=1e-6)
+    a = (n.max() / n) ** 0.4
+    np.testing.assert_allclose(
+        vs_loss(z, y, class_counts=n, gamma=0.4, tau=0.0, **kw),
+        np_ce(z / a, y, weights),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # gamma = 0, tau = 1: Balanced Softmax (log pi and log n differ by log N).
-    np.testing.assert_allclose(vs_loss(z, y, class_counts=n, gamma=0.0, tau=1.0, **kw),
-                               balanced_softmax_loss(z, y, class_counts=n, **kw),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        vs_loss(z, y, class_counts=n, gamma=0.0, tau=1.0, **kw),
+        balanced_softmax_loss(z, y, class_counts=n, **kw),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_tla_gamma_switches_vs_to_la_inside_jit():
@@ -419,18 +514,20 @@ def _finite_difference_grad(f, x, h=1e-6):
 
 
 GRAD_LOSSES = {
-    'focal_g05': lambda z, y, n, w: focal_loss(z, y, gamma=0.5, class_weights=w,
-                                               reduction='mean'),
-    'vs': lambda z, y, n, w: vs_loss(z, y, class_counts=n, gamma=0.3, tau=1.0,
-                                     class_weights=w, reduction='mean'),
-    'ldam': lambda z, y, n, w: ldam_loss(z, y, class_counts=n, scale=5.0, class_weights=w,
-                                         reduction='mean'),
+    'focal_g05': lambda z, y, n, w: focal_loss(z, y, gamma=0.5, class_weights=w, reduction='mean'),
+    'vs': lambda z, y, n, w: vs_loss(
+        z, y, class_counts=n, gamma=0.3, tau=1.0, class_weights=w, reduction='mean'
+    ),
+    'ldam': lambda z, y, n, w: ldam_loss(
+        z, y, class_counts=n, scale=5.0, class_weights=w, reduction='mean'
+    ),
     'lort': lambda z, y, n, w: lort_loss(z, y, delta=0.98, reduction='mean'),
-    'cb_focal': lambda z, y, n, w: class_balanced_loss(z, y, class_counts=n, variant='focal',
-                                                       reduction='mean'),
-    'cb_softmax_bce': lambda z, y, n, w: class_balanced_loss(z, y, class_counts=n,
-                                                             variant='softmax_bce',
-                                                             reduction='mean'),
+    'cb_focal': lambda z, y, n, w: class_balanced_loss(
+        z, y, class_counts=n, variant='focal', reduction='mean'
+    ),
+    'cb_softmax_bce': lambda z, y, n, w: class_balanced_loss(
+        z, y, class_counts=n, variant='softmax_bce', reduction='mean'
+    ),
 }
 
 
@@ -444,8 +541,9 @@ def test_gradient_matches_finite_differences(x64, name):
   n = np.array([300, 60, 12, 3, 1])
   w = jnp.asarray(rng.uniform(0.5, 2.0, 5))
   f = jax.jit(lambda x: GRAD_LOSSES[name](x, jnp.asarray(y), n, w))
-  np.testing.assert_allclose(jax.jit(jax.grad(f))(jnp.asarray(z)), _finite_difference_grad(f, z),
-                             rtol=1e-6, atol=1e-8)
+  np.testing.assert_allclose(
+      jax.jit(jax.grad(f))(jnp.asarray(z)), _finite_difference_grad(f, z), rtol=1e-6, atol=1e-8
+  )
 
 
 @pytest.mark.parametrize('theta', [-1.0, 0.4])
@@ -483,8 +581,7 @@ def test_feature_norm_regularizer():
   f = np.random.default_rng(5).normal(size=(4, 3, 2))
   want = np.mean([0.5 * np.sum(x**2) for x in f])
   np.testing.assert_allclose(feature_norm_regularizer(f), want, rtol=1e-6)
-  np.testing.assert_allclose(jax.grad(feature_norm_regularizer)(jnp.asarray(f)), f / 4,
-                             rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(feature_norm_regularizer)(jnp.asarray(f)), f / 4, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -504,11 +601,13 @@ def test_drw_and_adrw_weights_switch_at_t0():
     np.testing.assert_allclose(at, after)
     np.testing.assert_allclose(np.sum(at), 7.0, rtol=1e-6)
     assert np.all(np.diff(np.asarray(at)) > 0)  # Rarer classes weigh more.
-  np.testing.assert_allclose(drw_weights(n, 160, switch_epoch=160), np_cb_weights(n, 0.9999),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      drw_weights(n, 160, switch_epoch=160), np_cb_weights(n, 0.9999), rtol=1e-5
+  )
   pi = n / n.sum()
-  np.testing.assert_allclose(adrw_weights(n, 160, switch_epoch=160, nu=0.25),
-                             pi**-0.25 / np.sum(pi**-0.25) * 7, rtol=1e-5)
+  np.testing.assert_allclose(
+      adrw_weights(n, 160, switch_epoch=160, nu=0.25), pi**-0.25 / np.sum(pi**-0.25) * 7, rtol=1e-5
+  )
   # Traced epoch inside jit.
   traced = jax.jit(lambda e: adrw_weights(n, e, switch_epoch=160, nu=0.25))
   np.testing.assert_array_equal(traced(3), np.ones(7))
@@ -564,21 +663,26 @@ def _all_losses_and_grads(num_classes):
   def losses(z, y, n, gamma, w):
     return {
         'focal': focal_loss(z, y, gamma=gamma, class_weights=w, reduction='mean'),
-        'focal_code': focal_loss(z, y, gamma=gamma, class_weights=w, reduction='mean',
-                                 convention='ldam_code'),
+        'focal_code': focal_loss(
+            z, y, gamma=gamma, class_weights=w, reduction='mean', convention='ldam_code'
+        ),
         'bs': balanced_softmax_loss(z, y, class_counts=n, reduction='mean'),
         'la': logit_adjusted_loss(z, y, class_counts=n, tau=1.0, reduction='mean'),
-        'vs': vs_loss(z, y, class_counts=n, gamma=gamma, tau=1.0, class_weights=w,
-                      reduction='mean'),
+        'vs': vs_loss(
+            z, y, class_counts=n, gamma=gamma, tau=1.0, class_weights=w, reduction='mean'
+        ),
         'ldam': ldam_loss(z, y, class_counts=n, class_weights=w, reduction='mean'),
         'lort': lort_loss(z, y, delta=0.99, reduction='mean'),
         'cb_softmax': class_balanced_loss(z, y, class_counts=n, reduction='mean'),
-        'cb_sigmoid': class_balanced_loss(z, y, class_counts=n, variant='sigmoid',
-                                          reduction='mean'),
-        'cb_focal': class_balanced_loss(z, y, class_counts=n, variant='focal', gamma=gamma,
-                                        reduction='mean'),
-        'cb_softmax_bce': class_balanced_loss(z, y, class_counts=n, variant='softmax_bce',
-                                              reduction='mean'),
+        'cb_sigmoid': class_balanced_loss(
+            z, y, class_counts=n, variant='sigmoid', reduction='mean'
+        ),
+        'cb_focal': class_balanced_loss(
+            z, y, class_counts=n, variant='focal', gamma=gamma, reduction='mean'
+        ),
+        'cb_softmax_bce': class_balanced_loss(
+            z, y, class_counts=n, variant='softmax_bce', reduction='mean'
+        ),
         'lwr': lwr_regularizer(z.T),
         'fr': feature_norm_regularizer(z),
     }
@@ -595,8 +699,7 @@ def _all_losses_and_grads(num_classes):
 @st.composite
 def _problems(draw):
   num_classes = draw(st.sampled_from([2, 5]))
-  logits = draw(hnp.arrays(np.float32, (6, num_classes),
-                           elements=st.floats(-100, 100, width=32)))
+  logits = draw(hnp.arrays(np.float32, (6, num_classes), elements=st.floats(-100, 100, width=32)))
   labels = draw(hnp.arrays(np.int32, (6,), elements=st.integers(0, num_classes - 1)))
   counts = draw(hnp.arrays(np.int32, (num_classes,), elements=st.integers(1, 100_000)))
   gamma = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))

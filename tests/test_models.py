@@ -1,13 +1,13 @@
-"""Tests for the ResNet backbones: parameter counts, shapes, BN state, dtypes.
+"""Tests for ltjax.models: build_model and the backbones' parameter counts, shapes and dtypes."""
 
-The big networks are checked through ``jax.eval_shape`` only (no compute), so
-the file runs in seconds on two CPU cores; real forward passes are limited to
-the CIFAR ResNet-32.
-"""
+# The big networks are checked through ``jax.eval_shape`` only (no compute), so
+# the file runs in seconds on two CPU cores; real forward passes are limited to
+# the CIFAR ResNet-32.
 
 import functools
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from helpers import tiny_config
 from ltjax import models
 from ltjax.models import heads
 from ltjax.models import resnet
@@ -49,8 +50,7 @@ def _build(name: str, num_classes: int, dtype=jnp.float32) -> nn.Module:
 def _abstract_init(model: nn.Module, shape):
   """Variables of ``model`` as ShapeDtypeStructs (no compute)."""
   x = jax.ShapeDtypeStruct(shape, jnp.float32)
-  return jax.eval_shape(
-      lambda x: model.init(jax.random.key(0), x, train=False), x)
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
 
 def _count(tree) -> int:
@@ -58,12 +58,20 @@ def _count(tree) -> int:
 
 
 def _paths(tree) -> list[str]:
-  return ['/'.join(str(k.key) for k in path)
-          for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
+  return [
+      '/'.join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)
+  ]
 
 
 def test_all_entries_registered():
   assert set(_INPUT_HW) <= set(models.BACKBONES)
+
+
+def test_unknown_model_lists_valid_names():
+  config = tiny_config()
+  config.model.name = 'resnet33'
+  with pytest.raises(ValueError, match="Unknown model.name 'resnet33'.*'resnet32'"):
+    models.build_model(config.model, 10)
 
 
 # Totals including the linear classifier (weight + bias). torchvision counts
@@ -71,8 +79,13 @@ def test_all_entries_registered():
 _RESNET34_IMAGENET_1000 = 21_797_672
 # resnet34_cifar: the 3x3 stem has 3*3*3*64 conv weights instead of 7*7*3*64,
 # and a 100-class fc (512*100 + 100) instead of 1000-class (512*1000 + 1000).
-_RESNET34_CIFAR_100 = (_RESNET34_IMAGENET_1000 - 7 * 7 * 3 * 64 + 3 * 3 * 3 * 64
-                       - (512 * 1000 + 1000) + (512 * 100 + 100))
+_RESNET34_CIFAR_100 = (
+    _RESNET34_IMAGENET_1000
+    - 7 * 7 * 3 * 64
+    + 3 * 3 * 3 * 64
+    - (512 * 1000 + 1000)
+    + (512 * 100 + 100)
+)
 # LDAM ResNet-32 [5,5,5] derived layer by layer (convs + BN gamma/beta + fc):
 #   stem 3*3*3*16 + 2*16                                        =     464
 #   stage1 5 * (2 * 3*3*16*16 + 4*16)                           =  23,360
@@ -90,15 +103,18 @@ _RESNET32_CCSAM_10 = _RESNET32_10 - (2 * 3 * 3 * 64 * 64 + 4 * 64)
 _RESNET10_1000 = 5_418_792
 
 
-@pytest.mark.parametrize('name, num_classes, expected', [
-    ('resnet32', 10, _RESNET32_10),
-    ('resnet32_ccsam', 10, _RESNET32_CCSAM_10),
-    ('resnet34_cifar', 100, _RESNET34_CIFAR_100),
-    ('resnet10', 1000, _RESNET10_1000),
-    ('resnet50', 1000, 25_557_032),
-    ('resnet152', 1000, 60_192_808),
-    ('resnext50_32x4d', 1000, 25_028_904),
-])
+@pytest.mark.parametrize(
+    'name, num_classes, expected',
+    [
+        ('resnet32', 10, _RESNET32_10),
+        ('resnet32_ccsam', 10, _RESNET32_CCSAM_10),
+        ('resnet34_cifar', 100, _RESNET34_CIFAR_100),
+        ('resnet10', 1000, _RESNET10_1000),
+        ('resnet50', 1000, 25_557_032),
+        ('resnet152', 1000, 60_192_808),
+        ('resnext50_32x4d', 1000, 25_028_904),
+    ],
+)
 def test_param_count(name, num_classes, expected):
   hw = _INPUT_HW[name]
   variables = _abstract_init(_build(name, num_classes), (1, hw, hw, 3))
@@ -108,8 +124,7 @@ def test_param_count(name, num_classes, expected):
 def test_param_count_resnet34_imagenet_stem():
   # Not a registered entry; checks the BasicBlock stack against torchvision.
   backbone = resnet.ResNet(block=resnet.BasicBlock, stage_sizes=(3, 4, 6, 3))
-  model = models.Classifier(backbone=backbone,
-                            head=heads.LinearHead(num_classes=1000))
+  model = models.Classifier(backbone=backbone, head=heads.LinearHead(num_classes=1000))
   variables = _abstract_init(model, (1, 224, 224, 3))
   assert _count(variables['params']) == _RESNET34_IMAGENET_1000
 
@@ -121,15 +136,11 @@ def test_feature_shape_and_bf16(name):
     model = _build(name, num_classes=7, dtype=dtype)
     variables = _abstract_init(model, (2, hw, hw, 3))
     x = jax.ShapeDtypeStruct((2, hw, hw, 3), jnp.float32)
-    logits, features = jax.eval_shape(
-        functools.partial(model.apply, train=False), variables, x)
-    assert features.shape == (2, _FEATURE_DIM[name])
-    assert features.dtype == dtype
-    assert logits.shape == (2, 7) and logits.dtype == jnp.float32
-    assert all(p.dtype == jnp.float32
-               for p in jax.tree.leaves(variables['params']))
-    assert all(p.dtype == jnp.float32
-               for p in jax.tree.leaves(variables['batch_stats']))
+    logits, features = jax.eval_shape(functools.partial(model.apply, train=False), variables, x)
+    chex.assert_shape([features, logits], [(2, _FEATURE_DIM[name]), (2, 7)])
+    assert features.dtype == dtype and logits.dtype == jnp.float32
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables['params']))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables['batch_stats']))
 
 
 def test_stage_names_and_last_stage_regex():
@@ -140,12 +151,10 @@ def test_stage_names_and_last_stage_regex():
   assert 'backbone/stage2_block0/shortcut_conv/kernel' in paths
   assert 'backbone/stage2_block1/shortcut_conv/kernel' not in paths
   # v1.5: the stride sits on the 3x3 conv; the first 1x1 of stage 2 sees 256.
-  assert params['backbone']['stage2_block0']['conv1']['kernel'].shape == (
-      1, 1, 256, 128)
+  assert params['backbone']['stage2_block0']['conv1']['kernel'].shape == (1, 1, 256, 128)
   # ResNeXt grouped 3x3: 128 channels in 32 groups of 4 in stage 1.
   rx = _abstract_init(_build('resnext50_32x4d', 10), (1, 64, 64, 3))['params']
-  assert rx['backbone']['stage1_block0']['conv2']['kernel'].shape == (
-      3, 3, 4, 128)
+  assert rx['backbone']['stage1_block0']['conv2']['kernel'].shape == (3, 3, 4, 128)
 
 
 def test_torchvision_padding():
@@ -223,8 +232,7 @@ def test_resnet_conv_init_is_kaiming_fan_out():
 
 def test_resnet32_train_updates_batch_stats_eval_deterministic(resnet32_state):
   model, variables, x = resnet32_state
-  (_, features), updates = model.apply(variables, x, train=True,
-                                       mutable=['batch_stats'])
+  (_, features), updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
   assert features.shape == (4, 64)
   old = jax.tree.leaves(variables['batch_stats'])
   new = jax.tree.leaves(updates['batch_stats'])
@@ -236,8 +244,8 @@ def test_resnet32_train_updates_batch_stats_eval_deterministic(resnet32_state):
   stem = resnet_cifar._conv3x3(16, 1, jnp.float32, 'c')
   batch_mean = stem.apply({'params': {'kernel': kernel}}, x).mean((0, 1, 2))
   np.testing.assert_allclose(
-      updates['batch_stats']['backbone']['stem_bn']['mean'], 0.1 * batch_mean,
-      rtol=1e-4, atol=1e-6)
+      updates['batch_stats']['backbone']['stem_bn']['mean'], 0.1 * batch_mean, rtol=1e-4, atol=1e-6
+  )
 
   apply_eval = jax.jit(functools.partial(model.apply, train=False))
   logits1, features1 = apply_eval(variables, x)

@@ -1,11 +1,10 @@
-"""The notebooks: committed without outputs, and executed end to end in their smoke setting.
+"""Tests for notebooks/: committed without outputs, and run end to end in their smoke setting."""
 
-Each notebook runs in a fresh IPython kernel of this interpreter (a kernelspec written to a
-temporary directory, so no user-level ``python3`` kernelspec can substitute another Python),
-with LTJAX_NOTEBOOK_SMOKE=1 (a few training steps) and LTJAX_OFFLINE=1 (the data must be in
-place: no download, no pip), in a temporary working directory. The kernel sees one CPU
-device, as a user's would: the simulated devices of conftest.py are removed from XLA_FLAGS.
-"""
+# Each notebook runs in a fresh IPython kernel of this interpreter (a kernelspec written to a
+# temporary directory, so no user-level ``python3`` kernelspec can substitute another Python),
+# with LTJAX_NOTEBOOK_SMOKE=1 (a few training steps) and LTJAX_OFFLINE=1 (the data must be in
+# place: no download, no pip), in a temporary working directory. The kernel sees one CPU
+# device, as a user's would: the simulated devices of conftest.py are removed from XLA_FLAGS.
 
 import glob
 import json
@@ -16,8 +15,8 @@ import sys
 
 import pytest
 
-from conftest import REPO
-from conftest import requires_fashion_mnist
+from helpers import REPO
+from helpers import requires_fashion_mnist
 
 nbformat = pytest.importorskip('nbformat')
 NOTEBOOKS = os.path.join(REPO, 'notebooks')
@@ -39,8 +38,9 @@ def test_notebook_is_committed_clean(name):
       assert cell.outputs == [], f'{name}.ipynb cell {i} has outputs: clear them.'
       assert cell.execution_count is None, f'{name}.ipynb cell {i} has an execution count.'
     # Colab-ready: nothing that only exists on one machine.
-    assert not re.search(r'/(work|home|Users|tmp)/', cell.source), (
-        f'{name}.ipynb cell {i} names a local path.')
+    assert not re.search(
+        r'/(work|home|Users|tmp)/', cell.source
+    ), f'{name}.ipynb cell {i} names a local path.'
   first_code = next(cell for cell in nb.cells if cell.cell_type == 'code')
   assert 'LTJAX_PIP_SPEC' in first_code.source and 'import ltjax' in first_code.source
 
@@ -55,8 +55,14 @@ def test_setup_cell_uses_the_enclosing_checkout(name):
   code = _setup_cell(name) + '\nimport configs.default\nprint(configs.default.__file__)'
   env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'LTJAX_DATA_DIR')}
   env['LTJAX_OFFLINE'] = '1'
-  out = subprocess.run([sys.executable, '-c', code], cwd=NOTEBOOKS, env=env, capture_output=True,
-                       text=True, check=True).stdout
+  out = subprocess.run(
+      [sys.executable, '-c', code],
+      cwd=NOTEBOOKS,
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+  ).stdout
   assert out.strip().endswith(os.path.join(REPO, 'configs', 'default.py')), out
 
 
@@ -65,8 +71,13 @@ def test_setup_cell_offline_never_installs(name, tmp_path):
   # Without site-packages (-S) ltjax is missing: offline, the cell must refuse to clone or pip.
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   env['LTJAX_OFFLINE'] = '1'
-  result = subprocess.run([sys.executable, '-S', '-c', _setup_cell(name)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True)
+  result = subprocess.run(
+      [sys.executable, '-S', '-c', _setup_cell(name)],
+      cwd=tmp_path,
+      env=env,
+      capture_output=True,
+      text=True,
+  )
   assert result.returncode != 0 and 'LTJAX_OFFLINE=1 forbids' in result.stderr, result.stderr
   assert os.listdir(tmp_path) == []
 
@@ -74,11 +85,18 @@ def test_setup_cell_offline_never_installs(name, tmp_path):
 def _kernel_manager(tmp_dir):
   from jupyter_client.kernelspec import KernelSpecManager  # pylint: disable=g-import-not-at-top
   from jupyter_client.manager import KernelManager  # pylint: disable=g-import-not-at-top
+
   spec_dir = os.path.join(tmp_dir, 'kernels', 'ltjax-test')
   os.makedirs(spec_dir)
   with open(os.path.join(spec_dir, 'kernel.json'), 'w') as f:
-    json.dump({'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
-               'display_name': 'ltjax test', 'language': 'python'}, f)
+    json.dump(
+        {
+            'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+            'display_name': 'ltjax test',
+            'language': 'python',
+        },
+        f,
+    )
   specs = KernelSpecManager(kernel_dirs=[os.path.dirname(spec_dir)])
   return KernelManager(kernel_name='ltjax-test', kernel_spec_manager=specs)
 
@@ -95,8 +113,10 @@ def _kernel_env():
   env['LTJAX_NOTEBOOK_SMOKE'] = '1'
   env['LTJAX_OFFLINE'] = '1'
   env.pop('LTJAX_DATA_DIR', None)
-  env.setdefault('JAX_COMPILATION_CACHE_DIR',
-                 os.environ.get('LTJAX_TEST_CACHE', os.path.join(REPO, '.jax_cache')))
+  env.setdefault(
+      'JAX_COMPILATION_CACHE_DIR',
+      os.environ.get('LTJAX_TEST_CACHE', os.path.join(REPO, '.jax_cache')),
+  )
   env.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
   env['JUPYTER_PLATFORM_DIRS'] = '1'
   return env
@@ -109,14 +129,20 @@ def _execute(name, tmp_path):
   workdir = tmp_path / 'cwd'
   workdir.mkdir()
   client = nbclient.NotebookClient(
-      nb, km=_kernel_manager(str(tmp_path)), timeout=CELL_TIMEOUT_S,
-      resources={'metadata': {'path': str(workdir)}})
+      nb,
+      km=_kernel_manager(str(tmp_path)),
+      timeout=CELL_TIMEOUT_S,
+      resources={'metadata': {'path': str(workdir)}},
+  )
   client.execute(env=_kernel_env())  # Raises CellExecutionError on the first failing cell.
   for i, cell in enumerate(nb.cells):
     for output in cell.get('outputs', ()):
       assert output.output_type != 'error', f'cell {i}: {output}'
-  images = sum('image/png' in output.get('data', {})
-               for cell in nb.cells for output in cell.get('outputs', ()))
+  images = sum(
+      'image/png' in output.get('data', {})
+      for cell in nb.cells
+      for output in cell.get('outputs', ())
+  )
   # Offline: no checkout of ltjax, no pip install, no download.
   assert not (workdir / 'ltjax-src').exists()
   assert not (workdir / 'fashion-mnist').exists()
@@ -140,8 +166,7 @@ def test_quickstart_notebook(tmp_path):
 def test_diagnostics_notebook(tmp_path):
   workdir, images = _execute('diagnostics', tmp_path)
   run = workdir / 'runs' / 'ce_lort_smoke'
-  reports = [json.loads((d / 'report' / 'report.json').read_text())
-             for d in (run, run / 'stage2')]
+  reports = [json.loads((d / 'report' / 'report.json').read_text()) for d in (run, run / 'stage2')]
   assert [r['meta']['loss'] for r in reports] == ['cross_entropy', 'lort']
   assert (run / 'comparison' / 'comparison.txt').is_file()
   assert glob.glob(str(run / 'comparison' / '*.png'))

@@ -1,4 +1,4 @@
-"""The training objective: loss table, epoch schedules and regularisers wired from configs."""
+"""Tests for ltjax.losses.objective: the loss table, schedules and regularisers from configs."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from helpers import tiny_config
 from ltjax import losses
 from ltjax import train
 from ltjax.models import heads
@@ -21,30 +22,51 @@ HEAD = {'kernel': jnp.asarray(RNG.normal(0, 1, (8, 6)), jnp.float32), 'bias': jn
 def objective_of(steps_per_epoch=10, num_epochs=20, **overrides):
   config = base.get_config().loss
   config.update(overrides)
-  return losses.build_objective(config, COUNTS, steps_per_epoch=steps_per_epoch,
-                                num_epochs=num_epochs)
+  return losses.build_objective(
+      config, COUNTS, steps_per_epoch=steps_per_epoch, num_epochs=num_epochs
+  )
 
 
 def value(objective, step=0, **kwargs):
-  loss, metrics = objective(LOGITS, LABELS, features=FEATURES, head_params=HEAD,
-                            step=jnp.asarray(step), **kwargs)
+  loss, metrics = objective(
+      LOGITS, LABELS, features=FEATURES, head_params=HEAD, step=jnp.asarray(step), **kwargs
+  )
   return float(loss), metrics
 
 
-@pytest.mark.parametrize('name,direct', [
-    ('cross_entropy', lambda: losses.softmax_cross_entropy(LOGITS, LABELS, reduction='mean')),
-    ('focal', lambda: losses.focal_loss(LOGITS, LABELS, gamma=2.0, reduction='mean')),
-    ('class_balanced', lambda: losses.class_balanced_loss(
-        LOGITS, LABELS, class_counts=COUNTS, beta=0.9999, reduction='mean')),
-    ('ldam', lambda: losses.ldam_loss(LOGITS, LABELS, class_counts=COUNTS, reduction='mean')),
-    ('balanced_softmax', lambda: losses.balanced_softmax_loss(
-        LOGITS, LABELS, class_counts=COUNTS, reduction='mean')),
-    ('logit_adjusted', lambda: losses.logit_adjusted_loss(
-        LOGITS, LABELS, class_counts=COUNTS, tau=1.0, reduction='mean')),
-    ('vs', lambda: losses.vs_loss(LOGITS, LABELS, class_counts=COUNTS, gamma=0.3, tau=1.0,
-                                  reduction='mean')),
-    ('lort', lambda: losses.lort_loss(LOGITS, LABELS, delta=0.98, reduction='mean')),
-])
+@pytest.mark.parametrize(
+    'name,direct',
+    [
+        ('cross_entropy', lambda: losses.softmax_cross_entropy(LOGITS, LABELS, reduction='mean')),
+        ('focal', lambda: losses.focal_loss(LOGITS, LABELS, gamma=2.0, reduction='mean')),
+        (
+            'class_balanced',
+            lambda: losses.class_balanced_loss(
+                LOGITS, LABELS, class_counts=COUNTS, beta=0.9999, reduction='mean'
+            ),
+        ),
+        ('ldam', lambda: losses.ldam_loss(LOGITS, LABELS, class_counts=COUNTS, reduction='mean')),
+        (
+            'balanced_softmax',
+            lambda: losses.balanced_softmax_loss(
+                LOGITS, LABELS, class_counts=COUNTS, reduction='mean'
+            ),
+        ),
+        (
+            'logit_adjusted',
+            lambda: losses.logit_adjusted_loss(
+                LOGITS, LABELS, class_counts=COUNTS, tau=1.0, reduction='mean'
+            ),
+        ),
+        (
+            'vs',
+            lambda: losses.vs_loss(
+                LOGITS, LABELS, class_counts=COUNTS, gamma=0.3, tau=1.0, reduction='mean'
+            ),
+        ),
+        ('lort', lambda: losses.lort_loss(LOGITS, LABELS, delta=0.98, reduction='mean')),
+    ],
+)
 def test_every_loss_name_is_its_function(name, direct):
   loss, metrics = value(objective_of(name=name))
   np.testing.assert_allclose(loss, float(direct()), rtol=1e-6)
@@ -55,21 +77,25 @@ def test_drw_switches_to_effective_number_weights_at_the_switch_epoch():
   objective = objective_of(schedule='drw', switch_epoch=3)
   plain = float(losses.softmax_cross_entropy(LOGITS, LABELS, reduction='mean'))
   weights = losses.effective_number_weights(COUNTS, 0.9999)
-  weighted = float(losses.softmax_cross_entropy(LOGITS, LABELS, class_weights=weights,
-                                                reduction='mean'))
-  assert value(objective, step=29)[0] == pytest.approx(plain, rel=1e-6)   # Epoch 2.
+  weighted = float(
+      losses.softmax_cross_entropy(LOGITS, LABELS, class_weights=weights, reduction='mean')
+  )
+  assert value(objective, step=29)[0] == pytest.approx(plain, rel=1e-6)  # Epoch 2.
   assert value(objective, step=30)[0] == pytest.approx(weighted, rel=1e-5)  # Epoch 3.
 
 
 def test_adrw_tla_becomes_weighted_logit_adjustment():
-  objective = objective_of(name='vs', schedule='adrw_tla', switch_epoch=2, vs_gamma=0.2,
-                           vs_tau=0.75, adrw_nu=0.25)
-  before = losses.vs_loss(LOGITS, LABELS, class_counts=COUNTS, gamma=0.2, tau=0.75,
-                          reduction='mean')
+  objective = objective_of(
+      name='vs', schedule='adrw_tla', switch_epoch=2, vs_gamma=0.2, vs_tau=0.75, adrw_nu=0.25
+  )
+  before = losses.vs_loss(
+      LOGITS, LABELS, class_counts=COUNTS, gamma=0.2, tau=0.75, reduction='mean'
+  )
   prior = COUNTS / COUNTS.sum()
-  alpha = prior ** -0.25 * len(COUNTS) / (prior ** -0.25).sum()
-  after = losses.logit_adjusted_loss(LOGITS, LABELS, class_counts=COUNTS, tau=0.75,
-                                     class_weights=alpha, reduction='mean')
+  alpha = prior**-0.25 * len(COUNTS) / (prior**-0.25).sum()
+  after = losses.logit_adjusted_loss(
+      LOGITS, LABELS, class_counts=COUNTS, tau=0.75, class_weights=alpha, reduction='mean'
+  )
   assert value(objective, step=19)[0] == pytest.approx(float(before), rel=1e-5)
   assert value(objective, step=20)[0] == pytest.approx(float(after), rel=1e-5)
 
@@ -77,7 +103,7 @@ def test_adrw_tla_becomes_weighted_logit_adjustment():
 def test_regularizers_add_with_their_weights():
   plain = value(objective_of())[0]
   loss, metrics = value(objective_of(feature_norm_weight=0.01))
-  fr = float(jnp.mean(jnp.sum(FEATURES ** 2, -1)) / 2)
+  fr = float(jnp.mean(jnp.sum(FEATURES**2, -1)) / 2)
   assert loss == pytest.approx(plain + 0.01 * fr, rel=1e-6)
   assert float(metrics['feature_norm_reg']) == pytest.approx(fr, rel=1e-6)
 
@@ -92,8 +118,9 @@ def test_lwr_uses_the_projection_of_the_lwr_head():
   head = heads.LWRHead(num_classes=6)
   params = head.init(jax.random.PRNGKey(0), FEATURES)['params']
   objective = objective_of(lwr_weight=1.0)
-  loss, metrics = objective(LOGITS, LABELS, features=FEATURES, head_params=params,
-                            step=jnp.asarray(0))
+  loss, metrics = objective(
+      LOGITS, LABELS, features=FEATURES, head_params=params, step=jnp.asarray(0)
+  )
   expected = losses.lwr_regularizer(heads.lwr_projected_weights(params), theta=0.4, tau=0.1)
   np.testing.assert_allclose(metrics['lwr_reg'], expected, rtol=1e-6)
 
@@ -103,7 +130,7 @@ def test_mixup_mixes_the_classification_loss_only():
   objective = objective_of(feature_norm_weight=0.1)
   mixed, _ = value(objective, mixup=(partner, 0.3))
   ce = lambda y: float(losses.softmax_cross_entropy(LOGITS, y, reduction='mean'))
-  fr = float(jnp.mean(jnp.sum(FEATURES ** 2, -1)) / 2)
+  fr = float(jnp.mean(jnp.sum(FEATURES**2, -1)) / 2)
   assert mixed == pytest.approx(0.3 * ce(LABELS) + 0.7 * ce(partner) + 0.1 * fr, rel=1e-5)
 
 
@@ -112,42 +139,26 @@ def test_invalid_combinations_fail_with_the_valid_choices():
     objective_of(name='ce')
   with pytest.raises(ValueError, match="Unknown loss.schedule 'drw2'"):
     objective_of(schedule='drw2')
-  with pytest.raises(ValueError, match="does not support; use one of"):
+  with pytest.raises(ValueError, match='does not support; use one of'):
     objective_of(name='lort', schedule='drw')
   with pytest.raises(ValueError, match="set loss.name='vs'"):
     objective_of(name='cross_entropy', schedule='tla')
 
 
 def test_ldam_drw_with_cosine_head_and_lwr_head_train_end_to_end(tmp_path):
-  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
-  for i, overrides in enumerate([
-      {'loss.name': 'ldam', 'model.head': 'cosine', 'loss.schedule': 'drw',
-       'loss.switch_epoch': 0, 'loss.feature_norm_weight': 0.01},
-      {'loss.name': 'balanced_softmax', 'model.head': 'lwr', 'loss.lwr_weight': 0.1}]):
-    state, results = train.train_and_evaluate(tiny_config(num_train_steps=4, **overrides),
-                                               str(tmp_path / str(i)))
+  for i, overrides in enumerate(
+      [
+          {
+              'loss.name': 'ldam',
+              'model.head': 'cosine',
+              'loss.schedule': 'drw',
+              'loss.switch_epoch': 0,
+              'loss.feature_norm_weight': 0.01,
+          },
+          {'loss.name': 'balanced_softmax', 'model.head': 'lwr', 'loss.lwr_weight': 0.1},
+      ]
+  ):
+    state, results = train.train_and_evaluate(
+        tiny_config(num_train_steps=4, **overrides), str(tmp_path / str(i))
+    )
     assert int(state.step) == 4 and np.isfinite(results['accuracy'])
-
-
-def test_adversarial_features_match_the_official_per_class_loop():
-  from ltjax.losses import adversarial  # pylint: disable=g-import-not-at-top
-  kernel, bias = HEAD['kernel'], jnp.linspace(-1, 1, 6)
-  head_fn = lambda f: f @ kernel + bias
-  labels = LABELS.at[0].set(5)  # Make sure the rarest class (n = 3) is present.
-  got = adversarial.adversarial_feature_losses(FEATURES, labels, head_fn,
-                                               class_counts=COUNTS, weight=1.0, div=2.0)
-  w = np.log(COUNTS.max() / COUNTS + 0.01) / 2
-  expected = np.zeros(len(labels))
-  for c in np.unique(np.asarray(labels)):  # The official code: one backward per class.
-    members = np.asarray(labels) == c
-    class_loss = lambda f: jnp.sum(jnp.where(
-        members, losses.softmax_cross_entropy(head_fn(f), labels), 0.0)) / members.sum()
-    g = jax.grad(class_loss)(FEATURES)
-    perturbed = FEATURES + 1.0 * w[c] * g / jnp.linalg.norm(g)
-    per = w[c] * losses.softmax_cross_entropy(head_fn(perturbed), labels)
-    expected[members] = np.asarray(per)[members]
-  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-  assert w[0] == pytest.approx(np.log(1.01) / 2)
-  np.testing.assert_allclose(
-      [float(adversarial.adversarial_mix(e, total_epochs=30, cap=0.3)) for e in (0, 5, 8, 29)],
-      [1 / 30, 0.2, 0.3, 0.3], rtol=1e-6)

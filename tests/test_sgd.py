@@ -1,4 +1,4 @@
-"""Optimiser and schedules: PyTorch-equivalent SGD and the recipes' LR schedules."""
+"""Tests for ltjax.optim.sgd: torch_sgd against PyTorch's recorded sequence; decay masks."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,6 @@ import numpy as np
 import optax
 import pytest
 
-from configs import base
 from ltjax import optim
 from ltjax import param_paths
 
@@ -17,10 +16,20 @@ LRS = [0.1, 0.1, 0.05, 0.05, 0.01]
 # on f(t) = sum(A t^2) / 2 + B.t from t = (1, -2) with the learning rates LRS,
 # recorded from PyTorch 2.13 in float64.
 TORCH_SEQUENCE = {
-    False: [[0.849, -1.298], [0.577351, -0.175502], [0.4009527245, 0.406035151],
-            [0.196946163963, 0.918310296674], [0.15323582681, 0.992878682966]],
-    True: [[0.7131, -0.6662], [0.35894611, 0.47341978], [0.172546375245, 0.810637504909],
-           [-0.020455110039, 0.996456371999], [-0.058234397277, 1.004876598169]],
+    False: [
+        [0.849, -1.298],
+        [0.577351, -0.175502],
+        [0.4009527245, 0.406035151],
+        [0.196946163963, 0.918310296674],
+        [0.15323582681, 0.992878682966],
+    ],
+    True: [
+        [0.7131, -0.6662],
+        [0.35894611, 0.47341978],
+        [0.172546375245, 0.810637504909],
+        [-0.020455110039, 0.996456371999],
+        [-0.058234397277, 1.004876598169],
+    ],
 }
 
 
@@ -52,64 +61,24 @@ def test_torch_sgd_reproduces_pytorch(nesterov):
   finally:
     jax.config.update('jax_enable_x64', False)
   np.testing.assert_allclose(sequence, TORCH_SEQUENCE[nesterov], rtol=0, atol=1e-11)
-  np.testing.assert_allclose(numpy_torch_sgd(nesterov), TORCH_SEQUENCE[nesterov],
-                             rtol=0, atol=1e-11)
+  np.testing.assert_allclose(
+      numpy_torch_sgd(nesterov), TORCH_SEQUENCE[nesterov], rtol=0, atol=1e-11
+  )
 
 
 def test_weight_decay_mask_selects_paths():
-  params = {'backbone': {'conv': {'kernel': jnp.ones(2)}, 'bn': {'scale': jnp.ones(2)}},
-            'head': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)}}
+  params = {
+      'backbone': {'conv': {'kernel': jnp.ones(2)}, 'bn': {'scale': jnp.ones(2)}},
+      'head': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)},
+  }
   mask = param_paths.path_mask(params, r'.*/kernel')
-  assert mask == {'backbone': {'conv': {'kernel': True}, 'bn': {'scale': False}},
-                  'head': {'kernel': True, 'bias': False}}
+  assert mask == {
+      'backbone': {'conv': {'kernel': True}, 'bn': {'scale': False}},
+      'head': {'kernel': True, 'bias': False},
+  }
   tx = optim.torch_sgd(1.0, momentum=0.0, weight_decay=0.5, weight_decay_mask=mask)
   zero = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zero, tx.init(params), params)
   np.testing.assert_allclose(updates['head']['kernel'], -0.5)
   np.testing.assert_allclose(updates['head']['bias'], 0.0)
   np.testing.assert_allclose(updates['backbone']['bn']['scale'], 0.0)
-
-
-def schedule_config(**overrides):
-  config = base.get_config().schedule
-  config.update(overrides)
-  return config
-
-
-def test_cc_sam_warmup_multistep_with_epoch_start_stepping():
-  # CC-SAM: lr 0.1, warm-up from 1/3 over 5 epochs, milestones 160/180, stepped at
-  # the start of each epoch, so epoch 0 trains at ~0.0467 and epoch 4 at 0.1.
-  config = schedule_config(name='warmup_multistep', granularity='epoch', epoch_offset=1,
-                           warmup_epochs=5, warmup_start_factor=1 / 3,
-                           milestones=(160, 180), gamma=0.1)
-  lr = optim.build_schedule(config, base_lr=0.1, steps_per_epoch=10, num_epochs=200)
-  by_epoch = lambda e: float(lr(10 * e + 3))
-  np.testing.assert_allclose(by_epoch(0), 0.1 * (1 / 3 * 0.8 + 0.2), rtol=1e-6)
-  np.testing.assert_allclose([by_epoch(4), by_epoch(158)], [0.1, 0.1], rtol=1e-6)
-  np.testing.assert_allclose([by_epoch(159), by_epoch(179)], [0.01, 0.001], rtol=1e-5)
-  assert float(lr(10 * 5)) == float(lr(10 * 5 + 9))  # Constant within an epoch.
-
-
-def test_cosine_per_epoch_reaches_zero_in_the_last_epoch():
-  # Weight balancing: CosineAnnealingLR(T_max=E) stepped at each epoch start.
-  config = schedule_config(name='cosine', granularity='epoch', epoch_offset=1)
-  lr = optim.build_schedule(config, base_lr=0.01, steps_per_epoch=4, num_epochs=320)
-  np.testing.assert_allclose(float(lr(0)), 0.005 * (1 + np.cos(np.pi / 320)), rtol=1e-6)
-  assert float(lr(4 * 319)) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_cosine_per_step_with_warmup():
-  config = schedule_config(name='cosine', warmup_epochs=1, warmup_start_factor=0.0)
-  lr = optim.build_schedule(config, base_lr=1.0, steps_per_epoch=10, num_epochs=11)
-  np.testing.assert_allclose([float(lr(s)) for s in (0, 5, 10, 60, 110)],
-                             [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
-
-
-def test_unknown_names_list_the_valid_ones():
-  with pytest.raises(ValueError, match="valid: .*'cosine'"):
-    optim.build_schedule(schedule_config(name='cosin'), base_lr=1, steps_per_epoch=1,
-                         num_epochs=1)
-  config = base.get_config().optim
-  config.name = 'adamw'
-  with pytest.raises(ValueError, match="valid: \\['sgd'\\]"):
-    optim.base_optimizer(config, 0.1)

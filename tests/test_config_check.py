@@ -1,0 +1,118 @@
+"""Tests for ltjax.train.config_check: every table-selecting config value, checked up front."""
+
+import os
+
+import pytest
+
+from helpers import tiny_config
+from ltjax import data
+from ltjax import losses
+from ltjax import models
+from ltjax import optim
+from ltjax import train
+from ltjax.data import datasets
+from ltjax.data import longtail
+from ltjax.data import samplers
+from ltjax.losses import cc_sam
+from ltjax.losses import class_balanced
+from ltjax.optim import schedules
+from ltjax.train import config_check
+
+# Every key whose value names an entry of a table -> the table's valid names.
+TRAINING = {
+    'loss.name': tuple(losses.LOSSES),
+    'loss.schedule': tuple(losses.SCHEDULES),
+    'loss.cb_variant': tuple(class_balanced.VARIANTS),
+    'optim.name': tuple(optim.OPTIMIZERS),
+    'schedule.name': tuple(schedules.SCHEDULES),
+    'schedule.granularity': tuple(schedules.GRANULARITIES),
+}
+STAGE1 = {
+    'dtype': tuple(models.DTYPES),
+    'data.name': tuple(datasets.SOURCES),
+    'data.profile': tuple(longtail.PROFILES),
+    'data.selection': tuple(longtail.SELECTIONS),
+    'data.sampler': tuple(samplers.SAMPLERS),
+    'data.augment': tuple(data.AUGMENTATIONS),
+    'model.name': tuple(models.BACKBONES),
+    'model.head': tuple(models.HEADS),
+    'cc_sam.radius': tuple(cc_sam.RADII),
+    'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
+    **TRAINING,
+}
+STAGE2 = {
+    'stage2.init_from': ('best', 'latest'),
+    'stage2.head': ('keep', 'reinit') + tuple(models.HEADS),
+    'stage2.bn': ('update', 'frozen'),
+    'stage2.sampler': tuple(samplers.SAMPLERS),
+    'stage2.augment': ('',) + tuple(data.AUGMENTATIONS),
+    'stage2.feature_cache': ('auto', 'on', 'off'),
+    **{f'stage2.{key}': valid for key, valid in TRAINING.items()},
+}
+
+
+def two_stage_config(**overrides):
+  return tiny_config(**{'stage2.num_epochs': 1, **overrides})
+
+
+def check_message(message, key, value, valid):
+  assert f'Unknown {key} {value!r}' in message, message
+  assert str(sorted(valid)) in message, message
+
+
+def test_valid_configs_pass():
+  config_check.check_names(tiny_config())
+  config_check.check_names(two_stage_config(**{'stage2.head': 'lws', 'stage2.augment': 'flip'}))
+  # Every checked key is tested below: a key new in name_tables() needs its entry above.
+  assert set(config_check.name_tables()) == set(STAGE1) | set(STAGE2)
+
+
+@pytest.mark.parametrize('key', sorted(STAGE1) + sorted(STAGE2))
+def test_a_misspelt_value_names_the_key_the_value_and_the_valid_names(key):
+  valid = {**STAGE1, **STAGE2}[key]
+  bad = f'{valid[-1]}x'  # One letter off a valid name.
+  with pytest.raises(ValueError) as error:
+    config_check.check_names(two_stage_config(**{key: bad}))
+  check_message(str(error.value), key, bad, valid)
+
+
+def test_several_bad_values_are_reported_in_one_error():
+  bad = {
+      'loss.name': 'balanced_sofmax',
+      'model.head': 'cosin',
+      'data.augment': 'crop',
+      'dtype': 'float16',
+      'schedule.name': 'cosin',
+      'stage2.head': 'lwss',
+      'stage2.loss.name': 'ce',
+  }
+  with pytest.raises(ValueError, match='7 config values name nothing') as error:
+    config_check.check_names(two_stage_config(**bad))
+  for key, value in bad.items():
+    check_message(str(error.value), key, value, {**STAGE1, **STAGE2}[key])
+
+
+def test_stage2_values_are_checked_only_when_stage2_runs():
+  bad = {f'stage2.{key}': 'nothing' for key in ('head', 'bn', 'loss.name', 'optim.name')}
+  config_check.check_names(tiny_config(**bad))  # stage2.num_epochs = 0: never read.
+  with pytest.raises(ValueError, match='4 config values name nothing'):
+    config_check.check_names(two_stage_config(**bad))
+
+
+@pytest.mark.parametrize(
+    'key,value', [('loss.name', 'balanced_sofmax'), ('stage2.loss.name', 'balanced_sofmax')]
+)
+def test_a_bad_value_fails_before_any_data_is_loaded(key, value, tmp_path, monkeypatch):
+  def load_datasets(*args, **kwargs):
+    del args, kwargs
+    pytest.fail('the data was loaded before the config was checked')
+
+  monkeypatch.setattr(data, 'load_datasets', load_datasets)
+  monkeypatch.setattr(datasets, 'load_datasets', load_datasets)
+  config = two_stage_config(**{key: value, 'data.data_dir': str(tmp_path / 'nowhere')})
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(ValueError, match=f"Unknown {key} 'balanced_sofmax'"):
+    train.train_and_evaluate(config, workdir)
+  assert not os.path.exists(workdir)  # Nothing was written either.
+  with pytest.raises(ValueError, match=f"Unknown {key} 'balanced_sofmax'"):
+    train.plan_stages(config, workdir)

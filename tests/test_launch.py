@@ -1,0 +1,56 @@
+"""Tests for launch/train.py and launch/eval.py: the command lines, run as subprocesses."""
+
+import json
+import os
+import subprocess
+import sys
+
+from helpers import REPO
+
+
+def run_launcher(script, *args):
+  """``python launch/<script> args`` from the repository root, on the CPU even beside a GPU."""
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, 'launch', script), *args],
+      capture_output=True,
+      text=True,
+      env=env,
+      cwd=REPO,
+      timeout=300,
+  )
+
+
+def test_config_typo_names_the_nearest_key(tmp_path):
+  result = run_launcher(
+      'train.py', '--config=configs/smoke.py', '--config.optim.lrr=0.1', f'--workdir={tmp_path}'
+  )
+  assert result.returncode != 0
+  assert 'Did you mean "lr" instead of "lrr"?' in result.stderr
+  assert not os.listdir(tmp_path)  # Failed before creating anything.
+
+
+def test_launch_eval_compares_two_workdirs(trained_two_stage, tmp_path):
+  workdir, _, _ = trained_two_stage
+  out = tmp_path / 'compare'
+  result = run_launcher(
+      'eval.py',
+      f'--workdir={workdir}',
+      f'--workdir={workdir}/stage2',
+      '--name=stage1',
+      '--name=stage2',
+      f'--output={out}',
+      '--checkpoint=latest',
+      '--sharpness_directions=2',
+      '--compilation_cache=',
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = (out / 'comparison.txt').read_text().splitlines()
+  assert table[0].split()[0] == 'run' and len(table) == 4
+  assert table[2].startswith('stage1') and table[3].startswith('stage2')
+  assert (out / '00_stage1' / 'report.json').exists()
+  assert (out / '01_stage2' / 'report.json').exists()
+  for name in ('per_class_comparison', 'logits_magnitude_comparison', 'sharpness_comparison'):
+    assert os.path.getsize(out / f'{name}.png') > 1000
+  compared = json.loads((out / 'comparison.json').read_text())
+  assert set(compared) == {'stage1', 'stage2'}
