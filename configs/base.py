@@ -21,7 +21,8 @@ def loss_config() -> ml_collections.ConfigDict:
   c.vs_gamma = 0.3  # vs: multiplicative exponent gamma.
   c.vs_tau = 1.0  # vs: additive tau.
   c.lort_delta = 0.98  # lort: retargeting delta.
-  c.schedule = 'none'  # A key of ltjax.losses.SCHEDULES (none, drw, adrw, tla, adrw_tla).
+  # A key of ltjax.losses.SCHEDULES (none, drw, adrw, tla, drw_tla, adrw_tla).
+  c.schedule = 'none'
   c.switch_epoch = 160  # DRW / ADRW / TLA switch (0-indexed epoch, inclusive).
   c.drw_beta = 0.9999  # drw: effective-number beta after the switch.
   c.adrw_nu = 0.25  # adrw: alpha_c ~ pi_c^-nu after the switch.
@@ -29,6 +30,7 @@ def loss_config() -> ml_collections.ConfigDict:
   c.lwr_weight = 0.0  # LWR: lambda0 of lambda(t) = lambda0 (1 - t/T)^2.
   c.lwr_theta = 0.4  # LWR cosine threshold.
   c.lwr_tau = 0.1  # LWR temperature.
+  c.lwr_schedule = 'decay'  # 'decay': lambda0 (1 - t/T)^2 (LWR Eq. 6); 'constant': lambda0.
   # CC-SAM stage 2 (classifier re-training): adversarial features f + lambda w_c g/||g||.
   c.adversarial_weight = 0.0  # lambda (the official adver_reg = 1); 0: off.
   c.adversarial_cap = 1.0  # alpha = min((epoch + 1) / T, cap): 1.0 CIFAR-10, 0.3 CIFAR-100.
@@ -129,6 +131,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.cc_sam.radius = 'official'  # 'official' (released code), 'paper' (Eq. 8-9) or 'fixed'.
   config.cc_sam.rho = 0.0  # |eps_c| for radius='fixed'.
   config.cc_sam.implementation = 'closed_form'  # 'closed_form' (B x B Gram) or 'vmap' (per class).
+  # 'gradient': eps_c along the class gradient (the method); 'random': the radius's magnitude
+  # along a Gaussian direction per class and step (CC-SAM Table 2, 'Stage 1 + mag').
+  config.cc_sam.direction = 'gradient'
 
   # Stage 2: classifier re-training on the stage-1 model (cRT, LWS, tau-norm,
   # weight balancing's MaxNorm stage, CC-SAM's adversarial stage, LORT). It runs
@@ -162,4 +167,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.image_size = 0  # > 0: Resize(size * 256 / 224) + CenterCrop(size) at test.
   config.eval.many_threshold = 100  # many: n_c > this (training counts).
   config.eval.few_threshold = 20  # few: n_c < this.
+
+  # Post-hoc logit adjustment of the final model (ltjax.eval.posthoc): its value (gamma or tau)
+  # is chosen on the validation split (data.val_per_class > 0) by balanced accuracy, then the
+  # adjusted test table is printed and recorded beside the unadjusted one.
+  config.posthoc = ml_collections.ConfigDict()
+  config.posthoc.method = (
+      'none'  # 'none', 'additive', 'multiplicative', 'normalized_multiplicative'.
+  )
+  config.posthoc.grid = ()  # Values searched ((): ltjax.eval.posthoc.DEFAULT_GRID, 0 to 2).
   return config

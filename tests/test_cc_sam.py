@@ -469,3 +469,48 @@ def test_bad_arguments_are_named():
         class_counts=COUNTS,
         mask='nothing',
     )
+
+
+@pytest.mark.parametrize('radius', ['official', 'paper'])
+def test_random_direction_keeps_the_magnitude_along_a_per_class_gaussian(x64, radius):
+  # Table 2's "Stage 1 + mag": |eps_c| as the method, its direction a Gaussian draw per class.
+  del x64
+  labels = jnp.asarray(CASES['absent_classes'][0])
+  features, kernel, bias = random_problem(3)
+  clean = lambda z: ce(z, labels)
+  head = {'kernel': kernel, 'bias': bias}
+  key = jax.random.PRNGKey(7)
+  kwargs = dict(class_counts=COUNTS, noise_ratio=NOISE, radius=radius)
+  _, metrics = cc_sam.head_flat_loss(features, labels, head, clean, **kwargs)
+  loss, random_metrics = cc_sam.head_flat_loss(
+      features, labels, head, clean, direction='random', key=key, **kwargs
+  )
+  # The same magnitudes as the gradient direction's.
+  for name in ('cc_sam_eps_kernel_norm', 'cc_sam_eps_bias_norm'):
+    np.testing.assert_allclose(random_metrics[name], metrics[name], rtol=1e-12)
+  # Brute force: each class's eps from its own draw, applied to the parameters.
+  logits = features @ kernel + bias
+  residuals = jax.vmap(jax.grad(lambda z, y: ce(z[None], y[None])[0]))(logits, labels)
+  expected = []
+  for i, y in enumerate(np.asarray(labels)):
+    in_c = np.asarray(labels) == y
+    g_w = np.einsum('id,ic->dc', features[in_c], residuals[in_c]) / in_c.sum()
+    g_b = residuals[in_c].sum(0) / in_c.sum()
+    key_w, key_b = jax.random.split(jax.random.fold_in(key, y))
+    r_w = jax.random.normal(key_w, (D, C), features.dtype)
+    r_b = jax.random.normal(key_b, (C,), features.dtype)
+    theta = np.sqrt(np.sum(kernel**2) + np.sum(bias**2)) + cc_sam.THETA_EPS
+    factor = ((kernel.size + bias.size) / max(COUNTS[y] - 1, 1)) ** 0.25
+    radius_of = lambda g: NOISE * np.sqrt(theta / (2 * np.linalg.norm(g))) * factor
+    if radius == 'official':
+      eps_w = radius_of(g_w) * r_w / np.linalg.norm(r_w)
+      eps_b = radius_of(g_b) * r_b / np.linalg.norm(r_b)
+    else:
+      joint = np.sqrt(np.sum(g_w**2) + np.sum(g_b**2))
+      norm = np.sqrt(np.sum(r_w**2) + np.sum(r_b**2))
+      eps_w, eps_b = radius_of(joint) * r_w / norm, radius_of(joint) * r_b / norm
+    z = features[i] @ (kernel + eps_w) + bias + eps_b
+    expected.append(ce(z[None], labels[i : i + 1])[0])
+  np.testing.assert_allclose(loss, np.mean(expected), rtol=1e-10)
+  with pytest.raises(ValueError, match='PRNG key'):
+    cc_sam.head_flat_loss(features, labels, head, clean, direction='random', **kwargs)

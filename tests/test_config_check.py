@@ -15,14 +15,17 @@ from ltjax.data import longtail
 from ltjax.data import samplers
 from ltjax.losses import cc_sam
 from ltjax.losses import class_balanced
+from ltjax.losses import objective
 from ltjax.optim import schedules
 from ltjax.train import config_check
+from ltjax.train import final_adjustment
 
 # Every key whose value names an entry of a table -> the table's valid names.
 TRAINING = {
     'loss.name': tuple(losses.LOSSES),
     'loss.schedule': tuple(losses.SCHEDULES),
     'loss.cb_variant': tuple(class_balanced.VARIANTS),
+    'loss.lwr_schedule': tuple(objective.LWR_SCHEDULES),
     'optim.name': tuple(optim.OPTIMIZERS),
     'schedule.name': tuple(schedules.SCHEDULES),
     'schedule.granularity': tuple(schedules.GRANULARITIES),
@@ -38,6 +41,8 @@ STAGE1 = {
     'model.head': tuple(models.HEADS),
     'cc_sam.radius': tuple(cc_sam.RADII),
     'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
+    'cc_sam.direction': tuple(cc_sam.DIRECTIONS),
+    'posthoc.method': tuple(final_adjustment.METHODS),
     **TRAINING,
 }
 STAGE2 = {

@@ -100,6 +100,21 @@ def test_adrw_tla_becomes_weighted_logit_adjustment():
   assert value(objective, step=20)[0] == pytest.approx(float(after), rel=1e-5)
 
 
+def test_drw_tla_truncates_vs_and_reweights_with_drw():
+  objective = objective_of(
+      name='vs', schedule='drw_tla', switch_epoch=2, vs_gamma=0.2, vs_tau=0.75, drw_beta=0.9999
+  )
+  before = losses.vs_loss(
+      LOGITS, LABELS, class_counts=COUNTS, gamma=0.2, tau=0.75, reduction='mean'
+  )
+  weights = losses.effective_number_weights(COUNTS, 0.9999)
+  after = losses.logit_adjusted_loss(
+      LOGITS, LABELS, class_counts=COUNTS, tau=0.75, class_weights=weights, reduction='mean'
+  )
+  assert value(objective, step=19)[0] == pytest.approx(float(before), rel=1e-5)
+  assert value(objective, step=20)[0] == pytest.approx(float(after), rel=1e-5)
+
+
 def test_regularizers_add_with_their_weights():
   plain = value(objective_of())[0]
   loss, metrics = value(objective_of(feature_norm_weight=0.01))
@@ -112,6 +127,11 @@ def test_regularizers_add_with_their_weights():
   objective = objective_of(lwr_weight=0.5, num_epochs=20, steps_per_epoch=10)
   assert value(objective, step=0)[0] == pytest.approx(plain + 0.5 * lwr, rel=1e-5)
   assert value(objective, step=100)[0] == pytest.approx(plain + 0.5 * 0.25 * lwr, rel=1e-5)
+  # LWR Table 4's fixed lambda: lambda0 throughout.
+  constant = objective_of(
+      lwr_weight=0.5, lwr_schedule='constant', num_epochs=20, steps_per_epoch=10
+  )
+  assert value(constant, step=100)[0] == pytest.approx(plain + 0.5 * lwr, rel=1e-5)
 
 
 def test_lwr_uses_the_projection_of_the_lwr_head():

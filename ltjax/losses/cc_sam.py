@@ -108,6 +108,31 @@ RADII = ('official', 'paper', 'fixed')
 THETA_EPS = 1e-12
 
 PerExampleLoss = Callable[[jax.Array], jax.Array]
+# 'gradient': eps_c along the class gradient (the method); 'random': Table 2's "Stage 1 + mag".
+DIRECTIONS = ('gradient', 'random')
+
+
+def random_direction_terms(
+    key: jax.Array, labels: jax.Array, features: jax.Array, num_classes: int, *, chunk: int = 8
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Per sample i of class c: (R_c^T f_i, |R_c|^2, r_c, |r_c|^2) for Gaussian R_c, r_c.
+
+  R_c (d, C) and r_c (C,) are drawn from ``fold_in(key, c)``, so the samples
+  of a class share their direction. They are drawn again for each sample
+  inside ``lax.map`` (``chunk`` samples at a time), so memory is that of
+  ``chunk`` (d, C) draws, not of every class. f_i stays live (the
+  perturbation acts on (W + eps_c) f_i); R and r are constants.
+  """
+  d = features.shape[-1]
+
+  def one(args):
+    y, f = args
+    key_w, key_b = jax.random.split(jax.random.fold_in(key, y))
+    r = jax.random.normal(key_w, (d, num_classes), f.dtype)
+    rb = jax.random.normal(key_b, (num_classes,), f.dtype)
+    return f @ r, jnp.sum(r * r), rb, jnp.sum(rb * rb)
+
+  return jax.lax.map(one, (labels, features), batch_size=chunk)
 
 
 def check_linear_head(head_name: str) -> None:
@@ -223,6 +248,8 @@ def head_flat_loss(
     rho: float | None = None,
     logits: jax.Array | None = None,
     flat_loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    direction: str = 'gradient',
+    key: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """CC-SAM's flat loss with the linear head perturbed, in closed form.
 
@@ -253,6 +280,13 @@ def head_flat_loss(
       forward and backward. Computed from ``features`` when None.
     flat_loss: ``(logits, labels) -> (B,)`` loss at the perturbed logits;
       default hard-label CE, as the official code.
+    direction: 'gradient' (the method) or 'random': eps_c keeps its
+      magnitude |eps_c| but points along a Gaussian direction drawn per class
+      from ``key`` (CC-SAM Table 2, "Stage 1 + mag"); per tensor for the
+      'official' radius, jointly otherwise. Costs a (d, C) draw per sample
+      (``random_direction_terms``): an ablation for heads of CIFAR to
+      Places-LT size, not for iNaturalist's.
+    key: PRNG key of the random directions (``direction='random'``).
 
   Returns:
     (flat_loss, metrics): the scalar mean_i flat_loss_i and scalars
@@ -260,6 +294,10 @@ def head_flat_loss(
     (means over samples of |eps_{y_i}|) and 'cc_sam_classes_present'.
   """
   _check_radius(radius, rho)
+  if direction not in DIRECTIONS:
+    raise ValueError(f'Unknown direction {direction!r}; valid: {list(DIRECTIONS)}.')
+  if direction == 'random' and key is None:
+    raise ValueError("direction='random' needs a PRNG key.")
   if 'kernel' not in head_params or 'bias' not in head_params:
     raise ValueError(
         'head_flat_loss needs a linear head with parameters kernel (d, C) and '
@@ -313,7 +351,22 @@ def head_flat_loss(
   )
   s_w, s_b = jax.lax.stop_gradient(s_w), jax.lax.stop_gradient(s_b)
 
-  perturbed = logits.astype(dtype) + (s_w / m)[:, None] * u + (s_b / m)[:, None] * v
+  if direction == 'gradient':
+    perturbed = logits.astype(dtype) + (s_w / m)[:, None] * u + (s_b / m)[:, None] * v
+  else:  # |eps_c| from the class gradient, the direction random (Table 2, "Stage 1 + mag").
+    eps_w = s_w * jnp.sqrt(jnp.maximum(gw_sq, 0.0))
+    eps_b = s_b * jnp.sqrt(gb_sq)
+    proj_w, norm_w_sq, dir_b, norm_b_sq = random_direction_terms(key, labels, f, bias.shape[0])
+    if radius == 'official':  # Each tensor along its own unit direction.
+      norm_w, norm_b = jnp.sqrt(norm_w_sq), jnp.sqrt(norm_b_sq)
+    else:  # One unit direction over (W, b), scaled by the joint radius |eps_c|.
+      eps_w = eps_b = jnp.sqrt(eps_w**2 + eps_b**2)
+      norm_w = norm_b = jnp.sqrt(norm_w_sq + norm_b_sq)
+    perturbed = (
+        logits.astype(dtype)
+        + jax.lax.stop_gradient(eps_w / norm_w)[:, None] * proj_w
+        + jax.lax.stop_gradient(eps_b / norm_b)[:, None] * dir_b
+    )
   losses = (flat_loss or softmax_cross_entropy)(perturbed, labels)
   loss = jnp.mean(losses)
   metrics = {

@@ -107,7 +107,7 @@ def _logit_adjusted(c, counts):
 def _vs(c, counts):
   def loss(z, y, w, epoch):
     gamma = c.vs_gamma
-    if c.schedule in ('tla', 'adrw_tla'):  # Truncated LA: beta -> 1 after the switch.
+    if c.schedule in TLA_SCHEDULES:  # Truncated LA: beta -> 1 after the switch.
       gamma = tla_gamma(gamma, epoch, switch_epoch=c.switch_epoch)
     return vs_loss(
         z, y, class_counts=counts, gamma=gamma, tau=c.vs_tau, class_weights=w, reduction='mean'
@@ -143,10 +143,18 @@ SCHEDULES: dict[str, Callable | None] = {
         counts, epoch, switch_epoch=c.switch_epoch, nu=c.adrw_nu
     ),
     'tla': None,
+    # DDC's VS + TLA + DRW: TLA on the VS loss and DRW's effective-number weights after the switch.
+    'drw_tla': lambda counts, epoch, c: drw_weights(
+        counts, epoch, switch_epoch=c.switch_epoch, beta=c.drw_beta
+    ),
     'adrw_tla': lambda counts, epoch, c: adrw_weights(
         counts, epoch, switch_epoch=c.switch_epoch, nu=c.adrw_nu
     ),
 }
+# The schedules that also truncate the VS loss's multiplicative adjustment (TLA).
+TLA_SCHEDULES = ('tla', 'drw_tla', 'adrw_tla')
+# config.loss.lwr_schedule: LWR's weight over training.
+LWR_SCHEDULES = ('decay', 'constant')
 
 
 def _classifier_vectors(head_params) -> jax.Array:
@@ -164,19 +172,33 @@ CC_SAM_IMPLEMENTATIONS = {
 
 
 def _cc_sam_flat_loss(cc: ml_collections.ConfigDict, counts: np.ndarray):
-  """(logits, labels, features, head_params, mixup) -> (flat loss, metrics) of CC-SAM."""
+  """(logits, labels, features, head_params, mixup, step) -> (flat loss, metrics) of CC-SAM.
+
+  With ``cc_sam.direction='random'`` the directions of step s are drawn from
+  ``fold_in(PRNGKey(0), s)``: a function of the step, so a resumed run repeats
+  an uninterrupted one.
+  """
   if cc.implementation not in CC_SAM_IMPLEMENTATIONS:
     raise ValueError(
         f'Unknown cc_sam.implementation {cc.implementation!r}; valid: '
         f'{sorted(CC_SAM_IMPLEMENTATIONS)}.'
     )
+  if cc.direction != 'gradient' and cc.implementation != 'closed_form':
+    raise ValueError(
+        f'cc_sam.direction={cc.direction!r} is implemented in the closed form only; set '
+        "cc_sam.implementation='closed_form'."
+    )
   flat_loss = CC_SAM_IMPLEMENTATIONS[cc.implementation]
 
-  def compute(logits, labels, features, head_params, mixup):
+  def compute(logits, labels, features, head_params, mixup, step):
     def clean_per_example(z):  # The official code's (mixup-mixed) CE, grouped by y.
       return mixup_loss(lambda y: softmax_cross_entropy(z, y), labels, mixup)
 
-    kwargs = {'logits': logits} if cc.implementation == 'closed_form' else {}
+    kwargs = {}
+    if cc.implementation == 'closed_form':
+      kwargs = {'logits': logits, 'direction': cc.direction}
+      if cc.direction == 'random':
+        kwargs['key'] = jax.random.fold_in(jax.random.PRNGKey(0), step)
     return flat_loss(
         features,
         labels,
@@ -221,7 +243,7 @@ def build_objective(
         f'{c.name!r} does not support; use one of '
         f'{sorted(n for n, s in LOSSES.items() if s.reweightable)}.'
     )
-  if c.schedule in ('tla', 'adrw_tla') and c.name != 'vs':
+  if c.schedule in TLA_SCHEDULES and c.name != 'vs':
     raise ValueError(f"loss.schedule={c.schedule!r} truncates the VS loss; set loss.name='vs'.")
   counts = np.asarray(class_counts)
   base = spec.build(c, counts)
@@ -236,7 +258,7 @@ def build_objective(
     loss = mixup_loss(lambda y: base(logits, y, weights, epoch), labels, mixup)
     metrics = {'classification_loss': loss}
     if cc_flat is not None:
-      flat, flat_metrics = cc_flat(logits, labels, features, head_params, mixup)
+      flat, flat_metrics = cc_flat(logits, labels, features, head_params, mixup, step)
       loss = (1 - cc.flat_ratio) * loss + cc.flat_ratio * flat
       metrics.update(flat_metrics)
     if c.adversarial_weight:
@@ -259,7 +281,10 @@ def build_objective(
       metrics['feature_norm_reg'] = fr
     if c.lwr_weight:
       lwr = lwr_regularizer(_classifier_vectors(head_params), theta=c.lwr_theta, tau=c.lwr_tau)
-      lam_t = lwr_lambda(step / steps_per_epoch, total_epochs=num_epochs, lambda0=c.lwr_weight)
+      if c.lwr_schedule == 'decay':  # LWR Eq. 6: lambda0 (1 - t/T)^2.
+        lam_t = lwr_lambda(step / steps_per_epoch, total_epochs=num_epochs, lambda0=c.lwr_weight)
+      else:  # 'constant': LWR Table 4's fixed-lambda ablation.
+        lam_t = c.lwr_weight
       loss = loss + lam_t * lwr
       metrics['lwr_reg'] = lwr
     return loss, metrics

@@ -8,6 +8,7 @@ loop.py            run_stage / train_and_evaluate
 predict.py         the one host-side loop over a jitted predict step
 feature_cache.py   classifier re-training on features extracted once
 checkpoint.py      orbax checkpoints (latest N and best) and config.json
+final_adjustment.py  post-hoc logit adjustment of the final model, chosen on validation
 workdir_report.py  a trained workdir -> its ltjax.eval report
 writer.py          metrics.jsonl and TensorBoard
 sharding.py        the ('data',) mesh and host <-> device batches

@@ -20,7 +20,9 @@ from ltjax.data import longtail
 from ltjax.data import samplers
 from ltjax.losses import cc_sam
 from ltjax.losses import class_balanced
+from ltjax.losses import objective
 from ltjax.optim import schedules
+from ltjax.train import final_adjustment
 
 STAGE2_INIT = ('best', 'latest')
 STAGE2_BN = ('update', 'frozen')
@@ -34,6 +36,7 @@ def _training_names(prefix: str = '') -> dict[str, tuple[str, ...]]:
       f'{prefix}loss.name': tuple(losses.LOSSES),
       f'{prefix}loss.schedule': tuple(losses.SCHEDULES),
       f'{prefix}loss.cb_variant': tuple(class_balanced.VARIANTS),
+      f'{prefix}loss.lwr_schedule': tuple(objective.LWR_SCHEDULES),
       f'{prefix}optim.name': tuple(optim.OPTIMIZERS),
       f'{prefix}schedule.name': tuple(schedules.SCHEDULES),
       f'{prefix}schedule.granularity': tuple(schedules.GRANULARITIES),
@@ -54,6 +57,8 @@ def name_tables() -> dict[str, tuple[str, ...]]:
       **_training_names(),
       'cc_sam.radius': tuple(cc_sam.RADII),
       'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
+      'cc_sam.direction': tuple(cc_sam.DIRECTIONS),
+      'posthoc.method': tuple(final_adjustment.METHODS),
       'stage2.init_from': STAGE2_INIT,
       'stage2.head': STAGE2_HEAD_KEEP + tuple(models.HEADS),
       'stage2.bn': STAGE2_BN,

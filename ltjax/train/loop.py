@@ -38,6 +38,7 @@ from ltjax.eval import metrics as eval_metrics
 from ltjax.eval import plots
 from ltjax.train import config_check
 from ltjax.train import feature_cache
+from ltjax.train import final_adjustment
 from ltjax.train import predict
 from ltjax.train import sharding
 from ltjax.train import stages
@@ -163,6 +164,7 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
   check_batch_size(config.batch_size, 'batch_size')
   check_batch_size(config.eval_batch_size, 'eval_batch_size')
   stage_data = load_data(config, stage.workdir)
+  final_adjustment.check_validation_split(config, 'val' in stage_data.eval_splits)
   objective = losses.build_objective(
       config.loss,
       stage_data.train_counts,
@@ -226,6 +228,8 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
   if results is None:  # Nothing left to train: the run was already complete.
     results = evaluator(state, 'test')
   report(stage, state, stage_data, results)
+  if config.posthoc.method != 'none' and config.stage2.num_epochs <= 0:  # The final model.
+    results = {**results, 'posthoc': adjust(stage, state, stage_data, mesh, results)}
   return state, results
 
 
@@ -444,6 +448,39 @@ def eval_line(done: int, steps_per_epoch: int, results: dict) -> str:
       f'{100 * results["many"]:.2f} medium {100 * results["medium"]:.2f} '
       f'few {100 * results["few"]:.2f}'
   )
+
+
+def adjust(stage: Stage, state: TrainState, stage_data: StageData, mesh, results: dict) -> dict:
+  """The post-hoc adjustment of ``config.posthoc``, chosen on validation; printed beside."""
+  config = stage.config
+  writer = MetricWriter(stage.workdir)
+  try:
+    adjusted = final_adjustment.adjust_final_model(
+        config,
+        state,
+        make_eval_step(state, mesh, flip_tta=config.eval.flip_tta),
+        eval_splits=stage_data.eval_splits,
+        train_counts=stage_data.train_counts,
+        mesh=mesh,
+        workdir=stage.workdir,
+        write=functools.partial(
+            writer.write, step=int(state.step), epoch=int(state.step) / stage_data.steps_per_epoch
+        ),
+    )
+  finally:
+    writer.close()
+  if jax.process_index() == 0:
+    print(eval_metrics.format_table(results, title='Without post-hoc adjustment:'))
+    print(
+        eval_metrics.format_table(
+            adjusted['metrics'],
+            title=(
+                f'With post-hoc {adjusted["method"]} adjustment, value {adjusted["value"]:g} '
+                'chosen on the validation split:'
+            ),
+        )
+    )
+  return adjusted
 
 
 def report(stage: Stage, state: TrainState, stage_data: StageData, results: dict) -> None:

@@ -16,7 +16,6 @@ import os
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -32,6 +31,7 @@ from ltjax.train.checkpoint import Checkpoints
 from ltjax.train.checkpoint import load_config
 from ltjax.train.loop import check_batch_size
 from ltjax.train.state import TrainState
+from ltjax.train.steps import affine_head
 
 
 def load_state(
@@ -78,31 +78,6 @@ def load_state(
       apply_fn=model.apply,
       tx=tx,
   )
-
-
-def affine_head(
-    state: TrainState, feature_dim: int, rtol: float = 1e-4
-) -> tuple[np.ndarray, np.ndarray] | None:
-  """(kernel (D, C), bias (C,)) with head(f) = f W + b, or None if the head is not affine.
-
-  Linear, LWS, tau-norm and ETF heads are affine in the features; W and b are
-  read off the head itself (b = head(0), W = head(I) - b), so the diagnostics
-  see the classifier that produces the logits, scales and normalisations
-  included (LWR's head is linear too; its projection MLP only enters the
-  loss). A cosine head normalises the features, so it is not affine: None.
-  """
-  # Full float32 products: GPUs' default TF32 matmuls would fail the check.
-  head = jax.jit(lambda f: state.apply_fn({'params': state.params}, f, method=steps.head_method))
-  probe = jnp.concatenate([jnp.zeros((1, feature_dim)), jnp.eye(feature_dim)])
-  check = np.random.default_rng(0).normal(size=(4, feature_dim)).astype(np.float32)
-  with jax.default_matmul_precision('float32'):
-    out = np.asarray(head(probe), np.float64)
-    actual = np.asarray(head(jnp.asarray(check)), np.float64)
-  bias, kernel = out[0], out[1:] - out[:1]
-  expected = check.astype(np.float64) @ kernel + bias
-  if not np.allclose(actual, expected, rtol=rtol, atol=rtol * np.abs(expected).max()):
-    return None
-  return kernel, bias
 
 
 def class_capped_subset(labels: np.ndarray, max_images: int, seed: int = 0) -> np.ndarray:
