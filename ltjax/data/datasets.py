@@ -9,6 +9,11 @@ Every source is random access with one protocol (``Source``): ``len``,
                  (/usr/share/datasets/fashion-mnist) or of ``data.data_dir``;
                  in memory (``ArrayDataset``).
   synthetic      class-dependent gratings, for tests and benchmarks (in memory).
+  cifar10, cifar100
+                 the python-pickle folders cifar-10-batches-py / cifar-100-python
+                 (as torchvision downloads them), ``data.data_dir`` being the
+                 folder or its parent; in memory, without TensorFlow
+                 (``ltjax.data.cifar_pickle``).
   tfds           a prepared TFDS data set ``data.tfds_name`` (cifar10,
                  cifar100, mnist, ...) under ``data.data_dir``, read from
                  ArrayRecord without TensorFlow (``ltjax.data.tfds_source``).
@@ -36,6 +41,7 @@ from typing import NamedTuple, Protocol
 import ml_collections
 import numpy as np
 
+from ltjax.data import cifar_pickle
 from ltjax.data import idx
 from ltjax.data import listfile
 from ltjax.data import longtail
@@ -351,7 +357,7 @@ def _closed(source: 'Source', mapping: np.ndarray, class_names: tuple[str, ...])
   return relabel(source.subset(np.flatnonzero(mapping[source.labels] >= 0)), mapping, class_names)
 
 
-ARRAY_SOURCES = ('fashion_mnist', 'synthetic')
+ARRAY_SOURCES = ('fashion_mnist', 'synthetic') + tuple(cifar_pickle.FOLDERS)
 SOURCES = ARRAY_SOURCES + ('tfds',) + tuple(listfile.SPLITS)
 
 
@@ -374,6 +380,8 @@ def load_split(
     )
   if data_config.name == 'tfds':
     return tfds_source.load_tfds_split(data_config.tfds_name, split, data_dir=data_config.data_dir)
+  if data_config.name in cifar_pickle.FOLDERS:
+    return ArrayDataset(**cifar_pickle.read_split(data_config.name, split, data_config.data_dir))
   if data_config.name == 'fashion_mnist':
     return load_fashion_mnist(split, data_config.data_dir)
   if data_config.name == 'synthetic':
