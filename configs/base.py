@@ -90,6 +90,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.subsample_seed = 0  # Seed of the per-class shuffle.
   config.data.val_per_class = 0  # Held out of training per class as a validation split.
   config.data.open_classes = ()  # Class ids held out as the open-set test split (OLTR); (): none.
+  # OLTR's open-set list, evaluated beside the test split (labels -1): 'oltr' (the data set's
+  # ImageNet_LT_open.txt / Places_LT_open.txt), a list path (relative: to list_dir), '': none.
+  config.data.open_list = ''
+  config.data.open_dir = ''  # Images of open_list ('': the folder named like it, beside it).
   config.data.sampler = 'instance'  # 'instance', 'class_aware' or 'square_root'.
   config.data.read_threads = 1  # grain read threads (1 on small CPUs; 0: in the main thread).
   config.data.num_workers = 0  # grain worker processes (for JPEG decoding).

@@ -17,9 +17,11 @@ Every source is random access with one protocol (``Source``): ``len``,
   tfds           a prepared TFDS data set ``data.tfds_name`` (cifar10,
                  cifar100, mnist, ...) under ``data.data_dir``, read from
                  ArrayRecord without TensorFlow (``ltjax.data.tfds_source``).
-  imagenet_lt, places_lt, inat2018
+  imagenet_lt, places_lt, inat2018, mini_imagenet_lt
                  list-file image folders: images under ``data.data_dir``, the
-                 OLTR/Decoupling split files in ``data.list_dir`` (default: the
+                 OLTR/Decoupling split files (mini-ImageNet-LT: the
+                 ``0.01_*.txt`` lists of Vigneswaran et al., images in the
+                 ILSVRC-2012 train folder) in ``data.list_dir`` (default: the
                  same directory); JPEGs are decoded in the input workers
                  (``ltjax.data.listfile``).
 
@@ -32,6 +34,14 @@ leave train, val and test; the remaining "closed" classes are relabelled
 0..C'-1 in their original order (``class_names`` follow); the held-out classes'
 test images become ``Splits.open_test``, labelled -1 ("unknown", OLTR's
 convention), with their original class ids in ``open_test.original_labels``.
+
+OLTR's own open-set protocol: ``data.open_list`` reads an open-set list --
+'oltr' for the data set's ``ImageNet_LT_open.txt`` / ``Places_LT_open.txt``,
+or a list path (relative: to ``data.list_dir``) -- whose images (in
+``data.open_dir``; default the folder named like the list, beside it, as OLTR
+lays them out) become ``Splits.open_test``, every label -1, beside the closed
+test split of all C classes. Only list-file data sets have one, and it
+excludes ``data.open_classes``.
 """
 
 import dataclasses
@@ -357,6 +367,27 @@ def _closed(source: 'Source', mapping: np.ndarray, class_names: tuple[str, ...])
   return relabel(source.subset(np.flatnonzero(mapping[source.labels] >= 0)), mapping, class_names)
 
 
+def _check_open_list(data_config: ml_collections.ConfigDict, open_classes) -> None:
+  """Fails before any data is read if ``data.open_list`` cannot apply."""
+  if not isinstance(data_config.open_list, str):
+    raise ValueError(
+        f"config.data.open_list must be a string ('{listfile.OLTR_OPEN_LIST}' or a list "
+        f'path), got {data_config.open_list!r}.'
+    )
+  if data_config.name not in listfile.SPLITS:
+    raise ValueError(
+        f'config.data.open_list={data_config.open_list!r} needs a list-file data set '
+        f'({sorted(listfile.SPLITS)}), not data.name={data_config.name!r}; hold classes '
+        'of this source out with config.data.open_classes instead.'
+    )
+  if open_classes:
+    raise ValueError(
+        'config.data.open_list and config.data.open_classes both define the open-set '
+        f'split (open_list={data_config.open_list!r}, open_classes={tuple(open_classes)}); '
+        'set one of them.'
+    )
+
+
 ARRAY_SOURCES = ('fashion_mnist', 'synthetic') + tuple(cifar_pickle.FOLDERS)
 SOURCES = ARRAY_SOURCES + ('tfds',) + tuple(listfile.SPLITS)
 
@@ -399,9 +430,11 @@ def load_split(
 class Splits(NamedTuple):
   """The splits of a run: long-tailed train, optional validation, balanced test.
 
-  ``open_test`` (None unless ``data.open_classes`` is set) holds the test
-  images of the held-out open-set classes, every label -1 ("unknown"; the
-  original class ids are in ``open_test.original_labels``).
+  ``open_test`` (None unless ``data.open_classes`` or ``data.open_list`` is
+  set) holds open-set images, every label -1 ("unknown"): with
+  ``open_classes`` the test images of the held-out classes (their original
+  class ids in ``open_test.original_labels``), with ``open_list`` the images
+  of that list (a ``ListFileSource`` with ``open_set=True``).
   """
 
   train: Source
@@ -426,8 +459,19 @@ def load_datasets(
   the first closed class), the closed classes are relabelled 0..C'-1 in their
   original order, and the open classes' test images form ``open_test``
   (labels -1; see ``Splits``). Open-class images of the train and val splits
-  are dropped.
+  are dropped. With ``data.open_list`` the images of that list form
+  ``open_test`` instead (module docstring); the closed splits keep every class.
   """
+  open_classes = data_config.get('open_classes', ())
+  open_list = data_config.get('open_list', '')
+  if open_list:
+    _check_open_list(data_config, open_classes)
+    open_list, open_dir = listfile.open_list_paths(
+        data_config.name,
+        open_list,
+        list_dir=data_config.list_dir or data_config.data_dir,
+        open_dir=data_config.get('open_dir', ''),
+    )
   train = load_split(data_config, 'train', skip_log_dir=skip_log_dir)
   test = load_split(data_config, 'test', skip_log_dir=skip_log_dir)
   check_labels(train.labels, train.num_classes, f'{data_config.name} train')
@@ -440,7 +484,18 @@ def load_datasets(
     )  # ImageNet-LT / Places-LT ship a validation list.
     check_labels(val.labels, train.num_classes, f'{data_config.name} val')
   open_test = None
-  open_classes = data_config.get('open_classes', ())
+  if open_list:
+    open_test = listfile.load_open_list(
+        open_list,
+        open_dir,
+        num_classes=train.num_classes,
+        class_names=train.class_names,
+        mean=train.mean,
+        std=train.std,
+        expected_size=(layout.open_size if os.path.basename(open_list) == layout.open_file else 0),
+        skip_corrupt=data_config.skip_corrupt,
+        skip_log_dir=skip_log_dir,
+    )
   if open_classes:
     mapping = open_class_map(open_classes, train.num_classes, data_config.name)
     names = tuple(n for n, m in zip(train.class_names, mapping) if m >= 0)
