@@ -8,7 +8,9 @@ the first 5 epochs, lr x0.01 from epoch 160 and x1e-4 from epoch 180.
 Reference numbers (DDC's 200-epoch reproduction, wang22ti/DDC README):
 CIFAR-100-LT IR 100: 38.06, IR 10: 56.73.
 
-Needs the TFDS data set prepared under DATA_DIR (README, "Data"):
+DATA_DIR holds CIFAR's python-pickle folder (cifar-100-python / cifar-10-batches-py, as
+torchvision downloads it); add --config.data.name=tfds to read a prepared TFDS set instead
+(README, "Data"):
 
     python launch/train.py \
       --config=configs/ce_cifar_lt.py:dataset=cifar100,ir=100 \

@@ -28,15 +28,24 @@ def cifar_lt(
     imbalance_ratio: float,
     profile: str = 'exp',
     data_dir: str = '',
+    source: str = 'pickle',
 ) -> None:
-  """CIFAR-10/100-LT from TFDS (Cao et al.'s construction, LDAM-DRW NeurIPS 2019).
+  """CIFAR-10/100-LT (Cao et al.'s construction, LDAM-DRW NeurIPS 2019).
 
   n_max = 5000 (CIFAR-10) or 500 (CIFAR-100); the balanced 10k test split;
   RandomCrop(32, 4) + flip and the LDAM-lineage normalisation (official code
   kaidic/LDAM-DRW, imbalance_cifar.py; see docs/references.md, 'Conventions:
   CIFAR-LT subsampling' and 'Conventions: CIFAR augmentation').
+
+  ``source``: 'pickle' reads the python-pickle folders the official code and
+  torchvision use (``cifar-10-batches-py`` / ``cifar-100-python`` in or at
+  ``data.data_dir``), in their file order, so the seeded per-class selection
+  is the official one; 'tfds' a prepared TFDS data_dir. A run switches with
+  ``--config.data.name=tfds`` (``data.tfds_name`` is set either way).
   """
-  config.data.name = 'tfds'
+  if source not in ('pickle', 'tfds'):
+    raise ValueError(f"Unknown CIFAR source {source!r}; valid: ['pickle', 'tfds'].")
+  config.data.name = dataset if source == 'pickle' else 'tfds'
   config.data.tfds_name = dataset
   config.data.data_dir = data_dir
   config.data.imbalance_ratio = float(imbalance_ratio)

@@ -77,6 +77,8 @@ def test_cifar_lt_recipe_on_a_tfds_stand_in(tmp_path):
       'cifar10', str(tmp_path / 'tfds'), {'train': make(50), 'test': make(8)}
   )
   config = ce_cifar_lt.get_config('dataset=cifar10,ir=10')
+  assert config.data.name == 'cifar10'  # The pickle folders by default.
+  config.data.name = 'tfds'  # The switch the recipes' docstrings give.
   config.data.data_dir = str(tmp_path / 'tfds')
   config.model.name = 'small_cnn'
   config.batch_size, config.eval_batch_size, config.num_train_steps = 16, 80, 3
