@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ from PIL import Image
 import pytest
 
 from configs import base
+from ltjax.data import cifar_pickle
 from ltjax.data import listfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,3 +102,55 @@ def write_places_folder(root, num_classes, per_split, rng):
     with open(os.path.join(root, name), 'w') as f:
       for j, label in enumerate(labels):
         f.write(f'{files[j % len(files)]} {label}\n')
+
+
+def write_cifar_folder(root, name, per_class, test_per_class, rng):
+  """CIFAR's python-pickle folder of ``name`` under ``root`` (protocol 4), random images."""
+  num_classes = 10 if name == 'cifar10' else 100
+  folder = os.path.join(root, cifar_pickle.FOLDERS[name])
+  os.makedirs(folder)
+  for split, n in (('train', per_class), ('test', test_per_class)):
+    labels = rng.permutation(np.repeat(np.arange(num_classes), n))
+    images = rng.integers(0, 256, (len(labels), 3 * 32 * 32), dtype=np.uint8)
+    files = cifar_pickle.SPLIT_FILES[name][split]
+    for file, rows in zip(files, np.array_split(np.arange(len(labels)), len(files))):
+      batch = {
+          b'data': images[rows],
+          cifar_pickle.LABEL_KEYS[name]: [int(v) for v in labels[rows]],
+          b'batch_label': b'stand-in',
+          b'filenames': [b'x.png'] * len(rows),
+      }
+      with open(os.path.join(folder, file), 'wb') as f:
+        pickle.dump(batch, f, protocol=4)
+  names = [f'class_{c}'.encode() for c in range(num_classes)]
+  with open(os.path.join(folder, cifar_pickle.META_FILES[name]), 'wb') as f:
+    pickle.dump({cifar_pickle.CLASS_NAME_KEYS[name]: names}, f, protocol=4)
+  return root
+
+
+def write_list_folder(root, dataset, per_split, rng, max_eval=0):
+  """A list-file data set's folder (``listfile.SPLITS[dataset]``) over a few real JPEGs.
+
+  Every class is in the training list ``per_split['train']`` times; the other lists hold
+  ``per_split[split]`` per class, cut to ``max_eval`` lines when that is > 0.
+  """
+  layout = listfile.SPLITS[dataset]
+  os.makedirs(root, exist_ok=True)
+  files = []
+  for i in range(8):
+    size = (20 + 3 * i, 16 + 2 * i)
+    image = Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
+    path = f'n0000000{i}_{i}.JPEG' if layout.class_folders else f'images/img_{i}.jpg'
+    full = os.path.join(root, path.split('_')[0], path) if layout.class_folders else None
+    full = full or os.path.join(root, path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    image.save(full, quality=90)
+    files.append(path)
+  for split, name in layout.files.items():
+    labels = np.concatenate([np.arange(layout.num_classes)] * per_split.get(split, 1))
+    if split != 'train' and max_eval:  # Evaluation lists may cover only the first classes.
+      labels = labels[:max_eval]
+    with open(os.path.join(root, name), 'w') as f:
+      for j, label in enumerate(labels):
+        f.write(f'{files[j % len(files)]} {label}\n')
+  return root
