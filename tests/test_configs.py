@@ -4,6 +4,7 @@ import glob
 import importlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -117,3 +118,14 @@ def test_list_file_recipe_end_to_end(tmp_path):
   batch = batches.batch(0)
   assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.float32
   np.testing.assert_array_equal(batch['image'], batches.batch(0)['image'])
+
+
+def test_every_command_of_the_readme_reproduction_table_builds():
+  with open(os.path.join(REPO, 'README.md')) as f:
+    readme = f.read()
+  table = readme[readme.index('## Reproducing the papers') : readme.index('## What a run writes')]
+  commands = re.findall(r'`configs/([a-z0-9_]+)\.py(?::([^`]*))?`', table)
+  assert len(commands) >= 15
+  for name, arg in commands:
+    config = importlib.import_module(f'configs.{name}').get_config(arg or None)
+    assert flat_keys(config) == flat_keys(base.get_config()), (name, arg)
