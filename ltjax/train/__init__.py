@@ -10,6 +10,7 @@ feature_cache.py   classifier re-training on features extracted once
 checkpoint.py      orbax checkpoints (latest N and best) and config.json
 final_adjustment.py  post-hoc logit adjustment of the final model, chosen on validation
 workdir_report.py  a trained workdir -> its ltjax.eval report
+retraining_study.py  LORT Table 1: many classifier re-training methods on one stage 1
 writer.py          metrics.jsonl and TensorBoard
 sharding.py        the ('data',) mesh and host <-> device batches
 """

@@ -1,0 +1,81 @@
+r"""LORT's Table 1: classifier re-training methods on one finished stage 1, compared.
+
+    python launch/retraining_study.py --stage1_workdir=runs/lort_cifar100_lt_ir100 \
+        --output=runs/lort_cifar100_lt_ir100_table1
+    python launch/retraining_study.py --stage1_workdir=runs/ce --methods=crt,lws,lort \
+        --override=stage2.num_epochs=20 --override=stage2.loss.lort_delta=0.99
+
+Re-trains the classifier of the stage-1 workdir's best checkpoint with each
+method of ``ltjax.train.retraining_study.METHODS`` in ``<output>/<method>``
+(resumed, not retrained, when run again), writes each method's report and
+``retraining_table.txt`` / ``.json``, ``comparison.txt`` / ``.json`` and the
+overlaid plots in ``<output>``, and prints the table. ``--override`` values
+are Python literals (numbers, tuples, booleans) or else strings.
+"""
+
+import ast
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import jax
+
+flags.DEFINE_string('stage1_workdir', None, 'A finished stage 1 written by launch/train.py.')
+flags.DEFINE_string('output', None, 'Output directory (default <stage1_workdir>/retraining_study).')
+flags.DEFINE_list('methods', None, 'Comma-separated methods (default: all of METHODS).')
+flags.DEFINE_multi_string(
+    'override',
+    None,
+    'Config change for every method, e.g. --override=stage2.num_epochs=20 (repeatable).',
+)
+flags.DEFINE_string(
+    'compilation_cache',
+    os.path.expanduser('~/.cache/ltjax/jax'),
+    'JAX persistent compilation cache directory ("" disables it).',
+)
+flags.mark_flags_as_required(['stage1_workdir'])
+FLAGS = flags.FLAGS
+
+
+def _overrides(pairs) -> dict:
+  out = {}
+  for pair in pairs or ():
+    key, sep, value = pair.partition('=')
+    if not sep:
+      raise app.UsageError(f'--override needs key=value, got {pair!r}.')
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.compilation_cache:
+    jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  from ltjax.train import retraining_study  # pylint: disable=g-import-not-at-top
+
+  unknown = [m for m in FLAGS.methods or () if m not in retraining_study.METHODS]
+  if unknown:
+    raise app.UsageError(
+        f'Unknown --methods {unknown}; valid: {",".join(retraining_study.METHODS)}.'
+    )
+  output = FLAGS.output or os.path.join(FLAGS.stage1_workdir, 'retraining_study')
+  result = retraining_study.run_study(
+      FLAGS.stage1_workdir,
+      output,
+      methods=FLAGS.methods,
+      overrides=_overrides(FLAGS.override),
+  )
+  print(result['table'])
+  print(f'Wrote {", ".join(result["files"])}')
+
+
+if __name__ == '__main__':
+  app.run(main)
