@@ -54,47 +54,20 @@ included.
 Arguments: method (vs_tla_adrw: the paper's "Ours"; ldam_drw: its "SAM" row).
 """
 
-from configs import base
 from configs import common
+from configs import ddc_imagenet_lt
 
-METHODS = ('vs_tla_adrw', 'ldam_drw')
+METHODS = ddc_imagenet_lt.METHODS
 
 
 def get_config(arg=None):
   args = common.parse_arg(arg, method='vs_tla_adrw')
-  if args.method not in METHODS:
-    raise ValueError(f'Unknown method {args.method!r}; valid: {METHODS}.')
+  # ImageNet-LT's recipe (same Saddle lineage), with iNaturalist's data and Saddle's iNat values.
+  config = ddc_imagenet_lt.get_config(arg)
   ldam = args.method == 'ldam_drw'
-  config = base.get_config()
   common.large_scale_lt(config, dataset='inat2018')
   config.data.augment = 'imagenet'  # Saddle's iNat loader jitters colours too.
-  config.model.name = 'resnet50'
-  config.dtype = 'bfloat16'
-  config.batch_size = 256
-  config.eval_batch_size = 1000
-  config.num_epochs = 90
-  config.eval_every_epochs = 5
-  config.log_every_steps = 100
   config.optim.lr = 0.1
   config.optim.weight_decay = 1e-4 if ldam else 2e-4
-  config.schedule.name = 'cosine'
-  config.schedule.granularity = 'epoch'  # CosineAnnealingLR stepped after each epoch.
-  config.schedule.epoch_offset = 0
-  config.sam.rho_boundaries = (5, 60, 75)
   config.sam.rho_values = (0.05, 0.1, 0.5, 0.5) if ldam else (0.05, 0.1, 0.1, 0.2)
-
-  config.loss.switch_epoch = 60
-  config.loss.drw_beta = 0.9999
-  if ldam:
-    config.model.head = 'cosine'
-    config.loss.name = 'ldam'
-    config.loss.ldam_max_margin = 0.3
-    config.loss.ldam_scale = 30.0
-    config.loss.schedule = 'drw'
-  else:
-    config.loss.name = 'vs'
-    config.loss.schedule = 'adrw_tla'
-    config.loss.vs_gamma = 0.3  # Not published (see the docstring).
-    config.loss.vs_tau = 1.0
-    config.loss.adrw_nu = 0.25
   return config

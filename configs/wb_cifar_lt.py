@@ -31,10 +31,23 @@ def get_config(arg=None):
   common.cifar_lt(config, dataset=args.dataset, imbalance_ratio=args.ir, profile=args.profile)
   config.data.selection = 'first'
   config.model.name = 'resnet34_cifar'
-  config.eval.flip_tta = True
-  config.batch_size = 64
   config.num_epochs = 320
   config.eval_every_epochs = 10
+  weight_balancing(config)
+  return config
+
+
+def weight_balancing(config):
+  """The two stages of weight balancing (the official demo's settings), on any data and model.
+
+  Stage 1: CE, batch 64, SGD lr 0.01, momentum 0.9, weight decay 5e-3, cosine
+  stepped at each epoch start (epochs: the caller's); flip averaging at test
+  time. Stage 2 (10 epochs): only the classifier, BN in train mode, the
+  softmax-BCE class-balanced loss (beta 0.9999), weight decay 0.1, MaxNorm 0.1
+  per step, the same cosine.
+  """
+  config.eval.flip_tta = True
+  config.batch_size = 64
   config.optim.lr = 0.01
   config.optim.weight_decay = 5e-3
   config.schedule.name = 'cosine'
@@ -56,4 +69,3 @@ def get_config(arg=None):
   s2.schedule.name = 'cosine'
   s2.schedule.granularity = 'epoch'
   s2.schedule.epoch_offset = 1
-  return config

@@ -48,6 +48,7 @@ all (float32, 43.7 ms per 128: ~8.7 h).
 
 from configs import base
 from configs import common
+from configs import wb_cifar_lt
 
 
 def get_config(arg=None):
@@ -56,31 +57,9 @@ def get_config(arg=None):
   common.large_scale_lt(config, dataset='inat2018')
   config.model.name = 'resnet50'
   config.dtype = 'bfloat16'
-  config.eval.flip_tta = True
-  config.batch_size = 64
   config.eval_batch_size = 1000
   config.num_epochs = 200
   config.eval_every_epochs = 5
   config.log_every_steps = 100
-  config.optim.lr = 0.01
-  config.optim.weight_decay = 5e-3
-  config.schedule.name = 'cosine'
-  config.schedule.granularity = 'epoch'
-  config.schedule.epoch_offset = 1
-
-  s2 = config.stage2
-  s2.num_epochs = 10
-  s2.init_from = 'best'
-  s2.head = 'keep'
-  s2.trainable = 'head/.*'
-  s2.bn = 'update'
-  s2.max_norm = 0.1
-  s2.loss.name = 'class_balanced'
-  s2.loss.cb_variant = 'softmax_bce'
-  s2.loss.cb_beta = 0.9999
-  s2.optim.lr = 0.01
-  s2.optim.weight_decay = 0.1
-  s2.schedule.name = 'cosine'
-  s2.schedule.granularity = 'epoch'
-  s2.schedule.epoch_offset = 1
+  wb_cifar_lt.weight_balancing(config)
   return config
