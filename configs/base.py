@@ -114,6 +114,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.head_tau = 1.0  # 'tau_norm': w_c / ||w_c||^tau.
   config.model.head_seed = 0  # 'etf': seed of the random orthonormal basis.
   config.model.lwr_projection_dim = 0  # 'lwr': output width of the projection MLP (0: d).
+  # torchvision-format weights (.safetensors, or torch.save's .pth/.pt of a state_dict(); a
+  # local path or anything etils.epath opens) that a fresh stage 1 of a ResNet backbone starts
+  # from (ltjax.models.pretrained); '': none. Not re-applied on resumption or in stage 2.
+  config.model.pretrained = ''
+  # The classifier from the file's fc: 'auto' (loaded when its shape matches the head,
+  # else the head stays fresh) or 'skip' (always fresh).
+  config.model.pretrained_head = 'auto'
 
   config.loss = loss_config()
   config.optim = optim_config()

@@ -1,9 +1,14 @@
 r"""CC-SAM (Zhou et al., CVPR 2023) on Places-LT with ResNet-152, and its Table 2 ablations.
 
 NOT A REPRODUCTION YET. The paper starts from an ImageNet-pretrained ResNet-152
-(Table 3 caption); ltjax cannot load pretrained weights yet, so this recipe
-starts from random initialisation until that lands, and it will not reproduce
-the paper's numbers.
+(Table 3 caption): pass torchvision's ResNet-152 weights with
+--config.model.pretrained=/path/resnet152.safetensors (or the torchvision
+.pth you have, as torch.save(model.state_dict()) writes it; see
+ltjax.models.pretrained). The backbone and its BatchNorm statistics load from
+the file; the 365-class head starts fresh (model.pretrained_head='skip').
+Without the flag this recipe trains from random initialisation and will not
+approach the paper's numbers. With it, the remaining differences are listed
+below (frozen feature extractor, perturbed layers, "similar tricks").
 
 Paper numbers (top-1 on the Places-LT test list):
   Table 3, row "CC-SAM" (ResNet-152): Many / Medium / Few / Overall =
@@ -36,18 +41,20 @@ code zzpustc/CC-SAM; docs/references.md, 'CC-SAM: stage 1' and 'CC-SAM: stage
                            10 epochs (..._stage2_mislas.yaml). MiSLAS fine-tunes a
                            frozen pretrained ResNet-152 there (only an added last
                            block and the classifier train), which ltjax cannot
-                           express either: here all of ResNet-152 trains.
+                           express: here all of the pretrained ResNet-152 trains.
   CC-SAM official code     stage 2's cosine from 0.2 x stage 1's lr (0.01) with
                            stage 1's weight decay.
   no source                flat_ratio 0.5, adversarial cap 0.3 (the official
                            CIFAR-100 values, see configs/cc_sam_imagenet_lt.py).
 Data: Places_LT_{train,val,test}.txt over Places365-Standard
 (docs/references.md, 'Conventions: large-scale split files and augmentation').
-Not expressible yet: the ImageNet-pretrained initialisation; the paper's
-perturbation of "the last several layers" at scale (ltjax perturbs the linear
-head only); its unspecified "similar tricks in Balanced Softmax" (Sec. 4.1).
+Not expressible yet: MiSLAS's frozen pretrained feature extractor with an added
+trainable last block (above); the paper's perturbation of "the last several
+layers" at scale (ltjax perturbs the linear head only); its unspecified
+"similar tricks in Balanced Softmax" (Sec. 4.1).
 
     python launch/train.py --config=configs/cc_sam_places_lt.py:variant=full \
+      --config.model.pretrained=/path/resnet152.safetensors \
       --config.data.data_dir=/data/places365 --config.data.list_dir=/data/Places_LT \
       --workdir=runs/cc_sam_places_lt_full
 
@@ -75,6 +82,10 @@ def get_config(arg=None):
   config = base.get_config()
   common.large_scale_lt(config, dataset='places_lt')
   config.model.name = 'resnet152'
+  # The ImageNet-pretrained backbone: --config.model.pretrained=/path/resnet152.safetensors
+  # (or .pth). ImageNet's 1000-class fc never fits Places-LT's 365 classes: a fresh head.
+  config.model.pretrained = ''
+  config.model.pretrained_head = 'skip'
   config.dtype = 'bfloat16'
   config.data.mixup_alpha = 0.2
   config.batch_size = 128

@@ -5,8 +5,9 @@ classes) over the Places365-Standard images; ImageNet mean/std; train
 RandomResizedCrop(224) + flip + ColorJitter, test Resize(256) + CenterCrop(224).
 The published Places-LT recipes start from an ImageNet-pretrained ResNet-152
 (Decoupling, Balanced Softmax, CC-SAM Table 3; docs/references.md, 'Balanced
-Softmax'); ltjax cannot load pretrained weights yet, so this config
-trains from scratch: a baseline for the pipeline, not a reproduction.
+Softmax'). This config trains from scratch (a baseline for the pipeline); add
+--config.model.pretrained=/path/resnet152.safetensors (or torchvision's .pth) and
+--config.model.pretrained_head=skip to start from ImageNet weights.
 
     python launch/train.py --config=configs/ce_places_lt.py \
       --config.data.data_dir=/data/places365 --config.data.list_dir=/data/Places_LT \

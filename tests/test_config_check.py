@@ -39,6 +39,7 @@ STAGE1 = {
     'data.augment': tuple(data.AUGMENTATIONS),
     'model.name': tuple(models.BACKBONES),
     'model.head': tuple(models.HEADS),
+    'model.pretrained_head': ('auto', 'skip'),
     'cc_sam.radius': tuple(cc_sam.RADII),
     'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
     'cc_sam.direction': tuple(cc_sam.DIRECTIONS),

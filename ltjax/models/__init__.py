@@ -7,7 +7,8 @@
   params/head/kernel, head/bias  the classifier (W is stored as (d, C))
 
 Optimiser masks, frozen groups and SAM perturbation subsets are regexes over
-these paths (see ``ltjax.optim``).
+these paths (see ``ltjax.optim``). ``load_pretrained`` (``ltjax.models.pretrained``)
+fills the ResNets from torchvision-format weights (``config.model.pretrained``).
 """
 
 import functools
@@ -19,8 +20,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from ltjax.models import heads
+from ltjax.models import pretrained
 from ltjax.models import resnet
 from ltjax.models import resnet_cifar
+from ltjax.models.pretrained import load_pretrained
 from ltjax.models.small_cnn import SmallCNN
 
 # config.dtype -> the backbone's compute dtype (parameters, head and logits stay float32).

@@ -54,6 +54,7 @@ def name_tables() -> dict[str, tuple[str, ...]]:
       'data.augment': tuple(data.AUGMENTATIONS),
       'model.name': tuple(models.BACKBONES),
       'model.head': tuple(models.HEADS),
+      'model.pretrained_head': tuple(models.pretrained.HEAD_MODES),
       **_training_names(),
       'cc_sam.radius': tuple(cc_sam.RADII),
       'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),

@@ -293,7 +293,11 @@ def initial_state(
     checkpoints: Checkpoints,
     mesh,
 ) -> TrainState:
-  """The stage's state: resumed from its own checkpoint, else from its source, else fresh."""
+  """The stage's state: resumed from its own checkpoint, else from its source, else fresh.
+
+  A fresh state (stage 1, no checkpoint yet) with ``config.model.pretrained``
+  set starts from those torchvision weights (``ltjax.models.pretrained``).
+  """
   config = stage.config
   model = models.build_model(
       config.model, stage_data.splits.train.num_classes, dtype=models.DTYPES[config.dtype]
@@ -312,6 +316,15 @@ def initial_state(
         ),
         batch_stats=stages.merge_params(state.batch_stats, source['batch_stats']),
     )
+  elif config.model.pretrained:
+    params, batch_stats, _ = models.load_pretrained(
+        config.model.pretrained,
+        state.params,
+        state.batch_stats,
+        model_name=config.model.name,
+        head=config.model.pretrained_head,
+    )
+    state = state.replace(params=params, batch_stats=batch_stats)
   return state
 
 
