@@ -69,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 1000  # Global evaluation batch size.
   config.num_epochs = 30  # Training length in epochs (epoch = N // batch_size steps).
   config.num_train_steps = -1  # If > 0, overrides num_epochs for the step count.
+  # Regex of the parameter paths stage 1 trains ('': all); the rest is frozen (no update, no
+  # decay). Stage 2 has its own, stage2.trainable.
+  config.trainable = ''
   config.log_every_steps = 50  # Train rows of metrics.jsonl (mean over the interval).
   config.eval_every_epochs = 5  # Test evaluation (and checkpoint) interval; also at the end.
   config.checkpoint_every_steps = 0  # Extra checkpoints between evaluations (0: none).
@@ -114,6 +117,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.head_tau = 1.0  # 'tau_norm': w_c / ||w_c||^tau.
   config.model.head_seed = 0  # 'etf': seed of the random orthonormal basis.
   config.model.lwr_projection_dim = 0  # 'lwr': output width of the projection MLP (0: d).
+  config.model.bn_scale_init = 1.0  # Initial BN scale of the ResNets (EWB's fixed-BN analysis).
   # torchvision-format weights (.safetensors, or torch.save's .pth/.pt of a state_dict(); a
   # local path or anything etils.epath opens) that a fresh stage 1 of a ResNet backbone starts
   # from (ltjax.models.pretrained); '': none. Not re-applied on resumption or in stage 2.

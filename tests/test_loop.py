@@ -167,3 +167,21 @@ def test_corrupt_image_fails_naming_it_or_is_skipped_and_reported(tmp_path):
   train.train_and_evaluate(config, str(tmp_path / 'lenient'))
   logs = glob.glob(str(tmp_path / 'lenient' / 'skipped_images' / 'skipped-*.txt'))
   assert logs and 'img_3.jpg' in open(logs[0]).read()
+
+
+def test_stage1_trains_only_the_trainable_regex(tmp_path):
+  config = tiny_config(num_train_steps=3, trainable='head/.*')
+  workdir = str(tmp_path)
+  state, _ = train.train_and_evaluate(config, workdir)
+  model = models.build_model(config.model, 10)
+  fresh = train.create_train_state(
+      model,
+      optim.base_optimizer(config.optim, lambda count: 0.0),
+      input_shape=(28, 28, 1),
+      seed=config.seed,
+      mesh=sharding.make_mesh(jax.devices()[:1]),
+  )
+  final = jax.device_get(state)
+  # Frozen: not even weight decay moves the backbone; the head trains.
+  chex.assert_trees_all_equal(jax.device_get(fresh.params['backbone']), final.params['backbone'])
+  assert not np.allclose(fresh.params['head']['kernel'], final.params['head']['kernel'])

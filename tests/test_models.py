@@ -253,3 +253,43 @@ def test_resnet32_train_updates_batch_stats_eval_deterministic(resnet32_state):
   np.testing.assert_array_equal(logits1, logits2)
   np.testing.assert_array_equal(features1, features2)
   assert logits1.shape == (4, 10)
+
+
+def test_bn_scale_init_starts_every_resnet_bn_scale_there():
+  config = ml_collections.ConfigDict({'name': 'resnet10', 'head': 'linear', 'bn_scale_init': 0.07})
+  model = models.build_model(config, 5)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  scales = [
+      leaf
+      for path, leaf in jax.tree_util.tree_leaves_with_path(variables['params'])
+      if path[-1].key == 'scale'
+  ]
+  assert len(scales) == 1 + 2 * 4 + 3  # Stem, two per block, three shortcuts.
+  for scale in scales:
+    np.testing.assert_array_equal(scale, np.float32(0.07))
+  default = models.build_model(ml_collections.ConfigDict({'name': 'resnet10', 'head': 'linear'}), 5)
+  chex.assert_trees_all_equal(
+      jax.tree.map(
+          jnp.shape, default.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+      ),
+      jax.tree.map(jnp.shape, variables),
+  )
+  with pytest.raises(ValueError, match='model.bn_scale_init'):
+    models.build_model(
+        ml_collections.ConfigDict({'name': 'small_cnn', 'head': 'linear', 'bn_scale_init': 0.5}), 5
+    )
+
+
+def test_resnext50_cifar_stem_keeps_the_resolution():
+  model = models.build_model(
+      ml_collections.ConfigDict({'name': 'resnext50_32x4d_cifar', 'head': 'linear'}), 100
+  )
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)), train=False)
+  )
+  kernel = shapes['params']['backbone']['stem_conv']['kernel']
+  assert kernel.shape == (3, 3, 3, 64)  # 3x3 stride-1 stem, no max-pool.
+  logits, features = jax.eval_shape(
+      lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3)), train=False), shapes
+  )
+  assert logits.shape == (2, 100) and features.shape == (2, 2048)

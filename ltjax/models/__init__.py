@@ -84,6 +84,15 @@ def build_model(
     dtype: compute dtype of the backbone (``jnp.bfloat16`` for mixed precision;
       parameters stay float32 and the head and logits are float32).
   """
-  backbone = _lookup(BACKBONES, model_config.name, 'model.name')(dtype=dtype)
+  kwargs = {'dtype': dtype}
+  bn_scale = model_config.get('bn_scale_init', 1.0)
+  if bn_scale != 1.0:  # EWB's "fixed BN" analysis: every BN scale starts at this value.
+    if model_config.name not in resnet.BACKBONES:
+      raise ValueError(
+          f'model.bn_scale_init applies to the ResNets of ltjax.models.resnet '
+          f'({sorted(resnet.BACKBONES)}), not to model.name={model_config.name!r}.'
+      )
+    kwargs['bn_scale'] = float(bn_scale)
+  backbone = _lookup(BACKBONES, model_config.name, 'model.name')(**kwargs)
   head = _lookup(HEADS, model_config.head, 'model.head')(model_config)(num_classes=num_classes)
   return Classifier(backbone=backbone, head=head)

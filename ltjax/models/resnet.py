@@ -59,11 +59,18 @@ def _conv(
   )
 
 
-def _norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
+def _norm(train: bool, dtype: Any, name: str, scale: float = 1.0) -> nn.BatchNorm:
   # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5. Flax's
-  # default init (scale 1, bias 0) is torchvision's.
+  # default init (scale 1, bias 0) is torchvision's; ``scale`` starts every BN
+  # scale at another value (EWB's "fixed BN" analysis, model.bn_scale_init).
+  extra = {} if scale == 1.0 else {'scale_init': nn.initializers.constant(scale)}
   return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+      use_running_average=not train,
+      momentum=0.9,
+      epsilon=1e-5,
+      dtype=dtype,
+      name=name,
+      **extra,
   )
 
 
@@ -75,6 +82,7 @@ class BasicBlock(nn.Module):
   groups: int = 1  # Only 1, as in torchvision; kept for a uniform signature.
   width_per_group: int = 64
   dtype: Any = jnp.float32
+  bn_scale: float = 1.0  # Initial value of every BN scale.
 
   expansion = 1
 
@@ -84,9 +92,9 @@ class BasicBlock(nn.Module):
       raise ValueError('BasicBlock supports only groups=1, width_per_group=64.')
     conv = functools.partial(_conv, dtype=self.dtype)
     y = conv(self.planes, 3, self.stride, name='conv1')(x)
-    y = nn.relu(_norm(train, self.dtype, 'bn1')(y))
+    y = nn.relu(_norm(train, self.dtype, 'bn1', self.bn_scale)(y))
     y = conv(self.planes, 3, name='conv2')(y)
-    y = _norm(train, self.dtype, 'bn2')(y)
+    y = _norm(train, self.dtype, 'bn2', self.bn_scale)(y)
     return nn.relu(y + _shortcut(self, x, train))
 
 
@@ -98,6 +106,7 @@ class Bottleneck(nn.Module):
   groups: int = 1
   width_per_group: int = 64
   dtype: Any = jnp.float32
+  bn_scale: float = 1.0  # Initial value of every BN scale.
 
   expansion = 4
 
@@ -106,12 +115,12 @@ class Bottleneck(nn.Module):
     width = int(self.planes * (self.width_per_group / 64.0)) * self.groups
     conv = functools.partial(_conv, dtype=self.dtype)
     y = conv(width, 1, name='conv1')(x)
-    y = nn.relu(_norm(train, self.dtype, 'bn1')(y))
+    y = nn.relu(_norm(train, self.dtype, 'bn1', self.bn_scale)(y))
     # v1.5: the stride sits on the 3x3 conv (better accuracy than v1's 1x1).
     y = conv(width, 3, self.stride, self.groups, name='conv2')(y)
-    y = nn.relu(_norm(train, self.dtype, 'bn2')(y))
+    y = nn.relu(_norm(train, self.dtype, 'bn2', self.bn_scale)(y))
     y = conv(self.planes * self.expansion, 1, name='conv3')(y)
-    y = _norm(train, self.dtype, 'bn3')(y)
+    y = _norm(train, self.dtype, 'bn3', self.bn_scale)(y)
     return nn.relu(y + _shortcut(self, x, train))
 
 
@@ -125,7 +134,7 @@ def _shortcut(block: nn.Module, x: jax.Array, train: bool) -> jax.Array:
   if block.stride == 1 and x.shape[-1] == out:
     return x
   x = _conv(out, 1, block.stride, dtype=block.dtype, name='shortcut_conv')(x)
-  return _norm(train, block.dtype, 'shortcut_bn')(x)
+  return _norm(train, block.dtype, 'shortcut_bn', block.bn_scale)(x)
 
 
 class ResNet(nn.Module):
@@ -137,18 +146,19 @@ class ResNet(nn.Module):
   groups: int = 1
   width_per_group: int = 64
   dtype: Any = jnp.float32
+  bn_scale: float = 1.0  # Initial value of every BN scale.
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
       x = _conv(64, 7, 2, dtype=self.dtype, name='stem_conv')(x)
-      x = nn.relu(_norm(train, self.dtype, 'stem_bn')(x))
+      x = nn.relu(_norm(train, self.dtype, 'stem_bn', self.bn_scale)(x))
       # Pads with -inf, as PyTorch's MaxPool2d(3, 2, padding=1).
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     elif self.stem == 'cifar':
       x = _conv(64, 3, 1, dtype=self.dtype, name='stem_conv')(x)
-      x = nn.relu(_norm(train, self.dtype, 'stem_bn')(x))
+      x = nn.relu(_norm(train, self.dtype, 'stem_bn', self.bn_scale)(x))
     else:
       raise ValueError(f"Unknown stem {self.stem!r}; valid: 'imagenet', 'cifar'.")
     for s, num_blocks in enumerate(self.stage_sizes):
@@ -160,6 +170,7 @@ class ResNet(nn.Module):
             groups=self.groups,
             width_per_group=self.width_per_group,
             dtype=self.dtype,
+            bn_scale=self.bn_scale,
             name=f'stage{s + 1}_block{b}',
         )(x, train=train)
     return jnp.mean(x, axis=(1, 2))
@@ -173,6 +184,16 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     ),
     'resnet50': functools.partial(ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3)),
     'resnet152': functools.partial(ResNet, block=Bottleneck, stage_sizes=(3, 8, 36, 3)),
+    # ResNeXt-50 with the CIFAR stem (3x3 stride-1 conv, no max-pool), as weight balancing's
+    # CIFAR ResNets; EWB Table 10's ResNeXt-50 on CIFAR-100-LT.
+    'resnext50_32x4d_cifar': functools.partial(
+        ResNet,
+        block=Bottleneck,
+        stage_sizes=(3, 4, 6, 3),
+        groups=32,
+        width_per_group=4,
+        stem='cifar',
+    ),
     'resnext50_32x4d': functools.partial(
         ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3), groups=32, width_per_group=4
     ),

@@ -66,8 +66,10 @@ class Stage:
 
   @property
   def trainable(self) -> str | None:
-    """Regex of the parameter paths that train (None: all)."""
-    return (self.config.stage2.trainable or None) if self.source else None
+    """Regex of the parameter paths that train (None: all): stage2.trainable, or trainable."""
+    if self.source:
+      return self.config.stage2.trainable or None
+    return self.config.trainable or None
 
   @property
   def train_bn(self) -> bool:
@@ -111,6 +113,7 @@ def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   if s2.head not in ('keep', 'reinit'):
     c.model.head = s2.head
   c.stage2.num_epochs = 0
+  c.trainable = ''  # Stage 2 trains stage2.trainable (Stage.trainable).
   c.sam.rho, c.sam.rho_values = 0.0, ()  # Stage 1's optimiser and flat loss only.
   c.cc_sam.flat_ratio = 0.0
   return c
