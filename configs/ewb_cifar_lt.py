@@ -65,8 +65,8 @@ backbone=resnext50: EWB Table 10 (ResNeXt-50 on CIFAR-100-LT, "as with
 Alshammari et al.", the same parameters as the ResNet): N/A / Add / Mult =
 48.0 / 52.2 / 52.8 (WD), 48.9 / 52.0 / 53.8 (WD&ETF), 49.4 / 52.2 / 54.0
 (WD&FR&ETF); Naive 34.8, CB 23.9. Its CIFAR stem (3x3 stride-1 conv, no
-max-pool) is assumed from weight balancing's CIFAR ResNets; the paper does not
-describe it (resnext50_32x4d_cifar).
+max-pool, global pooling) is the official code's (utils/network_arch_resnet.py,
+ResnetEncoder with torchvision's resnext50_32x4d): resnext50_32x4d_cifar.
 
 Not expressible yet:
   * EWB's counts round n_max rho^(-c/(C-1)) where ltjax floors it (a class can

@@ -122,10 +122,8 @@ def test_param_count(name, num_classes, expected):
 
 
 def test_param_count_resnet34_imagenet_stem():
-  # Not a registered entry; checks the BasicBlock stack against torchvision.
-  backbone = resnet.ResNet(block=resnet.BasicBlock, stage_sizes=(3, 4, 6, 3))
-  model = models.Classifier(backbone=backbone, head=heads.LinearHead(num_classes=1000))
-  variables = _abstract_init(model, (1, 224, 224, 3))
+  # torchvision's ResNet-34: the BasicBlock stack with the ImageNet stem.
+  variables = _abstract_init(_build('resnet34', 1000), (1, 224, 224, 3))
   assert _count(variables['params']) == _RESNET34_IMAGENET_1000
 
 

@@ -19,9 +19,11 @@ Bottleneck):
   ``resnet10``          BasicBlock [1, 1, 1, 1]: the ImageNet-LT ResNet-10 of
                         Decoupling (Kang et al., 2020) and BALMS.
   ``resnet34_cifar``    BasicBlock [3, 4, 6, 3], cifar stem.
+  ``resnet34``          BasicBlock [3, 4, 6, 3] (torchvision's ResNet-34).
   ``resnet50``          Bottleneck [3, 4, 6, 3].
   ``resnet152``         Bottleneck [3, 8, 36, 3].
   ``resnext50_32x4d``   Bottleneck [3, 4, 6, 3], 32 groups of width 4.
+  ``resnext50_32x4d_cifar``  the same with the cifar stem.
 
 Parameter paths: ``stem_conv``, ``stem_bn``, ``stage{s}_block{b}/{conv1,bn1,
 conv2,bn2[,conv3,bn3][,shortcut_conv,shortcut_bn]}`` with s in 1..4 and b from
@@ -182,6 +184,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     'resnet34_cifar': functools.partial(
         ResNet, block=BasicBlock, stage_sizes=(3, 4, 6, 3), stem='cifar'
     ),
+    # torchvision's ResNet-34 (ImageNet stem): EWB's backbone for mini-ImageNet-LT at 224 px.
+    'resnet34': functools.partial(ResNet, block=BasicBlock, stage_sizes=(3, 4, 6, 3)),
     'resnet50': functools.partial(ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3)),
     'resnet152': functools.partial(ResNet, block=Bottleneck, stage_sizes=(3, 8, 36, 3)),
     # ResNeXt-50 with the CIFAR stem (3x3 stride-1 conv, no max-pool), as weight balancing's
