@@ -17,7 +17,6 @@ import pytest
 
 from helpers import tiny_config
 from ltjax import models
-from ltjax.models import heads
 from ltjax.models import resnet
 from ltjax.models import resnet_cifar
 
