@@ -97,14 +97,11 @@ def get_config(arg=None):
     raise ValueError(f'Unknown backbone {args.backbone!r}; valid: {sorted(BACKBONES)}.')
   config = base.get_config()
   common.large_scale_lt(config, dataset='imagenet_lt')
+  common.large_scale_run(config)
   config.model.name = BACKBONES[args.backbone]
-  config.dtype = 'bfloat16'
   config.data.mixup_alpha = 0.2
   config.batch_size = 256
-  config.eval_batch_size = 1000
   config.num_epochs = 180
-  config.eval_every_epochs = 5
-  config.log_every_steps = 100
   config.optim.lr = 0.1
   config.optim.weight_decay = 5e-4
   config.schedule.name = 'cosine'

@@ -46,14 +46,11 @@ def get_config(arg=None):
   del arg
   config = base.get_config()
   common.large_scale_lt(config, dataset='inat2018')
+  common.large_scale_run(config)
   config.model.name = 'resnet50'
-  config.dtype = 'bfloat16'
   config.data.mixup_alpha = 0.2
   config.batch_size = 512
-  config.eval_batch_size = 1000
   config.num_epochs = 200
-  config.eval_every_epochs = 5
-  config.log_every_steps = 100
   config.optim.lr = 0.2
   config.optim.weight_decay = 1e-4
   config.schedule.name = 'cosine'

@@ -81,18 +81,15 @@ def get_config(arg=None):
     raise ValueError(f'Unknown variant {args.variant!r}; valid: {sorted(VARIANTS)}.')
   config = base.get_config()
   common.large_scale_lt(config, dataset='places_lt')
+  common.large_scale_run(config)
   config.model.name = 'resnet152'
   # The ImageNet-pretrained backbone: --config.model.pretrained=/path/resnet152.safetensors
   # (or .pth). ImageNet's 1000-class fc never fits Places-LT's 365 classes: a fresh head.
   config.model.pretrained = ''
   config.model.pretrained_head = 'skip'
-  config.dtype = 'bfloat16'
   config.data.mixup_alpha = 0.2
   config.batch_size = 128
-  config.eval_batch_size = 1000
   config.num_epochs = 90
-  config.eval_every_epochs = 5
-  config.log_every_steps = 100
   config.optim.lr = 0.05
   config.optim.weight_decay = 5e-4
   config.schedule.name = 'cosine'

@@ -25,13 +25,10 @@ def get_config(arg=None):
   args = common.parse_arg(arg, model='resnext50_32x4d')
   config = base.get_config()
   common.large_scale_lt(config, dataset='imagenet_lt')
+  common.large_scale_run(config)
   config.model.name = args.model
-  config.dtype = 'bfloat16'
   config.batch_size = 512
-  config.eval_batch_size = 1000
   config.num_epochs = 90
-  config.eval_every_epochs = 5
-  config.log_every_steps = 100
   config.optim.lr = 0.2
   config.optim.weight_decay = 5e-4
   config.schedule.name = 'cosine'

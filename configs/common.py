@@ -73,3 +73,15 @@ def large_scale_lt(
   config.data.image_size = 224
   config.eval.image_size = 224
   config.data.num_workers = 8
+
+
+def large_scale_run(config: ml_collections.ConfigDict) -> None:
+  """The run settings every ImageNet-scale recipe shares (after ``large_scale_lt``).
+
+  bfloat16 compute (float32 parameters, head and logits), evaluation in batches
+  of 1000 every 5 epochs, a train row every 100 steps.
+  """
+  config.dtype = 'bfloat16'
+  config.eval_batch_size = 1000
+  config.eval_every_epochs = 5
+  config.log_every_steps = 100

@@ -64,13 +64,10 @@ def get_config(arg=None):
   args = common.parse_arg(arg, delta=0.99)
   config = base.get_config()
   common.large_scale_lt(config, dataset='imagenet_lt')
+  common.large_scale_run(config)
   config.model.name = 'resnext50_32x4d'
-  config.dtype = 'bfloat16'
   config.batch_size = 128
-  config.eval_batch_size = 1000
   config.num_epochs = 200
-  config.eval_every_epochs = 5
-  config.log_every_steps = 100
   config.optim.lr = 0.03
   config.optim.weight_decay = 5e-4
   lort_stages(config, delta=args.delta)

@@ -54,13 +54,10 @@ def get_config(arg=None):
   )
   config = base.get_config()
   common.large_scale_lt(config, dataset='imagenet_lt')
+  common.large_scale_run(config)
   config.model.name = 'resnet50'
-  config.dtype = 'bfloat16'
   config.batch_size = 256
-  config.eval_batch_size = 1000
   config.num_epochs = 100
-  config.eval_every_epochs = 5
-  config.log_every_steps = 100
   config.optim.lr = 0.1
   config.optim.weight_decay = 2e-4
   config.schedule.name = 'warmup_multistep'

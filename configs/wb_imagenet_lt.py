@@ -56,11 +56,8 @@ def get_config(arg=None):
   del arg
   config = base.get_config()
   common.large_scale_lt(config, dataset='imagenet_lt')
+  common.large_scale_run(config)
   config.model.name = 'resnext50_32x4d'
-  config.dtype = 'bfloat16'
-  config.eval_batch_size = 1000
   config.num_epochs = 200
-  config.eval_every_epochs = 5
-  config.log_every_steps = 100
   wb_cifar_lt.weight_balancing(config)
   return config
