@@ -130,13 +130,17 @@ def balanced_accuracy(predictions, labels, num_classes: int) -> float:
   return float(np.mean(hits[present] / totals[present]))
 
 
-def _search(
+def search_grid(
     adjusted_logits: Callable[[float], np.ndarray],
     labels,
     values: Sequence[float],
     num_classes: int,
 ) -> tuple[float, dict]:
-  """Scans ``values``; returns (best value, {value: balanced accuracy})."""
+  """Scans ``values``; returns (best value, {value: balanced accuracy}).
+
+  ``adjusted_logits(value)`` gives the (N, C) logits adjusted by ``value``; ties go to the
+  least intrusive value (module docstring).
+  """
   values = [float(v) for v in values]
   if not values:
     raise ValueError('The search grid is empty.')
@@ -166,7 +170,7 @@ def search_additive(
     (tau, curve): the chosen tau and {tau: balanced accuracy} over the grid.
   """
   logits = _float_logits(val_logits)
-  return _search(
+  return search_grid(
       lambda t: additive_adjust(logits, class_counts, t), val_labels, taus, logits.shape[-1]
   )
 
@@ -186,7 +190,7 @@ def search_multiplicative(
     (gamma, curve): the chosen gamma and {gamma: balanced accuracy}.
   """
   logits = _float_logits(val_logits)
-  return _search(
+  return search_grid(
       lambda g: multiplicative_adjust(logits, class_counts, g), val_labels, gammas, logits.shape[-1]
   )
 
@@ -219,4 +223,4 @@ def search_tau_norm(
   def logits(tau):
     return raw * np.asarray(tau_norm_scale(kernel, tau)) + offset
 
-  return _search(logits, labels, taus, kernel.shape[-1])
+  return search_grid(logits, labels, taus, kernel.shape[-1])

@@ -60,13 +60,9 @@ def choose_and_apply(
     raise ValueError(f'Unknown posthoc.method {method!r}; valid: {list(METHODS)}.')
   grid = tuple(grid) or posthoc.DEFAULT_GRID
   adjusted = lambda logits, value: _adjust(method, logits, train_counts, value, kernel)
-  curve = {}
-  for value in grid:
-    predictions = np.argmax(adjusted(val['logits'], value), -1)
-    curve[float(value)] = posthoc.balanced_accuracy(predictions, val['label'], len(train_counts))
-  top = max(curve.values())
-  # Ties go to the least intrusive value, as ltjax.eval.posthoc's searches.
-  best = min((v for v in curve if curve[v] >= top - 1e-12), key=lambda v: (abs(v), v))
+  best, curve = posthoc.search_grid(
+      lambda value: adjusted(val['logits'], value), val['label'], grid, len(train_counts)
+  )
   return best, curve, adjusted(test['logits'], best)
 
 

@@ -274,13 +274,12 @@ def choose_tau_norm(stage1_workdir: str, config: ml_collections.ConfigDict) -> t
       mesh=mesh,
   )
   kernel, bias = (np.asarray(state.params['head'][k], np.float32) for k in ('kernel', 'bias'))
-  curve = {}
-  for tau in config.posthoc.grid or posthoc.DEFAULT_GRID:
-    logits = (val['logits'] - bias) * np.asarray(tau_norm_scale(kernel, tau)) + bias
-    curve[float(tau)] = posthoc.balanced_accuracy(np.argmax(logits, -1), val['label'], len(bias))
-  top = max(curve.values())
-  tau = min((t for t in curve if curve[t] >= top - 1e-12), key=lambda t: (abs(t), t))
-  return tau, curve
+  return posthoc.search_grid(
+      lambda tau: (val['logits'] - bias) * np.asarray(tau_norm_scale(kernel, tau)) + bias,
+      val['label'],
+      tuple(config.posthoc.grid) or posthoc.DEFAULT_GRID,
+      len(bias),
+  )
 
 
 def method_report(
