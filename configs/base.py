@@ -118,6 +118,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.head_seed = 0  # 'etf': seed of the random orthonormal basis.
   config.model.lwr_projection_dim = 0  # 'lwr': output width of the projection MLP (0: d).
   config.model.bn_scale_init = 1.0  # Initial BN scale of the ResNets (EWB's fixed-BN analysis).
+  # Channels of a ResNet's stem and first stage (doubling per stage); 0: the architecture's
+  # own (64; 16 for the CIFAR ResNet-32). A narrow copy keeps depth, layout and parameter names:
+  # quick runs and tests of the real architecture. Pretrained weights need the own width.
+  config.model.width = 0
   # torchvision-format weights (.safetensors, or torch.save's .pth/.pt of a state_dict(); a
   # local path or anything etils.epath opens) that a fresh stage 1 of a ResNet backbone starts
   # from (ltjax.models.pretrained); '': none. Not re-applied on resumption or in stage 2.

@@ -277,6 +277,35 @@ def test_bn_scale_init_starts_every_resnet_bn_scale_there():
     )
 
 
+def _param_shapes(name, width=0, size=32):
+  config = ml_collections.ConfigDict({'name': name, 'head': 'linear', 'width': width})
+  model = models.build_model(config, 5)
+  init = lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False)
+  return jax.tree.map(jnp.shape, jax.eval_shape(init)['params'])
+
+
+@pytest.mark.parametrize(
+    'name, width, own_width, features_per_width',
+    [('resnet50', 8, 64, 32), ('resnext50_32x4d', 16, 64, 32), ('resnet32', 4, 16, 4)],
+)
+def test_model_width_narrows_a_resnet_keeping_depth_and_names(
+    name, width, own_width, features_per_width
+):
+  full, narrow = _param_shapes(name), _param_shapes(name, width)
+  assert jax.tree.structure(full) == jax.tree.structure(narrow)  # Same layers, same names.
+  assert narrow['head']['kernel'] == (features_per_width * width, 5)
+  assert full['head']['kernel'] == (features_per_width * own_width, 5)
+  assert narrow['backbone']['stem_conv']['kernel'][-1] == width
+  chex.assert_trees_all_equal(full, _param_shapes(name, own_width))
+
+
+def test_model_width_rejects_what_it_cannot_narrow():
+  with pytest.raises(ValueError, match='model.width applies to the ResNets'):
+    _param_shapes('small_cnn', 8)
+  with pytest.raises(ValueError, match='raise model.width'):
+    _param_shapes('resnext50_32x4d', 8)  # 8 planes * 4 / 64 rounds to no channels per group.
+
+
 def test_resnext50_cifar_stem_keeps_the_resolution():
   model = models.build_model(
       ml_collections.ConfigDict({'name': 'resnext50_32x4d_cifar', 'head': 'linear'}), 100

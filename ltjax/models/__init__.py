@@ -93,6 +93,20 @@ def build_model(
           f'({sorted(resnet.BACKBONES)}), not to model.name={model_config.name!r}.'
       )
     kwargs['bn_scale'] = float(bn_scale)
+  width = model_config.get('width', 0)
+  if width:  # A narrower (or wider) copy of a ResNet: same depth, layout and parameter names.
+    if (
+        model_config.name not in resnet.BACKBONES
+        and model_config.name not in resnet_cifar.BACKBONES
+    ):
+      raise ValueError(
+          f'model.width applies to the ResNets ({sorted(resnet_cifar.BACKBONES)} and '
+          f'{sorted(resnet.BACKBONES)}), not to model.name={model_config.name!r}; '
+          "leave it 0 (the architecture's own width)."
+      )
+    if width < 0:
+      raise ValueError(f"model.width={width} must be positive (or 0: the architecture's own).")
+    kwargs['width'] = int(width)
   backbone = _lookup(BACKBONES, model_config.name, 'model.name')(**kwargs)
   head = _lookup(HEADS, model_config.head, 'model.head')(model_config)(num_classes=num_classes)
   return Classifier(backbone=backbone, head=head)

@@ -115,6 +115,11 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     width = int(self.planes * (self.width_per_group / 64.0)) * self.groups
+    if width < 1:
+      raise ValueError(
+          f'A bottleneck of {self.planes} planes with {self.groups} groups of '
+          f'width_per_group={self.width_per_group} has no channels: raise model.width.'
+      )
     conv = functools.partial(_conv, dtype=self.dtype)
     y = conv(width, 1, name='conv1')(x)
     y = nn.relu(_norm(train, self.dtype, 'bn1', self.bn_scale)(y))
@@ -140,7 +145,7 @@ def _shortcut(block: nn.Module, x: jax.Array, train: bool) -> jax.Array:
 
 
 class ResNet(nn.Module):
-  """Backbone: images (B, H, W, 3) -> features (B, 512 * block.expansion)."""
+  """Backbone: images (B, H, W, 3) -> features (B, 8 * width * block.expansion)."""
 
   block: type[nn.Module]
   stage_sizes: Sequence[int]
@@ -149,17 +154,20 @@ class ResNet(nn.Module):
   width_per_group: int = 64
   dtype: Any = jnp.float32
   bn_scale: float = 1.0  # Initial value of every BN scale.
+  # Channels of the stem and the first stage's planes (doubling per stage). 64 is the
+  # architecture; narrower copies (model.width) keep its depth and layout for quick runs.
+  width: int = 64
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = x.astype(self.dtype)
     if self.stem == 'imagenet':
-      x = _conv(64, 7, 2, dtype=self.dtype, name='stem_conv')(x)
+      x = _conv(self.width, 7, 2, dtype=self.dtype, name='stem_conv')(x)
       x = nn.relu(_norm(train, self.dtype, 'stem_bn', self.bn_scale)(x))
       # Pads with -inf, as PyTorch's MaxPool2d(3, 2, padding=1).
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     elif self.stem == 'cifar':
-      x = _conv(64, 3, 1, dtype=self.dtype, name='stem_conv')(x)
+      x = _conv(self.width, 3, 1, dtype=self.dtype, name='stem_conv')(x)
       x = nn.relu(_norm(train, self.dtype, 'stem_bn', self.bn_scale)(x))
     else:
       raise ValueError(f"Unknown stem {self.stem!r}; valid: 'imagenet', 'cifar'.")
@@ -167,7 +175,7 @@ class ResNet(nn.Module):
       for b in range(num_blocks):
         stride = 2 if s > 0 and b == 0 else 1
         x = self.block(
-            64 * 2**s,
+            self.width * 2**s,
             stride,
             groups=self.groups,
             width_per_group=self.width_per_group,

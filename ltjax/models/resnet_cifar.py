@@ -86,18 +86,19 @@ class BasicBlockA(nn.Module):
 
 
 class CifarResNet(nn.Module):
-  """Backbone: images (B, H, W, 3) -> features (B, widths[-1])."""
+  """Backbone: images (B, H, W, 3) -> features (B, 4 * width)."""
 
   stage_sizes: Sequence[int] = (5, 5, 5)
-  widths: Sequence[int] = (16, 32, 64)
+  width: int = 16  # Stem and first stage; the stages are width, 2 * width, 4 * width.
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     x = x.astype(self.dtype)
-    x = _conv3x3(self.widths[0], 1, self.dtype, 'stem_conv')(x)
+    x = _conv3x3(self.width, 1, self.dtype, 'stem_conv')(x)
     x = nn.relu(_norm(train, self.dtype, 'stem_bn')(x))
-    for s, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+    for s, num_blocks in enumerate(self.stage_sizes):
+      width = self.width * 2**s
       for b in range(num_blocks):
         stride = 2 if s > 0 and b == 0 else 1
         x = BasicBlockA(width, stride, dtype=self.dtype, name=f'stage{s + 1}_block{b}')(

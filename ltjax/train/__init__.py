@@ -4,6 +4,7 @@ state.py           TrainState and its sharded creation
 steps.py           the jitted train and eval steps
 stages.py          stage planning, the stage-2 config, loading the source stage
 config_check.py    every table-selecting name of a config, checked up front
+preflight.py       a stage's training step traced with abstract values (no compile)
 loop.py            run_stage / train_and_evaluate
 predict.py         the one host-side loop over a jitted predict step
 feature_cache.py   classifier re-training on features extracted once
