@@ -40,6 +40,7 @@ from ltjax.train import config_check
 from ltjax.train import feature_cache
 from ltjax.train import final_adjustment
 from ltjax.train import predict
+from ltjax.train import results as run_results
 from ltjax.train import sharding
 from ltjax.train import stages
 from ltjax.train.checkpoint import Checkpoints
@@ -149,13 +150,19 @@ def train_and_evaluate(
   if '://' not in workdir:  # orbax needs absolute local paths; gs:// etc. are left alone.
     workdir = os.path.abspath(workdir)
   result = None
-  for stage in stages.plan_stages(config, workdir):
+  planned = stages.plan_stages(config, workdir)
+  for stage in planned:
     result = run_stage(stage, hooks=hooks)
+  run_results.write_run(workdir, {stage.name: stage.workdir for stage in planned})
   return result
 
 
 def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, dict]:
-  """Trains one stage in ``stage.workdir`` (resuming if possible) and evaluates it."""
+  """Trains one stage in ``stage.workdir`` (resuming if possible) and evaluates it.
+
+  Ends by writing the stage's ``stage_results.json`` (``ltjax.train.results``).
+  """
+  start_time = time.perf_counter()
   config = stage.config
   config_check.check_names(config)  # Also when a stage is run without plan_stages.
   os.makedirs(stage.workdir, exist_ok=True)
@@ -193,6 +200,7 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
   checkpoints = Checkpoints(stage.workdir, keep=config.keep_checkpoints)
   try:
     state = initial_state(stage, stage_data, tx, source, checkpoints, mesh)
+    resumed = int(state.step) > 0
     head_only = stages.trains_head_only(stage, state.params)
     cache = feature_cache.for_stage(
         stage,
@@ -228,8 +236,23 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
   if results is None:  # Nothing left to train: the run was already complete.
     results = evaluator(state, 'test')
   report(stage, state, stage_data, results)
+  posthoc = None
   if config.posthoc.method != 'none' and config.stage2.num_epochs <= 0:  # The final model.
-    results = {**results, 'posthoc': adjust(stage, state, stage_data, mesh, results)}
+    posthoc = adjust(stage, state, stage_data, mesh, results)
+    results = {**results, 'posthoc': posthoc}
+  run_results.write_json(
+      os.path.join(stage.workdir, run_results.STAGE_FILENAME),
+      run_results.stage_record(
+          stage=stage.name,
+          step=int(state.step),
+          test=results,
+          posthoc=posthoc,
+          train_counts=stage_data.train_counts,
+          wall_seconds=time.perf_counter() - start_time,
+          resumed=resumed,
+          workdir=stage.workdir,
+      ),
+  )
   return state, results
 
 

@@ -1,0 +1,159 @@
+"""A study: recipes x overrides x seeds, each cell one ordinary run in its own workdir.
+
+A study file is a Python file with ``get_config()`` returning an
+``ml_collections.ConfigDict`` (so it is versioned like a recipe and overridden
+from the command line, ``--study.seeds=(0,)``):
+
+  seeds     the seeds every method runs with (``config.seed``).
+  common    a nested dict of config keys set on every method's config, after
+            its recipe (the study's shared backbone, epoch budget, schedule).
+  methods   name -> {recipe, overrides, label}: ``recipe`` is a config file
+            (``configs/x.py`` or ``configs/x.py:arg``, relative to the
+            repository or absolute), ``overrides`` a nested dict of config keys
+            set after ``common``, ``label`` the row name of the table.
+  report    run ``ltjax.eval``'s report (L_i, r_i, norms) on each finished cell.
+
+A cell is (method, seed) in ``<study workdir>/<method>/seed<seed>``: exactly
+the run ``python launch/train.py --config=<recipe> --config.<key>=<value> ...
+--workdir=<that dir>`` would make (``command`` prints it for a scheduler).
+Its state is read from its files: ``done`` once the run wrote its
+``results.json`` (``ltjax.train.loop``), ``partial`` when it has started
+(a ``config.json``), else ``pending``.
+"""
+
+import dataclasses
+import difflib
+import importlib.util
+import os
+import shlex
+from typing import Any
+
+import ml_collections
+
+from ltjax.train import results as run_results
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DONE, PARTIAL, PENDING = 'done', 'partial', 'pending'
+
+
+def load_config_file(spec: str, *, root: str = REPO) -> ml_collections.ConfigDict:
+  """``path.py`` or ``path.py:arg`` -> its ``get_config()`` (or ``get_config(arg)``)."""
+  path, _, arg = spec.partition(':')
+  full = path if os.path.isabs(path) else os.path.join(root, path)
+  if not os.path.isfile(full):
+    raise FileNotFoundError(f'No config file {full!r} (from {spec!r}).')
+  module_spec = importlib.util.spec_from_file_location(f'_ltjax_config_{abs(hash(full))}', full)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """A nested dict / ConfigDict -> {'a.b': value}; tuples and lists are values."""
+  if isinstance(tree, ml_collections.ConfigDict):
+    tree = tree.to_dict()
+  out = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(flatten(value, name + '.'))
+    else:
+      out[name] = value
+  return out
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any], what: str):
+  """Sets flattened keys of existing fields; an unknown key or a wrong type fails naming both."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for i, part in enumerate(parents + [leaf]):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        near = difflib.get_close_matches(part, valid, n=1)
+        hint = f' Did you mean {near[0]!r}?' if near else ''
+        raise ValueError(
+            f'{what}: cannot set config.{key}={value!r}: config.{".".join(parents[:i] + [part])} '
+            f'does not exist.{hint}'
+        )
+      if i < len(parents):
+        node = node[part]
+    try:
+      node[leaf] = value
+    except (TypeError, ValueError) as e:
+      raise ValueError(f'{what}: cannot set config.{key}={value!r}: {e}') from e
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One run of a study: a method at a seed."""
+
+  method: str
+  seed: int
+  recipe: str
+  overrides: dict[str, Any]  # common, then the method's, then the seed; flattened.
+  workdir: str
+
+  def config(self) -> ml_collections.ConfigDict:
+    config = load_config_file(self.recipe)
+    apply_overrides(config, self.overrides, f'study method {self.method!r}')
+    return config
+
+  def state(self) -> str:
+    if os.path.exists(os.path.join(self.workdir, run_results.FILENAME)):
+      return DONE
+    if os.path.exists(os.path.join(self.workdir, 'config.json')):
+      return PARTIAL
+    return PENDING
+
+  def command(self) -> str:
+    """The ``launch/train.py`` command line that runs this cell."""
+    args = ['python', 'launch/train.py', f'--config={self.recipe}']
+    args += [f'--config.{k}={_flag_value(v)}' for k, v in self.overrides.items()]
+    args.append(f'--workdir={self.workdir}')
+    return ' '.join(shlex.quote(a) for a in args)
+
+
+def _flag_value(value: Any) -> str:
+  # config_flags parses a flag value as a Python literal for non-string fields.
+  if isinstance(value, (tuple, list)):
+    return repr(tuple(value))
+  return str(value)
+
+
+def method_table(study: ml_collections.ConfigDict) -> dict[str, dict]:
+  """name -> {'recipe', 'overrides' (flattened), 'label'}, checked for known keys."""
+  methods = {}
+  for name, method in study.methods.items():
+    method = method.to_dict() if isinstance(method, ml_collections.ConfigDict) else dict(method)
+    unknown = set(method) - {'recipe', 'overrides', 'label'}
+    if unknown or 'recipe' not in method:
+      raise ValueError(
+          f'study.methods.{name} has keys {sorted(method)}; it needs recipe and may have '
+          'overrides and label.'
+      )
+    methods[name] = {
+        'recipe': method['recipe'],
+        'overrides': flatten(method.get('overrides') or {}),
+        'label': method.get('label') or name,
+    }
+  return methods
+
+
+def cells(study: ml_collections.ConfigDict, workdir: str) -> list[Cell]:
+  """Every (method, seed) of the study, methods in the study's order, then seeds."""
+  common = flatten(study.get('common') or {})
+  out = []
+  for name, method in method_table(study).items():
+    for seed in study.seeds:
+      out.append(
+          Cell(
+              method=name,
+              seed=int(seed),
+              recipe=method['recipe'],
+              overrides={**common, **method['overrides'], 'seed': int(seed)},
+              workdir=os.path.join(workdir, name, f'seed{int(seed)}'),
+          )
+      )
+  return out

@@ -1,0 +1,164 @@
+"""Runs a study's cells one after another on this host, resumably.
+
+For each cell in order (``ltjax.study.cells``): a ``done`` cell is skipped; a
+``partial`` one resumes from its own checkpoints (``train_and_evaluate``
+resumes any workdir); a ``pending`` one starts. A cell is the run its
+``command`` would make, so cells run here and cells a scheduler ran from
+``--print_commands`` are the same files and aggregate the same way.
+
+Two things only a study can do:
+  * stage-1 reuse: a two-stage cell whose stage-1 config equals a finished
+    cell's (cRT, tau-norm, LWS and LORT on one CE backbone; LORT on CC-SAM's
+    stage 1) starts from a copy of that cell's stage-1 files -- the same
+    checkpoints its own stage 1 would have written, bit for bit, since the
+    configs and seeds are equal -- and trains only its stage 2. ``cell.json``
+    names the source, so the aggregated wall time counts stage 1 once, from it.
+  * the report: with ``study.report`` each finished cell also gets
+    ``report/report.json`` (``ltjax.eval.report``: L_i, r_i, norms) of its
+    final model.
+
+A cell that fails is recorded (``<cell>/failed.txt``, the traceback) and the
+study goes on; a rerun retries it. Ctrl-C stops the study (the interrupted cell
+resumes next time).
+"""
+
+import json
+import os
+import shutil
+import time
+import traceback
+from typing import Callable
+
+import ml_collections
+
+from ltjax.eval import report as eval_report
+from ltjax.study import cells as study_cells
+from ltjax.train import loop
+from ltjax.train import results as run_results
+from ltjax.train import stages
+from ltjax.train import workdir_report
+
+CELL_FILENAME = 'cell.json'
+FAILED_FILENAME = 'failed.txt'
+REPORT_DIR = 'report'
+# Stage 1's files in a run workdir; everything else (stage2/, results.json, the report,
+# cell.json) belongs to the whole run and is not copied when stage 1 is reused.
+_RUN_ONLY = {stages.STAGE2, run_results.FILENAME, REPORT_DIR, CELL_FILENAME, FAILED_FILENAME}
+
+
+def stage1_fingerprint(config: ml_collections.ConfigDict) -> str:
+  """What stage 1's checkpoints depend on: the config without stage 2, post-hoc and display keys.
+
+  (The post-hoc adjustment is chosen after training, from the final checkpoint; a reusing run
+  computes its own.)
+  """
+  settings = config.to_dict()
+  for key in ('stage2', 'posthoc', 'progress_bar'):
+    settings.pop(key, None)
+  return json.dumps(settings, sort_keys=True, default=repr)
+
+
+def _reusable_stage1(config, finished: dict[str, study_cells.Cell]) -> study_cells.Cell | None:
+  if config.stage2.num_epochs <= 0:
+    return None
+  return finished.get(stage1_fingerprint(config))
+
+
+def _copy_stage1(source: study_cells.Cell, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  for name in os.listdir(source.workdir):
+    if name in _RUN_ONLY:
+      continue
+    src, dst = os.path.join(source.workdir, name), os.path.join(workdir, name)
+    if os.path.isdir(src):
+      shutil.copytree(src, dst, dirs_exist_ok=True)
+    else:
+      shutil.copy2(src, dst)
+
+
+def write_report(cell: study_cells.Cell) -> str:
+  """``<cell>/report/report.json`` of the cell's final model; returns its path."""
+  record = run_results.read_run(cell.workdir)
+  final_workdir = cell.workdir
+  if record['final'] != stages.STAGE1:
+    final_workdir = os.path.join(cell.workdir, record['final'])
+  report = workdir_report.report_for_workdir(final_workdir, sharpness_directions=0)
+  outdir = os.path.join(cell.workdir, REPORT_DIR)
+  os.makedirs(outdir, exist_ok=True)
+  path = os.path.join(outdir, 'report.json')
+  keep = {k: v for k, v in report.items() if k not in eval_report.MATRIX_KEYS}
+  run_results.write_json(path, eval_report.to_jsonable(keep))
+  return path
+
+
+def run_cell(cell: study_cells.Cell, finished: dict, *, report: bool, log: Callable) -> None:
+  """Trains (or resumes) one cell; writes cell.json first and the report last."""
+  config = cell.config()
+  source = None
+  if cell.state() == study_cells.PENDING:
+    source = _reusable_stage1(config, finished)
+    if source is not None:
+      log(f'  stage 1 reused from {source.method}/seed{source.seed} (identical stage-1 config)')
+      _copy_stage1(source, cell.workdir)
+  os.makedirs(cell.workdir, exist_ok=True)
+  record_path = os.path.join(cell.workdir, CELL_FILENAME)
+  cell_record = {}
+  if os.path.exists(record_path):
+    with open(record_path) as f:
+      cell_record = json.load(f)
+  cell_record.update(
+      method=cell.method,
+      seed=cell.seed,
+      recipe=cell.recipe,
+      overrides=cell.overrides,
+      command=cell.command(),
+  )
+  if source is not None:
+    cell_record['stage1_from'] = os.path.relpath(source.workdir, os.path.dirname(cell.workdir))
+  run_results.write_json(record_path, cell_record)
+  loop.train_and_evaluate(config, cell.workdir)
+  if report:
+    write_report(cell)
+
+
+def run(
+    study: ml_collections.ConfigDict, workdir: str, *, log: Callable[[str], None] = print
+) -> list[study_cells.Cell]:
+  """Runs every unfinished cell; returns the cells that failed."""
+  all_cells = study_cells.cells(study, workdir)
+  report = bool(study.get('report', False))
+  finished = {}  # stage-1 fingerprint -> a finished cell with that stage 1.
+
+  def remember(cell):
+    finished.setdefault(stage1_fingerprint(cell.config()), cell)
+
+  failed = []
+  for i, cell in enumerate(all_cells):
+    name = f'[{i + 1}/{len(all_cells)}] {cell.method} seed {cell.seed}'
+    state = cell.state()
+    if state == study_cells.DONE:
+      if report and not os.path.exists(os.path.join(cell.workdir, REPORT_DIR, 'report.json')):
+        write_report(cell)
+      log(f'{name}: done, skipped')
+      remember(cell)
+      continue
+    log(f'{name}: {"resuming" if state == study_cells.PARTIAL else "starting"} in {cell.workdir}')
+    start = time.perf_counter()
+    try:
+      run_cell(cell, finished, report=report, log=log)
+    except KeyboardInterrupt:
+      raise
+    except Exception:  # pylint: disable=broad-except
+      # One broken cell must not cost the others; the traceback is kept with the cell.
+      os.makedirs(cell.workdir, exist_ok=True)
+      with open(os.path.join(cell.workdir, FAILED_FILENAME), 'w') as f:
+        f.write(traceback.format_exc())
+      log(f'{name}: FAILED (traceback in {cell.workdir}/{FAILED_FILENAME}); going on')
+      failed.append(cell)
+      continue
+    failed_path = os.path.join(cell.workdir, FAILED_FILENAME)
+    if os.path.exists(failed_path):
+      os.remove(failed_path)
+    log(f'{name}: done in {time.perf_counter() - start:.0f} s')
+    remember(cell)
+  return failed

@@ -1,0 +1,127 @@
+"""The record a finished run leaves: ``results.json``, what a study aggregates.
+
+Each stage writes ``stage_results.json`` in its workdir when it ends (the test
+metrics of its final model, the post-hoc adjustment when one was chosen, the
+class counts, throughput); ``train_and_evaluate`` then writes
+``<workdir>/results.json`` with every stage's record and the name of the final
+one. The file exists only once the whole run finished, so its presence is what
+"done" means to ``ltjax.study``. Both are written by process 0, atomically
+(a temporary file renamed into place): a reader never sees half a record.
+
+  results.json = {'final': 'stage2', 'stages': {'stage1': record, 'stage2': record}}
+  record = {'stage', 'step', 'test': {accuracy, balanced_accuracy, many, medium,
+            few, per_class_accuracy}, 'posthoc': {method, value, metrics} or None,
+            'train_counts', 'wall_seconds', 'images_per_second', 'resumed'}
+
+``wall_seconds`` is the time of the process that finished the stage (a resumed
+stage counts only its last segment, and says so in ``resumed``);
+``images_per_second`` is the median training throughput over the stage's log
+rows, which evaluation and checkpointing do not count.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+
+FILENAME = 'results.json'
+STAGE_FILENAME = 'stage_results.json'
+METRICS_FILENAME = 'metrics.jsonl'
+
+
+def _jsonable(value):
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (np.ndarray, jax.Array)):
+    return _jsonable(np.asarray(value).tolist())
+  if isinstance(value, (np.floating, np.integer, np.bool_)):
+    return value.item()
+  if isinstance(value, float) and not np.isfinite(value):
+    return None  # JSON has no NaN; a class group with no member.
+  return value
+
+
+def write_json(path: str, record: dict) -> None:
+  """Writes ``record`` to ``path`` atomically (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(_jsonable(record), f, indent=1)
+  os.replace(tmp, path)
+
+
+def median_throughput(workdir: str) -> float | None:
+  """Median 'images_per_second' over the training rows of ``workdir``'s metrics.jsonl."""
+  path = os.path.join(workdir, METRICS_FILENAME)
+  if not os.path.exists(path):
+    return None
+  values = []
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get('split') == 'train' and 'images_per_second' in row:
+        values.append(row['images_per_second'])
+  # The first row includes compilation; drop it when there are others.
+  values = values[1:] if len(values) > 1 else values
+  return float(np.median(values)) if values else None
+
+
+def stage_record(
+    *,
+    stage: str,
+    step: int,
+    test: dict,
+    posthoc: dict | None,
+    train_counts,
+    wall_seconds: float,
+    resumed: bool,
+    workdir: str,
+) -> dict:
+  keys = ('accuracy', 'balanced_accuracy', 'many', 'medium', 'few', 'per_class_accuracy')
+  return {
+      'stage': stage,
+      'step': int(step),
+      'test': {k: test[k] for k in keys if k in test},
+      'posthoc': (
+          None
+          if posthoc is None
+          else {
+              'method': posthoc['method'],
+              'value': posthoc['value'],
+              'metrics': {k: posthoc['metrics'][k] for k in keys if k in posthoc['metrics']},
+          }
+      ),
+      'train_counts': np.asarray(train_counts).tolist(),
+      'wall_seconds': float(wall_seconds),
+      'images_per_second': median_throughput(workdir),
+      'resumed': bool(resumed),
+  }
+
+
+def write_run(workdir: str, stage_workdirs: dict[str, str]) -> dict:
+  """Joins the stages' records into ``<workdir>/results.json``; returns it."""
+  stages = {}
+  for name, stage_workdir in stage_workdirs.items():
+    with open(os.path.join(stage_workdir, STAGE_FILENAME)) as f:
+      stages[name] = json.load(f)
+  record = {'final': list(stage_workdirs)[-1], 'stages': stages}
+  write_json(os.path.join(workdir, FILENAME), record)
+  return record
+
+
+def read_run(workdir: str) -> dict:
+  """``<workdir>/results.json`` (FileNotFoundError if the run has not finished)."""
+  with open(os.path.join(workdir, FILENAME)) as f:
+    return json.load(f)
+
+
+def final_metrics(record: dict, *, posthoc: bool = True) -> dict:
+  """The final stage's test metrics: post-hoc adjusted ones when chosen (and asked)."""
+  final = record['stages'][record['final']]
+  if posthoc and final.get('posthoc'):
+    return final['posthoc']['metrics']
+  return final['test']

@@ -1,0 +1,177 @@
+"""ltjax.study and launch/study.py: cells, resumption, stage-1 reuse, aggregation, the table."""
+
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+
+from helpers import REPO
+from ltjax.study import aggregate
+from ltjax.study import cells
+from ltjax.study import runner
+from ltjax.train import loop
+from ltjax.train import results as run_results
+
+TINY = {  # ce_default's recipe, made smoke-sized on the synthetic gratings.
+    'data': {'name': 'synthetic', 'imbalance_ratio': 4.0, 'augment': 'none', 'n_max': 40},
+    'num_train_steps': 6,
+    'batch_size': 16,
+    'eval_batch_size': 200,
+    'log_every_steps': 3,
+    'checkpoint_every_steps': 2,
+    'eval_every_epochs': 100,
+    'progress_bar': False,
+    'eval': {'many_threshold': 30, 'few_threshold': 15},  # All three groups have classes.
+}
+
+
+def tiny_study(report=False) -> ml_collections.ConfigDict:
+  study = ml_collections.ConfigDict()
+  study.seeds = (0, 1)
+  study.report = report
+  study.common = TINY
+  study.methods = ml_collections.ConfigDict()
+  study.methods.ce = {'recipe': 'configs/ce_default.py', 'label': 'CE'}
+  study.methods.crt = {
+      'recipe': 'configs/ce_default.py',
+      'overrides': {'stage2': {'num_epochs': 1, 'head': 'reinit', 'trainable': 'head/.*'}},
+      'label': 'cRT',
+  }
+  return study
+
+
+class Interrupt(Exception):
+  pass
+
+
+def test_cells_commands_and_states(tmp_path):
+  study = tiny_study()
+  all_cells = cells.cells(study, str(tmp_path))
+  assert [(c.method, c.seed) for c in all_cells] == [('ce', 0), ('ce', 1), ('crt', 0), ('crt', 1)]
+  assert all_cells[3].workdir == os.path.join(str(tmp_path), 'crt', 'seed1')
+  assert all(c.state() == cells.PENDING for c in all_cells)
+  command = all_cells[3].command()
+  assert command.startswith('python launch/train.py --config=configs/ce_default.py ')
+  assert '--config.stage2.head=reinit' in command and '--config.seed=1' in command
+  assert command.endswith(f'--workdir={all_cells[3].workdir}')
+  config = all_cells[3].config()
+  assert (config.seed, config.stage2.num_epochs, config.data.name) == (1, 1, 'synthetic')
+  study.methods.ce = {'recipe': 'configs/ce_default.py', 'overrides': {'loss': {'nmae': 'x'}}}
+  with pytest.raises(ValueError, match=r"study method 'ce': cannot set config.loss.nmae"):
+    cells.cells(study, str(tmp_path))[0].config()
+
+
+def test_a_study_resumes_skips_reuses_stage1_and_aggregates(tmp_path, monkeypatch):
+  study, workdir = tiny_study(report=True), str(tmp_path)
+  # Interrupt the second cell (ce seed 1) after its 4th step, as a kill would.
+  real = loop.train_and_evaluate
+
+  def interrupted(config, cell_workdir, **kwargs):
+    def hook(step, state):
+      if cell_workdir.endswith(os.path.join('ce', 'seed1')) and step == 4:
+        raise Interrupt()
+
+    return real(config, cell_workdir, hooks=[hook])
+
+  monkeypatch.setattr(loop, 'train_and_evaluate', interrupted)
+  failed = runner.run(study, workdir, log=lambda line: None)
+  assert [(c.method, c.seed) for c in failed] == [('ce', 1)]
+  states = {(c.method, c.seed): c.state() for c in cells.cells(study, workdir)}
+  assert states == {('ce', 0): 'done', ('ce', 1): 'partial', ('crt', 0): 'done', ('crt', 1): 'done'}
+  # crt seed 0 reused ce seed 0's stage 1 (the identical config and seed); crt seed 1 had no
+  # finished source then and trained its own.
+  crt0 = json.load(open(os.path.join(workdir, 'crt', 'seed0', 'cell.json')))
+  assert crt0['stage1_from'] == os.path.join('..', 'ce', 'seed0')
+  assert 'stage1_from' not in json.load(open(os.path.join(workdir, 'crt', 'seed1', 'cell.json')))
+  ce0 = run_results.read_run(os.path.join(workdir, 'ce', 'seed0'))
+  crt0_run = run_results.read_run(os.path.join(workdir, 'crt', 'seed0'))
+  assert crt0_run['stages']['stage1']['test'] == ce0['stages']['stage1']['test']
+  assert os.path.exists(os.path.join(workdir, 'ce', 'seed1', 'failed.txt'))
+
+  finished = os.path.getmtime(os.path.join(workdir, 'ce', 'seed0', 'results.json'))
+  monkeypatch.setattr(loop, 'train_and_evaluate', real)
+  log = []
+  assert runner.run(study, workdir, log=log.append) == []
+  assert os.path.getmtime(os.path.join(workdir, 'ce', 'seed0', 'results.json')) == finished
+  assert '[2/4] ce seed 1: resuming' in log[1]
+  assert sum('done, skipped' in line for line in log) == 3
+  assert not os.path.exists(os.path.join(workdir, 'ce', 'seed1', 'failed.txt'))
+  resumed = run_results.read_run(os.path.join(workdir, 'ce', 'seed1'))
+  assert resumed['stages']['stage1']['resumed'] and resumed['stages']['stage1']['step'] == 6
+
+  summary = aggregate.summarize(study, workdir)
+  by_name = {m['name']: m for m in summary['methods']}
+  for name in ('ce', 'crt'):
+    runs = [run_results.read_run(os.path.join(workdir, name, f'seed{s}')) for s in (0, 1)]
+    finals = [r['stages'][r['final']]['test'] for r in runs]
+    for group in ('accuracy', 'many', 'medium', 'few'):
+      values = 100 * np.array([f[group] for f in finals])
+      assert by_name[name]['mean'][group] == pytest.approx(values.mean())
+      assert by_name[name]['std'][group] == pytest.approx(values.std(ddof=1))
+    best = int(np.argmax([f['accuracy'] for f in finals]))
+    assert by_name[name]['best']['seed'] == best
+    assert by_name[name]['best']['accuracy'] == pytest.approx(100 * finals[best]['accuracy'])
+  assert 'stage1_mean' in by_name['crt'] and 'stage1_mean' not in by_name['ce']
+  assert by_name['crt']['stage1_mean']['accuracy'] == pytest.approx(
+      by_name['ce']['mean']['accuracy']
+  )  # The same stage 1 (reused for seed 0, retrained identically for seed 1).
+  assert set(by_name['ce']['report']) == {'L_i', 'r_i', 'weight norm', 'feature norm'}
+
+  table = aggregate.markdown_table(summary).splitlines()
+  assert table[0].startswith('| method | seeds | all | many | medium | few | best of N')
+  ce_row = table[2].split(' | ')
+  mean, std = by_name['ce']['mean']['accuracy'], by_name['ce']['std']['accuracy']
+  assert ce_row[0] == '| CE' and ce_row[1] == '2' and ce_row[2] == f'{mean:.2f} ± {std:.2f}'
+  paths = aggregate.write(summary, workdir)
+  assert {os.path.basename(p) for p in paths} == {
+      'study.json',
+      'study.md',
+      'study_groups.png',
+      'study_per_class.png',
+  }
+
+
+def test_launch_study_dry_run_and_print_commands(tmp_path):
+  study_file = tmp_path / 'study.py'
+  study_file.write_text(
+      'import ml_collections\n'
+      'def get_config():\n'
+      '  s = ml_collections.ConfigDict()\n'
+      '  s.seeds = (0, 1)\n'
+      '  s.report = False\n'
+      f'  s.common = {TINY!r}\n'
+      '  s.methods = ml_collections.ConfigDict()\n'
+      "  s.methods.ce = {'recipe': 'configs/ce_default.py', 'label': 'CE'}\n"
+      '  return s\n'
+  )
+  workdir = tmp_path / 'run'
+  os.makedirs(workdir / 'ce' / 'seed1')
+  (workdir / 'ce' / 'seed1' / 'config.json').write_text('{}')
+
+  def launch(*flags):
+    return subprocess.run(
+        [
+            sys.executable,
+            'launch/study.py',
+            f'--study={study_file}',
+            f'--workdir={workdir}',
+            *flags,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+
+  dry = launch('--dry_run', '--study.seeds=(0, 1)')
+  assert dry[0].split() == ['pending', 'ce', 'seed', '0', str(workdir / 'ce' / 'seed0')]
+  assert dry[1].split()[0] == 'partial'
+  assert dry[2] == '0 done, 1 partial, 1 pending'
+  commands = launch('--print_commands', '--study.seeds=(3,)')
+  assert len(commands) == 1
+  assert commands[0].startswith('python launch/train.py --config=configs/ce_default.py')
+  assert commands[0].endswith(f'--config.seed=3 --workdir={workdir / "ce" / "seed3"}')
