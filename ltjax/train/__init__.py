@@ -7,6 +7,7 @@ config_check.py    every table-selecting name of a config, checked up front
 preflight.py       a stage's training step traced with abstract values (no compile)
 loop.py            run_stage / train_and_evaluate
 predict.py         the one host-side loop over a jitted predict step
+results.py         results.json: the record a finished run leaves (what studies aggregate)
 feature_cache.py   classifier re-training on features extracted once
 checkpoint.py      orbax checkpoints (latest N and best) and config.json
 final_adjustment.py  post-hoc logit adjustment of the final model, chosen on validation
