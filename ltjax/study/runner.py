@@ -87,7 +87,7 @@ def write_report(cell: study_cells.Cell) -> str:
   os.makedirs(outdir, exist_ok=True)
   path = os.path.join(outdir, 'report.json')
   keep = {k: v for k, v in report.items() if k not in eval_report.MATRIX_KEYS}
-  run_results.write_json(path, eval_report.to_jsonable(keep))
+  run_results.write_json(path, keep)
   return path
 
 

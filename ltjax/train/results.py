@@ -25,23 +25,11 @@ import os
 import jax
 import numpy as np
 
+from ltjax.eval.report import to_jsonable
+
 FILENAME = 'results.json'
 STAGE_FILENAME = 'stage_results.json'
 METRICS_FILENAME = 'metrics.jsonl'
-
-
-def _jsonable(value):
-  if isinstance(value, dict):
-    return {k: _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, (np.ndarray, jax.Array)):
-    return _jsonable(np.asarray(value).tolist())
-  if isinstance(value, (np.floating, np.integer, np.bool_)):
-    return value.item()
-  if isinstance(value, float) and not np.isfinite(value):
-    return None  # JSON has no NaN; a class group with no member.
-  return value
 
 
 def write_json(path: str, record: dict) -> None:
@@ -50,7 +38,7 @@ def write_json(path: str, record: dict) -> None:
     return
   tmp = f'{path}.tmp'
   with open(tmp, 'w') as f:
-    json.dump(_jsonable(record), f, indent=1)
+    json.dump(to_jsonable(jax.device_get(record)), f, indent=1)
   os.replace(tmp, path)
 
 
