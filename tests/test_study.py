@@ -51,7 +51,7 @@ class Interrupt(Exception):
 def test_cells_commands_and_states(tmp_path):
   study = tiny_study()
   all_cells = cells.cells(study, str(tmp_path))
-  assert [(c.method, c.seed) for c in all_cells] == [('ce', 0), ('ce', 1), ('crt', 0), ('crt', 1)]
+  assert [(c.method, c.seed) for c in all_cells] == [('ce', 0), ('crt', 0), ('ce', 1), ('crt', 1)]
   assert all_cells[3].workdir == os.path.join(str(tmp_path), 'crt', 'seed1')
   assert all(c.state() == cells.PENDING for c in all_cells)
   command = all_cells[3].command()
@@ -97,7 +97,7 @@ def test_a_study_resumes_skips_reuses_stage1_and_aggregates(tmp_path, monkeypatc
   log = []
   assert runner.run(study, workdir, log=log.append) == []
   assert os.path.getmtime(os.path.join(workdir, 'ce', 'seed0', 'results.json')) == finished
-  assert '[2/4] ce seed 1: resuming' in log[1]
+  assert '[3/4] ce seed 1: resuming' in log[2]
   assert sum('done, skipped' in line for line in log) == 3
   assert not os.path.exists(os.path.join(workdir, 'ce', 'seed1', 'failed.txt'))
   resumed = run_results.read_run(os.path.join(workdir, 'ce', 'seed1'))

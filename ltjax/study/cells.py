@@ -142,11 +142,15 @@ def method_table(study: ml_collections.ConfigDict) -> dict[str, dict]:
 
 
 def cells(study: ml_collections.ConfigDict, workdir: str) -> list[Cell]:
-  """Every (method, seed) of the study, methods in the study's order, then seeds."""
+  """Every (method, seed): seed by seed, methods in the study's order within a seed.
+
+  Seed-major, so a study stopped early has whole tables for its first seeds.
+  """
   common = flatten(study.get('common') or {})
+  methods = method_table(study)
   out = []
-  for name, method in method_table(study).items():
-    for seed in study.seeds:
+  for seed in study.seeds:
+    for name, method in methods.items():
       out.append(
           Cell(
               method=name,
