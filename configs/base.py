@@ -191,8 +191,7 @@ def get_config() -> ml_collections.ConfigDict:
   # is chosen on the validation split (data.val_per_class > 0) by balanced accuracy, then the
   # adjusted test table is printed and recorded beside the unadjusted one.
   config.posthoc = ml_collections.ConfigDict()
-  config.posthoc.method = (
-      'none'  # 'none', 'additive', 'multiplicative', 'normalized_multiplicative'.
-  )
+  # 'none', 'additive', 'multiplicative', 'normalized_multiplicative', 'tau_norm'.
+  config.posthoc.method = 'none'
   config.posthoc.grid = ()  # Values searched ((): ltjax.eval.posthoc.DEFAULT_GRID, 0 to 2).
   return config

@@ -72,3 +72,18 @@ def test_without_a_validation_split_it_fails_before_training(tmp_path):
   with pytest.raises(ValueError, match='data.val_per_class'):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(os.path.join(str(tmp_path), 'checkpoints'))
+
+
+def test_tau_norm_is_chosen_on_validation_with_the_heads_bias_kept():
+  rng = np.random.default_rng(0)
+  kernel = np.diag([4.0, 2.0, 1.0])  # Head classes have the larger vectors.
+  bias = np.array([0.1, 0.0, -0.1])
+  labels = np.arange(60) % 3
+  feats = np.eye(3)[labels] * 0.9 + rng.normal(scale=0.05, size=(60, 3)) + 0.3
+  val = test = {'logits': feats @ kernel + bias, 'label': labels}
+  value, curve, adjusted = final_adjustment.choose_and_apply(
+      'tau_norm', val, test, COUNTS, grid=(0.0, 0.5, 1.0), head=(kernel, bias)
+  )
+  assert curve[0.0] < 1.0 and value > 0.0 and curve[value] == 1.0  # Normalising fixes it.
+  norms = np.diag(kernel) ** value
+  np.testing.assert_allclose(adjusted, feats @ (kernel / norms) + bias, rtol=1e-5)

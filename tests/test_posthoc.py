@@ -138,3 +138,17 @@ def test_search_ties_go_to_smaller_adjustment():
   assert best == 0.0
   with pytest.raises(ValueError, match='empty'):
     posthoc.search_additive(z, labels, COUNTS, taus=())
+
+
+def test_tau_norm_adjust_gives_the_tau_norm_heads_logits_bias_kept():
+  rng = np.random.default_rng(3)
+  kernel, bias = rng.normal(size=(D, C)), rng.normal(size=C)
+  feats = rng.normal(size=(7, D))
+  for tau in (0.0, 0.7, 1.0, 1.6):
+    head = heads.TauNormHead(C, tau=tau).apply({'params': {'kernel': kernel, 'bias': bias}}, feats)
+    np.testing.assert_allclose(
+        posthoc.tau_norm_adjust(feats @ kernel + bias, kernel, bias, tau),
+        head,
+        rtol=2e-5,
+        atol=2e-5,
+    )

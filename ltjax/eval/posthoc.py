@@ -111,6 +111,25 @@ def weight_norm_adjust(logits, kernel, tau: float) -> np.ndarray:
   return logits * np.asarray(tau_norm_scale(kernel, tau), logits.dtype)
 
 
+def tau_norm_adjust(logits, kernel, bias, tau: float) -> np.ndarray:
+  """The logits of the tau-normalised classifier, from the plain classifier's logits.
+
+  z_c = f . w_c + b_c becomes (z_c - b_c) |w_c|^-tau + b_c = f . w_c / |w_c|^tau + b_c,
+  ``TauNormHead``'s logits (Kang et al., ICLR 2020): the bias is kept, as the
+  weight-balancing code does.
+
+  Args:
+    logits: (..., C) logits of the affine head.
+    kernel: (d, C) its kernel; bias: (C,) its bias, or None.
+    tau: the exponent.
+  """
+  logits = _float_logits(logits)
+  offset = (
+      np.zeros(logits.shape[-1], logits.dtype) if bias is None else np.asarray(bias, logits.dtype)
+  )
+  return (logits - offset) * np.asarray(tau_norm_scale(kernel, tau), logits.dtype) + offset
+
+
 def normalized_multiplicative_adjust(logits, kernel, class_counts, gamma: float) -> np.ndarray:
   """EWB Eq. (9): class vectors normalised, then scaled by pi_c^-gamma.
 
@@ -215,12 +234,9 @@ def search_tau_norm(
     (tau, curve): the chosen tau and {tau: balanced accuracy}.
   """
   kernel = np.asarray(kernel, np.float32)
-  raw = np.asarray(features, np.float32) @ kernel
-  offset = (
-      np.zeros(kernel.shape[-1], np.float32) if bias is None else (np.asarray(bias, np.float32))
+  logits = np.asarray(features, np.float32) @ kernel
+  if bias is not None:
+    logits = logits + np.asarray(bias, np.float32)
+  return search_grid(
+      lambda tau: tau_norm_adjust(logits, kernel, bias, tau), labels, taus, kernel.shape[-1]
   )
-
-  def logits(tau):
-    return raw * np.asarray(tau_norm_scale(kernel, tau)) + offset
-
-  return search_grid(logits, labels, taus, kernel.shape[-1])

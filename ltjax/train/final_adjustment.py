@@ -3,7 +3,9 @@
 EWB's one-stage method (Hasegawa & Sato, ICLR 2024, Sec. 5 and App. 7.3)
 trains with weight decay, feature regularisation and a fixed ETF classifier,
 then multiplies the logits by pi_c^-gamma; post-hoc LA (Menon et al., ICLR
-2021) subtracts tau log pi_c. ``config.posthoc.method`` applies one of them
+2021) subtracts tau log pi_c; tau-normalisation (Kang et al., ICLR 2020)
+divides each class vector by |w_c|^tau, tau chosen on validation as
+Decoupling does. ``config.posthoc.method`` applies one of them
 (``ltjax.eval.posthoc``) to the final model of a run:
 
   1. the validation split's logits choose gamma or tau over ``posthoc.grid``
@@ -27,7 +29,9 @@ from ltjax.train import predict
 from ltjax.train.state import TrainState
 from ltjax.train.steps import affine_head
 
-METHODS = ('none', 'additive', 'multiplicative', 'normalized_multiplicative')
+METHODS = ('none', 'additive', 'multiplicative', 'normalized_multiplicative', 'tau_norm')
+# Methods that rescale the class vectors: they need the affine head's kernel (and bias).
+_NEED_HEAD = ('normalized_multiplicative', 'tau_norm')
 POSTHOC_FILE = 'posthoc.json'
 
 
@@ -41,25 +45,30 @@ def check_validation_split(config: ml_collections.ConfigDict, has_val: bool) -> 
     )
 
 
-def _adjust(method: str, logits, counts, value, kernel):
+def _adjust(method: str, logits, counts, value, head):
   if method == 'additive':
     return posthoc.additive_adjust(logits, counts, value)
   if method == 'multiplicative':
     return posthoc.multiplicative_adjust(logits, counts, value)
+  kernel, bias = head
+  if method == 'tau_norm':
+    return posthoc.tau_norm_adjust(logits, kernel, bias, value)
   return posthoc.normalized_multiplicative_adjust(logits, kernel, counts, value)
 
 
 def choose_and_apply(
-    method: str, val: dict, test: dict, train_counts: np.ndarray, *, grid=(), kernel=None
+    method: str, val: dict, test: dict, train_counts: np.ndarray, *, grid=(), head=None
 ) -> tuple[float, dict, np.ndarray]:
   """(value chosen on ``val``, its validation curve, the adjusted test logits).
 
   ``val`` and ``test``: {'logits': (N, C), 'label': (N,)}. Only ``val`` decides.
+  ``head``: (kernel (d, C), bias (C,) or None) of the affine head, for the
+  methods that rescale class vectors.
   """
   if method not in METHODS[1:]:
     raise ValueError(f'Unknown posthoc.method {method!r}; valid: {list(METHODS)}.')
   grid = tuple(grid) or posthoc.DEFAULT_GRID
-  adjusted = lambda logits, value: _adjust(method, logits, train_counts, value, kernel)
+  adjusted = lambda logits, value: _adjust(method, logits, train_counts, value, head)
   best, curve = posthoc.search_grid(
       lambda value: adjusted(val['logits'], value), val['label'], grid, len(train_counts)
   )
@@ -87,17 +96,16 @@ def adjust_final_model(
     return predict.predict(state, eval_step, batches, mesh=mesh)
 
   val, test = outputs('val'), outputs('test')
-  kernel = None
-  if config.posthoc.method == 'normalized_multiplicative':
+  head = None
+  if config.posthoc.method in _NEED_HEAD:
     head = affine_head(state, test['features'].shape[-1])
     if head is None:
       raise ValueError(
-          "posthoc.method='normalized_multiplicative' rescales the class vectors of an affine "
+          f'posthoc.method={config.posthoc.method!r} rescales the class vectors of an affine '
           f'head; model.head={config.model.head!r} is not affine.'
       )
-    kernel = head[0]
   value, curve, adjusted = choose_and_apply(
-      config.posthoc.method, val, test, train_counts, grid=config.posthoc.grid, kernel=kernel
+      config.posthoc.method, val, test, train_counts, grid=config.posthoc.grid, head=head
   )
   metrics = eval_metrics.classification_metrics(
       np.argmax(adjusted, -1),

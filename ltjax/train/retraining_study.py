@@ -69,7 +69,6 @@ import numpy as np
 from ltjax import data
 from ltjax.eval import posthoc
 from ltjax.eval import report as eval_report
-from ltjax.models.heads import tau_norm_scale
 from ltjax.train import config_check
 from ltjax.train import loop
 from ltjax.train import predict
@@ -275,7 +274,7 @@ def choose_tau_norm(stage1_workdir: str, config: ml_collections.ConfigDict) -> t
   )
   kernel, bias = (np.asarray(state.params['head'][k], np.float32) for k in ('kernel', 'bias'))
   return posthoc.search_grid(
-      lambda tau: (val['logits'] - bias) * np.asarray(tau_norm_scale(kernel, tau)) + bias,
+      lambda tau: posthoc.tau_norm_adjust(val['logits'], kernel, bias, tau),
       val['label'],
       tuple(config.posthoc.grid) or posthoc.DEFAULT_GRID,
       len(bias),
