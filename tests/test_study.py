@@ -175,3 +175,19 @@ def test_launch_study_dry_run_and_print_commands(tmp_path):
   assert len(commands) == 1
   assert commands[0].startswith('python launch/train.py --config=configs/ce_default.py')
   assert commands[0].endswith(f'--config.seed=3 --workdir={workdir / "ce" / "seed3"}')
+
+
+def test_a_cell_run_with_other_settings_stops_the_study_before_anything_runs(tmp_path):
+  study, workdir = tiny_study(), str(tmp_path)
+  cell = cells.cells(study, workdir)[1]  # crt seed 0.
+  os.makedirs(cell.workdir)
+  recorded = {'recipe': cell.recipe, 'overrides': {**cell.overrides, 'stage2.num_epochs': 3}}
+  with open(os.path.join(cell.workdir, 'cell.json'), 'w') as f:
+    json.dump(recorded, f)
+  with pytest.raises(ValueError, match=r'crt/seed0: stage2.num_epochs'):
+    runner.run(study, workdir, log=lambda line: None)
+  assert sorted(os.listdir(workdir)) == ['crt']  # Nothing ran.
+  recorded['overrides']['stage2.num_epochs'] = 1  # As the study gives it (tuples as lists).
+  with open(os.path.join(cell.workdir, 'cell.json'), 'w') as f:
+    json.dump(json.loads(json.dumps(recorded)), f)
+  runner.check_recorded_settings(cells.cells(study, workdir))

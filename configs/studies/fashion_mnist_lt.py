@@ -31,8 +31,8 @@ re-weighted. LWR's lambda(t) decays over the run whatever its length. The
 stage-2 lengths of the papers (WB 10, LORT 20, CC-SAM 30 epochs) all become 5;
 their other stage-2 settings are the papers'.
 
-Validation. Only the two methods that choose a value on validation data hold
-it out: la_posthoc and ewb take 20 images per class (data.val_per_class = 20,
+Validation. Only the three methods that choose a value on validation data hold
+it out: la_posthoc, tau_norm and ewb take 20 images per class (data.val_per_class = 20,
 EWB's CIFAR split) out of the balanced training source before the long-tailed
 subsampling, so their training counts equal every other method's; the best
 checkpoint of those runs is chosen on that split too. No other method sees it.
@@ -54,9 +54,8 @@ Rows (name: paper, the CIFAR setting taken):
                     re-initialised and re-trained with class-aware sampling, CE, stage 1's
                     learning rate and weight decay.
   tau_norm          tau-normalisation (Kang et al.; LORT Table 1) of the CE classifier, no
-                    training, tau = 1 (unit-norm class vectors). Not chosen on validation: a
-                    study cell is one launch/train.py run, and only launch/retraining_study.py
-                    searches tau.
+                    training: w_c / |w_c|^tau with tau chosen on validation in 0, 0.05, ..., 2
+                    (posthoc.method = 'tau_norm'), as Decoupling does.
   lws               LWS (Kang et al.; LORT Table 1): only the per-class scales of the CE
                     classifier train, class-aware sampling, stage 1's learning rate.
   mixup             Mixup (Zhang et al.) alpha 1 on CE (CC-SAM's stage-1 setting).
@@ -96,10 +95,8 @@ Choices of this study, not of the papers:
     crop + flip as all) nor the subsampling (WB / EWB / LORT take the first n_c
     images per class; here the seeded shuffle as all).
   * Re-training keeps BatchNorm in train mode (as the official stage-2 codes
-    of WB, LORT and CC-SAM) and stage 1's augmentation, except tau-norm, which
-    does not train (one epoch at learning rate 0, BatchNorm frozen, no
-    augmentation: the classifier stays stage 1's, bit for bit).
-  * cRT, tau-norm, LWS and LORT share the CE stage 1 (the same keys), and
+    of WB, LORT and CC-SAM) and stage 1's augmentation.
+  * cRT, LWS and LORT share the CE stage 1 (the same keys), and
     cc_sam_lort CC-SAM's: ltjax.study.runner trains each such stage 1 once.
 
 Wall time. One CE cell (30 epochs, 1,140 steps, three test evaluations)
@@ -245,15 +242,10 @@ def get_config():
   m.tau_norm = {
       'recipe': CE,
       'overrides': {
-          'stage2': {
-              'num_epochs': 1,  # At learning rate 0 with BN frozen: no training.
-              'head': 'tau_norm',  # model.head_tau: 1.0 (base.py's).
-              'bn': 'frozen',
-              'augment': 'none',
-              'optim': {'lr': 0.0},
-          }
+          'data': {'val_per_class': VAL_PER_CLASS},
+          'posthoc': {'method': 'tau_norm'},
       },
-      'label': 'tau-norm (tau 1)',
+      'label': 'tau-norm (val)',
   }
   m.lws = {
       'recipe': CE,

@@ -7,12 +7,17 @@ resumes any workdir); a ``pending`` one starts. A cell is the run its
 ``--print_commands`` are the same files and aggregate the same way.
 
 Two things only a study can do:
-  * stage-1 reuse: a two-stage cell whose stage-1 config equals a finished
-    cell's (cRT, tau-norm, LWS and LORT on one CE backbone; LORT on CC-SAM's
-    stage 1) starts from a copy of that cell's stage-1 files -- the same
-    checkpoints its own stage 1 would have written, bit for bit, since the
-    configs and seeds are equal -- and trains only its stage 2. ``cell.json``
-    names the source, so the aggregated wall time counts stage 1 once, from it.
+  * stage-1 reuse: a cell whose stage-1 config equals a finished cell's (cRT,
+    LWS and LORT on one CE backbone; LORT on CC-SAM's stage 1; two post-hoc
+    adjustments of one model) starts from a copy of that cell's stage-1 files
+    -- the same checkpoints its own stage 1 would have written, bit for bit,
+    since the configs and seeds are equal -- and only evaluates it, adjusts it
+    and trains its stage 2. ``cell.json`` names the source, so the aggregated
+    wall time counts stage 1 once, from it.
+  * settings check: a started cell whose recorded recipe and overrides differ
+    from what the study now gives it stops the study before anything runs,
+    naming the cell and the keys (an edited study would otherwise mix two
+    recipes in one row).
   * the report: with ``study.report`` each finished cell also gets
     ``report/report.json`` (``ltjax.eval.report``: L_i, r_i, norms) of its
     final model.
@@ -33,6 +38,7 @@ import ml_collections
 
 from ltjax.eval import report as eval_report
 from ltjax.study import cells as study_cells
+from ltjax.train import final_adjustment
 from ltjax.train import loop
 from ltjax.train import results as run_results
 from ltjax.train import stages
@@ -43,7 +49,14 @@ FAILED_FILENAME = 'failed.txt'
 REPORT_DIR = 'report'
 # Stage 1's files in a run workdir; everything else (stage2/, results.json, the report,
 # cell.json) belongs to the whole run and is not copied when stage 1 is reused.
-_RUN_ONLY = {stages.STAGE2, run_results.FILENAME, REPORT_DIR, CELL_FILENAME, FAILED_FILENAME}
+_RUN_ONLY = {
+    stages.STAGE2,
+    run_results.FILENAME,
+    REPORT_DIR,
+    CELL_FILENAME,
+    FAILED_FILENAME,
+    final_adjustment.POSTHOC_FILE,
+}
 
 
 def stage1_fingerprint(config: ml_collections.ConfigDict) -> str:
@@ -59,9 +72,44 @@ def stage1_fingerprint(config: ml_collections.ConfigDict) -> str:
 
 
 def _reusable_stage1(config, finished: dict[str, study_cells.Cell]) -> study_cells.Cell | None:
-  if config.stage2.num_epochs <= 0:
-    return None
   return finished.get(stage1_fingerprint(config))
+
+
+def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
+  """Fails if a started cell was made with other settings than the study now gives it.
+
+  A study edited after some cells ran would otherwise aggregate two recipes under one row.
+  """
+  changed = []
+  for cell in all_cells:
+    recorded = _read_cell_record(cell)
+    if not recorded:
+      continue
+    now = json.loads(json.dumps({'recipe': cell.recipe, 'overrides': cell.overrides}))
+    before = {'recipe': recorded.get('recipe'), 'overrides': recorded.get('overrides')}
+    if now != before:
+      keys = sorted(
+          k
+          for k in set(now['overrides']) | set(before['overrides'] or {})
+          if now['overrides'].get(k) != (before['overrides'] or {}).get(k)
+      )
+      if now['recipe'] != before['recipe']:
+        keys.insert(0, 'recipe')
+      changed.append(f'  {cell.workdir}: {", ".join(keys)}')
+  if changed:
+    raise ValueError(
+        'These cells were run with other settings than the study now gives them (the '
+        'differing keys are listed); delete those folders to rerun them with the new settings, '
+        'or restore the study file:\n' + '\n'.join(changed)
+    )
+
+
+def _read_cell_record(cell: study_cells.Cell) -> dict:
+  path = os.path.join(cell.workdir, CELL_FILENAME)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
 
 
 def _copy_stage1(source: study_cells.Cell, workdir: str) -> None:
@@ -102,10 +150,7 @@ def run_cell(cell: study_cells.Cell, finished: dict, *, report: bool, log: Calla
       _copy_stage1(source, cell.workdir)
   os.makedirs(cell.workdir, exist_ok=True)
   record_path = os.path.join(cell.workdir, CELL_FILENAME)
-  cell_record = {}
-  if os.path.exists(record_path):
-    with open(record_path) as f:
-      cell_record = json.load(f)
+  cell_record = _read_cell_record(cell)
   cell_record.update(
       method=cell.method,
       seed=cell.seed,
@@ -126,6 +171,7 @@ def run(
 ) -> list[study_cells.Cell]:
   """Runs every unfinished cell; returns the cells that failed."""
   all_cells = study_cells.cells(study, workdir)
+  check_recorded_settings(all_cells)
   report = bool(study.get('report', False))
   finished = {}  # stage-1 fingerprint -> a finished cell with that stage 1.
 
