@@ -122,3 +122,37 @@ def test_a_bad_value_fails_before_any_data_is_loaded(key, value, tmp_path, monke
   assert not os.path.exists(workdir)  # Nothing was written either.
   with pytest.raises(ValueError, match=f"Unknown {key} 'balanced_sofmax'"):
     train.plan_stages(config, workdir)
+
+
+@pytest.mark.parametrize(
+    'key,value,message',
+    [
+        ('batch_size', 0, r'config.batch_size=0 must be > 0'),
+        ('batch_size', 12, r'config.batch_size=12 is not divisible by the 8 devices'),
+        ('eval_batch_size', 0, r'config.eval_batch_size=0 must be > 0'),
+        ('num_epochs', 0, r'config.num_epochs=0 must be > 0 \(or set config.num_train_steps'),
+        ('log_every_steps', 0, r'config.log_every_steps=0 must be > 0'),
+        ('eval_every_epochs', 0, r'config.eval_every_epochs=0 must be > 0'),
+        ('keep_checkpoints', 0, r'config.keep_checkpoints=0 must be > 0: resuming needs'),
+        ('checkpoint_every_steps', -1, r'config.checkpoint_every_steps=-1 must be >= 0'),
+        ('data.n_max', -5, r'config.data.n_max=-5 must be >= 0'),
+        ('stage2.batch_size', 30, r'config.stage2.batch_size=30 is not divisible by the 8'),
+        ('stage2.eval_every_epochs', 0, r'config.stage2.eval_every_epochs=0 must be > 0'),
+        ('stage2.num_epochs', -1, r'config.stage2.num_epochs=-1 must be >= 0'),
+    ],
+)
+def test_sizes_and_intervals_name_their_exact_key_before_anything_runs(
+    key, value, message, tmp_path
+):
+  config = two_stage_config(**{key: value, 'num_train_steps': -1})
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_all_out_of_range_values_are_reported_at_once():
+  config = two_stage_config(**{'batch_size': 0, 'log_every_steps': 0, 'stage2.batch_size': 30})
+  with pytest.raises(ValueError, match='3 config values are out of range'):
+    config_check.check_values(config)
+  config_check.check_values(two_stage_config())
+  config_check.check_values(tiny_config(**{'num_epochs': 0, 'num_train_steps': 5}))

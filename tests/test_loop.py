@@ -185,3 +185,16 @@ def test_stage1_trains_only_the_trainable_regex(tmp_path):
   # Frozen: not even weight decay moves the backbone; the head trains.
   chex.assert_trees_all_equal(jax.device_get(fresh.params['backbone']), final.params['backbone'])
   assert not np.allclose(fresh.params['head']['kernel'], final.params['head']['kernel'])
+
+
+def test_num_train_steps_sets_the_schedules_horizon(tmp_path):
+  # 30 steps of a cosine schedule with num_epochs=1 (about 14 steps per epoch here): the
+  # learning rate anneals over the 30 steps asked for, not over the first epoch.
+  config = tiny_config(**{'num_train_steps': 30, 'log_every_steps': 5, 'schedule.name': 'cosine'})
+  train.train_and_evaluate(config, str(tmp_path))
+  rates = {r['step']: r['learning_rate'] for r in read_rows(str(tmp_path)) if r['split'] == 'train'}
+  assert sorted(rates) == [5, 10, 15, 20, 25, 30]
+  schedule = optim.build_schedule(config.schedule, base_lr=0.05, steps_per_epoch=30, num_epochs=1)
+  for step, rate in rates.items():  # The row of step s logs the rate of step s - 1.
+    np.testing.assert_allclose(rate, schedule(step - 1), rtol=1e-5)
+  assert rates[25] > 0.001

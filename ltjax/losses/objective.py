@@ -219,7 +219,7 @@ def build_objective(
     class_counts: np.ndarray,
     *,
     steps_per_epoch: int,
-    num_epochs: int,
+    num_epochs: float,
     cc_sam_config: ml_collections.ConfigDict | None = None,
     head: str = 'linear',
 ):

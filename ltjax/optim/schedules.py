@@ -29,7 +29,7 @@ def build_schedule(
     *,
     base_lr: float,
     steps_per_epoch: int,
-    num_epochs: int,
+    num_epochs: float,
 ) -> Schedule:
   """Returns ``lr(step)`` for ``config.schedule``."""
   s = schedule_config

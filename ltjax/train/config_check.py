@@ -1,14 +1,17 @@
-"""Checks every name in a config that selects from a table, before anything runs.
+"""Checks a config's names and sizes, for every stage, before anything runs.
 
 A misspelt key already fails when the config is parsed (the base config holds
 every key and ``launch/train.py`` locks it); a misspelt *value* such as
 ``loss.name='balanced_sofmax'`` would otherwise fail only when the table is
 read -- after the data set is loaded, or, for stage 2, after stage 1 has
 trained for hours. ``check_names`` reads every such value of stage 1 and of
-``config.stage2`` against the table it selects from and reports all of them
-at once.
+``config.stage2`` against the table it selects from; ``check_values`` every
+size, length and interval (positive, and batch sizes divisible by the
+devices), naming the exact key -- ``stage2.batch_size``, not the stage-1 key
+stage 2 inherits from. Each reports all its problems at once.
 """
 
+import jax
 import ml_collections
 
 from ltjax import data
@@ -89,9 +92,68 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     value = _get(config, key)
     if value not in valid:
       problems.append(f'Unknown {key} {value!r}; valid: {sorted(valid)}.')
+  _raise(problems, 'config values name nothing')
+
+
+def _raise(problems: list[str], what: str) -> None:
   if problems:
     raise ValueError(
-        ' '.join(problems)
+        problems[0]
         if len(problems) == 1
-        else f'{len(problems)} config values name nothing:\n  ' + '\n  '.join(problems)
+        else f'{len(problems)} {what}:\n  ' + '\n  '.join(problems)
     )
+
+
+def check_values(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:
+  """Raises ValueError listing every size or interval no run can use, with its fix.
+
+  Stage 2's are checked only when stage 2 runs; a stage-2 value of 0 that means
+  "stage 1's" (``stage2.batch_size``) is checked as the value stage 2 will use,
+  under the key that sets it.
+  """
+  devices = device_count or jax.device_count()
+  problems = []
+
+  def positive(key, value, fix=''):
+    if value <= 0:
+      problems.append(f'config.{key}={value} must be > 0{fix}.')
+
+  def divisible(key, value):
+    if value > 0 and value % devices:
+      problems.append(
+          f'config.{key}={value} is not divisible by the {devices} devices of the mesh; '
+          f'use a multiple of {devices}.'
+      )
+
+  positive('batch_size', config.batch_size)
+  divisible('batch_size', config.batch_size)
+  positive('eval_batch_size', config.eval_batch_size)
+  divisible('eval_batch_size', config.eval_batch_size)
+  if config.num_train_steps <= 0:
+    positive('num_epochs', config.num_epochs, ' (or set config.num_train_steps > 0)')
+  positive('log_every_steps', config.log_every_steps)
+  positive(
+      'eval_every_epochs',
+      config.eval_every_epochs,
+      ' (evaluation and its checkpoint also run at the end; a large value evaluates only there)',
+  )
+  positive('keep_checkpoints', config.keep_checkpoints, ': resuming needs a kept checkpoint')
+  if config.checkpoint_every_steps < 0:
+    problems.append(
+        f'config.checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0 (0: '
+        'checkpoints at evaluations only).'
+    )
+  if config.data.n_max < 0:
+    problems.append(
+        f"config.data.n_max={config.data.n_max} must be >= 0 (0: the source's per-class count)."
+    )
+  s2 = config.stage2
+  if s2.num_epochs < 0:
+    problems.append(f'config.stage2.num_epochs={s2.num_epochs} must be >= 0 (0: no stage 2).')
+  if s2.num_epochs > 0:
+    if s2.batch_size < 0:
+      problems.append(f'config.stage2.batch_size={s2.batch_size} must be >= 0 (0: stage 1\'s).')
+    elif s2.batch_size:
+      divisible('stage2.batch_size', s2.batch_size)
+    positive('stage2.eval_every_epochs', s2.eval_every_epochs)
+  _raise(problems, 'config values are out of range')

@@ -165,18 +165,17 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
   start_time = time.perf_counter()
   config = stage.config
   config_check.check_names(config)  # Also when a stage is run without plan_stages.
+  config_check.check_values(config)
   os.makedirs(stage.workdir, exist_ok=True)
   if jax.process_index() == 0:
     save_config(config, stage.workdir)  # launch/eval.py rebuilds the data and model from it.
-  check_batch_size(config.batch_size, 'batch_size')
-  check_batch_size(config.eval_batch_size, 'eval_batch_size')
   stage_data = load_data(config, stage.workdir)
   final_adjustment.check_validation_split(config, 'val' in stage_data.eval_splits)
   objective = losses.build_objective(
       config.loss,
       stage_data.train_counts,
       steps_per_epoch=stage_data.steps_per_epoch,
-      num_epochs=config.num_epochs,
+      num_epochs=stages.training_epochs(config, stage_data.steps_per_epoch),
       cc_sam_config=config.cc_sam,
       head=config.model.head,
   )
@@ -186,7 +185,7 @@ def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, 
       config.schedule,
       base_lr=config.optim.lr,
       steps_per_epoch=stage_data.steps_per_epoch,
-      num_epochs=config.num_epochs,
+      num_epochs=stages.training_epochs(config, stage_data.steps_per_epoch),
   )
   tx = optim.build_optimizer(
       config,

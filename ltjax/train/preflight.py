@@ -68,7 +68,7 @@ def trace_train_step(
       config.loss,
       np.asarray(train_counts),
       steps_per_epoch=steps_per_epoch,
-      num_epochs=config.num_epochs,
+      num_epochs=stages.training_epochs(config, steps_per_epoch),
       cc_sam_config=config.cc_sam,
       head=config.model.head,
   )
@@ -76,7 +76,7 @@ def trace_train_step(
       config.schedule,
       base_lr=config.optim.lr,
       steps_per_epoch=steps_per_epoch,
-      num_epochs=config.num_epochs,
+      num_epochs=stages.training_epochs(config, steps_per_epoch),
   )
 
   def init(rng):

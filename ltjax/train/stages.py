@@ -96,6 +96,15 @@ class Stage:
     return self.config.stage2.feature_cache if self.source else 'off'
 
 
+def training_epochs(config: ml_collections.ConfigDict, steps_per_epoch: int) -> float:
+  """The stage's length in epochs: what its schedules (learning rate, LWR, CC-SAM's
+  adversarial mix) run over. ``num_train_steps > 0`` sets it, so a run asked for N steps
+  anneals over those N steps, not over ``num_epochs``."""
+  if config.num_train_steps > 0:
+    return config.num_train_steps / steps_per_epoch
+  return float(config.num_epochs)
+
+
 def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The full config of stage 2: stage 1's, with ``config.stage2``'s settings in place."""
   s2 = config.stage2
@@ -122,10 +131,12 @@ def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 def plan_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
   """Stage 1, plus stage 2 when ``config.stage2.num_epochs > 0``.
 
-  Every name in the config that selects from a table is checked first
-  (``config_check``), before any data is loaded.
+  Every name in the config that selects from a table, and every size and
+  interval, of every stage, is checked first (``config_check``), before any
+  data is loaded.
   """
   config_check.check_names(config)
+  config_check.check_values(config)
   stages = [Stage(STAGE1, config, workdir)]
   if config.stage2.num_epochs > 0:
     stages.append(
