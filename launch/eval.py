@@ -11,6 +11,7 @@ The metrics are described in ``ltjax.eval.report``.
 """
 
 import os
+import tempfile
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,6 +65,22 @@ def _overrides(pairs) -> dict:
   return out
 
 
+def _outdir(name: str, workdir: str, index: int, count: int) -> str:
+  if count == 1:
+    return FLAGS.output or os.path.join(workdir, 'report')
+  return os.path.join(FLAGS.output, f'{index:02d}_' + os.path.basename(name.rstrip('/')))
+
+
+def _check_writable(path: str) -> None:
+  try:
+    os.makedirs(path, exist_ok=True)
+    tempfile.TemporaryFile(dir=path).close()
+  except OSError as e:
+    raise app.UsageError(
+        f'Cannot write the report to {path} ({e}); pass --output=<a writable directory>.'
+    ) from e
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -80,9 +97,17 @@ def main(argv):
     raise app.UsageError(f'{len(names)} --name flags for {len(workdirs)} --workdir flags.')
   if len(workdirs) > 1 and not FLAGS.output:
     raise app.UsageError('Comparing several workdirs needs --output=<directory>.')
+  if FLAGS.checkpoint not in ('best', 'latest') and not FLAGS.checkpoint.isdigit():
+    raise app.UsageError(f"--checkpoint={FLAGS.checkpoint!r}: use 'best', 'latest' or a step.")
   overrides = _overrides(FLAGS.override)
+  outdirs = [
+      _outdir(name, workdir, i, len(workdirs))
+      for i, (name, workdir) in enumerate(zip(names, workdirs))
+  ]
+  for outdir in outdirs + ([FLAGS.output] if len(workdirs) > 1 else []):
+    _check_writable(outdir)  # Before the report is computed, not after.
   reports = {}
-  for name, workdir in zip(names, workdirs):
+  for name, workdir, outdir in zip(names, workdirs, outdirs):
     logging.info('Evaluating %s (%s checkpoint).', workdir, FLAGS.checkpoint)
     report = workdir_report.report_for_workdir(
         workdir,
@@ -90,13 +115,6 @@ def main(argv):
         sharpness_directions=FLAGS.sharpness_directions,
         eval_batch_size=FLAGS.eval_batch_size or None,
         config_overrides=overrides,
-    )
-    outdir = (
-        (FLAGS.output or os.path.join(workdir, 'report'))
-        if len(workdirs) == 1
-        else (
-            os.path.join(FLAGS.output, f'{len(reports):02d}_' + os.path.basename(name.rstrip('/')))
-        )
     )
     paths = ltjax_report.write_report(report, outdir, title=name)
     print(metrics.format_table(report, title=f'{name} (step {report["meta"]["step"]}):'))

@@ -54,3 +54,21 @@ def test_launch_eval_compares_two_workdirs(trained_two_stage, tmp_path):
     assert os.path.getsize(out / f'{name}.png') > 1000
   compared = json.loads((out / 'comparison.json').read_text())
   assert set(compared) == {'stage1', 'stage2'}
+
+
+def test_launch_eval_names_missing_steps_and_unwritable_outputs_first(trained_two_stage, tmp_path):
+  workdir, _, _ = trained_two_stage
+  result = run_launcher(
+      'eval.py', f'--workdir={workdir}', '--checkpoint=99999', f'--output={tmp_path}'
+  )
+  assert result.returncode != 0
+  assert (
+      'No checkpoint at step 99999' in result.stderr and 'checkpoints/ holds steps' in result.stderr
+  )
+  assert "Use one of those steps, or 'latest' or 'best'" in result.stderr
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  result = run_launcher('eval.py', f'--workdir={workdir}', f'--output={blocker}/report')
+  assert result.returncode != 0
+  assert f'Cannot write the report to {blocker}/report' in result.stderr
+  assert 'Evaluating' not in result.stderr  # Checked before anything was computed.

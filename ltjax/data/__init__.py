@@ -3,6 +3,7 @@
 from ltjax.data.datasets import ArrayDataset
 from ltjax.data.datasets import RelabeledSource
 from ltjax.data.datasets import Splits
+from ltjax.data.datasets import check_readable
 from ltjax.data.datasets import load_datasets
 from ltjax.data.datasets import load_split
 from ltjax.data.datasets import open_class_map

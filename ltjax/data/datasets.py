@@ -517,13 +517,29 @@ def load_datasets(
     )
     train, val = train.subset(keep), train.subset(held)
   if data_config.imbalance_ratio:
-    n_max = data_config.n_max or int(np.bincount(train.labels).max())
-    counts = longtail.long_tail_counts(
-        train.num_classes, n_max, data_config.imbalance_ratio, data_config.profile
-    )
-    keep = longtail.long_tail_indices(
-        train.labels, counts, selection=data_config.selection, seed=data_config.subsample_seed
-    )
+    available = np.bincount(train.labels, minlength=train.num_classes)
+    n_max = data_config.n_max or int(available.max())
+    try:
+      counts = longtail.long_tail_counts(
+          train.num_classes, n_max, data_config.imbalance_ratio, data_config.profile
+      )
+      keep = longtail.long_tail_indices(
+          train.labels, counts, selection=data_config.selection, seed=data_config.subsample_seed
+      )
+    except ValueError as e:
+      raise ValueError(
+          f'{data_config.name}: the long tail of config.data.n_max={data_config.n_max} '
+          f'(0: the largest class, here {n_max}), config.data.imbalance_ratio='
+          f'{data_config.imbalance_ratio}, config.data.profile={data_config.profile!r} cannot be '
+          f'drawn: {e} The training source has {int(available.min())} to '
+          f'{int(available.max())} images per class'
+          + (
+              f' after config.data.val_per_class={data_config.val_per_class}'
+              if val is not None
+              else ''
+          )
+          + ': lower config.data.n_max (or the imbalance ratio).'
+      ) from e
     train = train.subset(keep)
   counts = np.bincount(train.labels, minlength=train.num_classes)
   if (counts == 0).any():
@@ -532,3 +548,31 @@ def load_datasets(
         'samples; every class needs at least one.'
     )
   return Splits(train=train, val=val, test=test, train_counts=counts, open_test=open_test)
+
+
+def check_readable(source, name: str, *, skip_corrupt: bool = False) -> None:
+  """Fails now, naming the files, if an image of ``source`` cannot be decoded.
+
+  For sources read from image files (list files; in-memory sources have
+  nothing to check). With ``skip_corrupt`` the unreadable images are recorded
+  as skipped instead (the source then replaces them when read).
+  """
+  inner = source.source if isinstance(source, RelabeledSource) else source
+  if not hasattr(inner, 'unreadable'):
+    return
+  bad = inner.unreadable()
+  if not bad:
+    return
+  if skip_corrupt:
+    for index, error in bad:
+      inner._record_skip(inner.path(index), error)  # pylint: disable=protected-access
+    return
+  errors = list(dict.fromkeys(error for _, error in bad))  # A file listed twice, once.
+  shown = '\n  '.join(errors[:5])
+  more = f'\n  ... and {len(errors) - 5} more' if len(errors) > 5 else ''
+  raise listfile.UnreadableImageError(
+      f'{len(bad)} record(s) of the {name} split cannot be read:\n  {shown}{more}\nReplace '
+      'them, remove their lines from the list file, or set config.data.skip_corrupt=True to '
+      'skip unreadable images (config.data.verify_eval_images=False skips this check). Nothing '
+      'was trained.'
+  )

@@ -57,6 +57,7 @@ only the calling process's skips (grain workers are separate processes).
 """
 
 import dataclasses
+import concurrent.futures
 import glob
 import os
 
@@ -420,6 +421,29 @@ class ListFileSource:
         f'No image listed in {self.list_file} under {self.root} ' 'is readable.'
     )
 
+  def unreadable(self, *, max_workers: int | None = None) -> list[tuple[int, str]]:
+    """[(index, error)] of every record whose image cannot be decoded.
+
+    Each file is decoded at a reduced size (libjpeg's DCT scaling through
+    Pillow's draft mode), which reads every scan of a JPEG -- so a truncated
+    or corrupt file fails -- at a fraction of a full decode's cost; files are
+    read in threads (decoding releases the GIL).
+    """
+
+    def check(index):
+      path = self.path(index)
+      try:
+        with Image.open(path) as image:
+          image.draft('RGB', (64, 64))
+          image.load()
+        return None
+      except _DECODE_ERRORS as e:
+        return index, f'{path}: {type(e).__name__}: {e}'
+
+    workers = max_workers or min(32, (os.cpu_count() or 1) * 2)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      return [bad for bad in pool.map(check, range(len(self))) if bad is not None]
+
   def _record_skip(self, path: str, error: Exception) -> None:
     if path in self._skipped:
       return
@@ -507,6 +531,11 @@ def load_list_split(
   if split not in layout.files:
     raise ValueError(f'Unknown split {split!r} of {name}; valid: {sorted(layout.files)}.')
   root = os.fspath(root)
+  if not root:
+    raise FileNotFoundError(
+        f'{name}: config.data.data_dir is empty; set it to the image root, which must hold '
+        f'{layout.images}.'
+    )
   if not os.path.isdir(root):
     raise FileNotFoundError(_missing_message('image root', root, name, layout))
   list_file = os.path.join(os.fspath(list_dir) if list_dir else root, layout.files[split])
