@@ -76,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_epochs = 5  # Test evaluation (and checkpoint) interval; also at the end.
   config.checkpoint_every_steps = 0  # Extra checkpoints between evaluations (0: none).
   config.keep_checkpoints = 2  # Latest checkpoints kept (the best is kept separately).
+  # Also save when this many minutes passed since the last save (0: off): bounds what an
+  # unannounced kill costs. SIGTERM / SIGINT / a pod preemption always save (ltjax.train.stopping).
+  config.checkpoint_every_minutes = 0.0
   config.progress_bar = True
 
   config.data = ml_collections.ConfigDict()
@@ -84,6 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.tfds_name = ''  # With name='tfds': e.g. 'cifar100' or 'cifar10:3.0.2'.
   config.data.list_dir = ''  # List-file sources: split-file directory ('' = data_dir).
   config.data.skip_corrupt = False  # Replace unreadable images (logged) instead of failing.
+  # Decode every evaluation image (reduced size, threaded) before training: a corrupt test
+  # image fails before the first step, not at the first evaluation.
+  config.data.verify_eval_images = True
   config.data.imbalance_ratio = (
       100.0  # n_max / n_min (> 1) of the long-tailed train split; 0 keeps the source.
   )

@@ -18,6 +18,7 @@ from ltjax import data
 from ltjax import models
 from ltjax import optim
 from ltjax import train
+from ltjax.train import loop
 from ltjax.train import sharding
 
 
@@ -161,8 +162,10 @@ def test_corrupt_image_fails_naming_it_or_is_skipped_and_reported(tmp_path):
   config.model.name, config.dtype, config.progress_bar = 'small_cnn', 'float32', False
   config.data.num_workers = 0
   config.batch_size, config.eval_batch_size, config.num_train_steps = 16, 128, 1
-  with pytest.raises(OSError, match='img_3.jpg.*skip_corrupt'):
+  with pytest.raises(OSError, match='(?s)test split cannot be read.*img_3.jpg.*skip_corrupt'):
     train.train_and_evaluate(config, str(tmp_path / 'strict'))
+  # Found before training (it used to surface at the first evaluation, after training).
+  assert not os.path.exists(tmp_path / 'strict' / 'checkpoints')
   config.data.skip_corrupt = True
   train.train_and_evaluate(config, str(tmp_path / 'lenient'))
   logs = glob.glob(str(tmp_path / 'lenient' / 'skipped_images' / 'skipped-*.txt'))
@@ -198,3 +201,30 @@ def test_num_train_steps_sets_the_schedules_horizon(tmp_path):
   for step, rate in rates.items():  # The row of step s logs the rate of step s - 1.
     np.testing.assert_allclose(rate, schedule(step - 1), rtol=1e-5)
   assert rates[25] > 0.001
+
+
+def test_a_failing_evaluation_comes_after_the_checkpoint(tmp_path, monkeypatch):
+  real = loop.make_evaluator
+
+  def failing(*args, **kwargs):
+    evaluate = real(*args, **kwargs)
+
+    def evaluator(state, split):
+      if int(state.step) == 8:
+        raise OSError('the test set became unreadable')
+      return evaluate(state, split)
+
+    return evaluator
+
+  monkeypatch.setattr(loop, 'make_evaluator', failing)
+  config = tiny_config(num_train_steps=8)
+  with pytest.raises(OSError, match='unreadable'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / 'checkpoints') == ['8']  # Training is not lost.
+
+
+def test_a_stage2_mistake_fails_before_stage1_trains(tmp_path):
+  config = tiny_config(**{'stage2.num_epochs': 1, 'stage2.trainable': 'head/scale'})
+  with pytest.raises(ValueError, match=r"(?s)Stage 2 .*'head/scale' matches no parameter"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')

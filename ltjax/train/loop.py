@@ -40,9 +40,12 @@ from ltjax.train import config_check
 from ltjax.train import feature_cache
 from ltjax.train import final_adjustment
 from ltjax.train import predict
+from ltjax.train import preflight
+from ltjax.train import resume_check
 from ltjax.train import results as run_results
 from ltjax.train import sharding
 from ltjax.train import stages
+from ltjax.train import stopping
 from ltjax.train.checkpoint import Checkpoints
 from ltjax.train.checkpoint import save_config
 from ltjax.train.stages import Stage
@@ -50,6 +53,7 @@ from ltjax.train.state import TrainState
 from ltjax.train.state import create_train_state
 from ltjax.train.steps import make_eval_step
 from ltjax.train.steps import make_train_step
+from ltjax.train.workdir_lock import WorkdirLock
 from ltjax.train.writer import MetricWriter
 
 Hook = Callable[[int, TrainState], None]  # Called after every step with (step, state).
@@ -140,36 +144,110 @@ class StageData:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, hooks: Iterable[Hook] = ()
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    hooks: Iterable[Hook] = (),
+    resume_allow: tuple[str, ...] = (),
 ) -> tuple[TrainState, dict]:
   """Trains every stage of ``config`` under ``workdir`` (resuming if possible).
 
+  Everything that can be checked is checked before the first step, for every
+  stage: names, sizes and intervals (``plan_stages``); that a resumed workdir
+  holds a run of this config (``resume_check``; ``resume_allow`` names keys
+  changed on purpose); the workdir's lock (``workdir_lock``); the data of every
+  stage, its evaluation images, and each stage's training step traced with
+  the real model (``preflight_stage``).
+
   Returns:
     The final state and the final test metrics of the last stage.
+  Raises:
+    stopping.Stopped: a signal or a preemption stopped training (checkpoint saved).
   """
+  if not workdir:
+    raise ValueError('--workdir is empty: name the directory the run writes to.')
   if '://' not in workdir:  # orbax needs absolute local paths; gs:// etc. are left alone.
     workdir = os.path.abspath(workdir)
-  result = None
   planned = stages.plan_stages(config, workdir)
-  for stage in planned:
-    result = run_stage(stage, hooks=hooks)
-  run_results.write_run(workdir, {stage.name: stage.workdir for stage in planned})
+  for stage in planned:  # Read-only: nothing is written before every stage passes.
+    resume_check.check_resume(
+        stage.config, stage.workdir, stage1=stage.name == stages.STAGE1, allow=resume_allow
+    )
+  with WorkdirLock(workdir):
+    stage_data = {}
+    for stage in planned:
+      stage_data[stage.name] = load_data(stage.config, stage.workdir)
+      preflight_stage(stage, stage_data[stage.name], check_images=stage is planned[0])
+    result = None
+    for stage in planned:
+      result = run_stage(
+          stage, hooks=hooks, stage_data=stage_data.pop(stage.name), resume_allow=resume_allow
+      )
+    run_results.write_run(workdir, {stage.name: stage.workdir for stage in planned})
   return result
 
 
-def run_stage(stage: Stage, *, hooks: Iterable[Hook] = ()) -> tuple[TrainState, dict]:
+def preflight_stage(stage: Stage, stage_data: StageData, *, check_images: bool) -> None:
+  """The checks of a stage that need its data: before any stage trains.
+
+  The validation split a post-hoc adjustment needs; every evaluation image
+  readable (``data.verify_eval_images``; a corrupt test image would otherwise
+  stop the run at its first evaluation); the training step traced with the
+  real model, so shape, head and trainable-regex errors of stage 2 come before
+  stage 1 trains.
+  """
+  config = stage.config
+  final_adjustment.check_validation_split(config, 'val' in stage_data.eval_splits)
+  if check_images and config.data.verify_eval_images:
+    splits = dict(stage_data.eval_splits)
+    if stage_data.splits.open_test is not None:
+      splits['open_test'] = stage_data.splits.open_test
+    for name, split in splits.items():
+      data.check_readable(split, name, skip_corrupt=config.data.skip_corrupt)
+  try:
+    preflight.trace_train_step(
+        stage,
+        train_counts=stage_data.train_counts,
+        image_shape=stage_data.batches.image_shape(),
+        steps_per_epoch=stage_data.steps_per_epoch,
+    )
+  except (ValueError, TypeError) as e:
+    if stage.name == stages.STAGE1:
+      raise
+    raise ValueError(
+        f'Stage 2 (the config.stage2.* settings) cannot train, so nothing was started: {e}'
+    ) from e
+
+
+def run_stage(
+    stage: Stage,
+    *,
+    hooks: Iterable[Hook] = (),
+    stage_data: StageData | None = None,
+    resume_allow: tuple[str, ...] = (),
+) -> tuple[TrainState, dict]:
   """Trains one stage in ``stage.workdir`` (resuming if possible) and evaluates it.
 
-  Ends by writing the stage's ``stage_results.json`` (``ltjax.train.results``).
+  ``stage_data``: the stage's data when already loaded. Ends by writing the
+  stage's ``stage_results.json`` (``ltjax.train.results``).
   """
   start_time = time.perf_counter()
   config = stage.config
   config_check.check_names(config)  # Also when a stage is run without plan_stages.
   config_check.check_values(config)
+  changed = resume_check.check_resume(
+      config, stage.workdir, stage1=stage.name == stages.STAGE1, allow=resume_allow
+  )
   os.makedirs(stage.workdir, exist_ok=True)
   if jax.process_index() == 0:
+    if changed:  # Allowed changes: the earlier config is kept beside the new one.
+      kept = resume_check.keep_recorded_config(stage.workdir)
+      print(
+          f'Resuming {stage.workdir} with changed {sorted(changed)}; the earlier config is {kept}.'
+      )
     save_config(config, stage.workdir)  # launch/eval.py rebuilds the data and model from it.
-  stage_data = load_data(config, stage.workdir)
+  if stage_data is None:
+    stage_data = load_data(config, stage.workdir)
   final_adjustment.check_validation_split(config, 'val' in stage_data.eval_splits)
   objective = losses.build_objective(
       config.loss,
@@ -393,7 +471,7 @@ def train(
   # The best checkpoint is chosen on the validation split when there is one;
   # without one, on the test split, as the official code of every paper does.
   select_split = 'val' if 'val' in stage_data.eval_splits else 'test'
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, resume_step=start_step if start_step > 0 else None)
 
   def run_eval(state, step):
     """Evaluates every split, writes its rows; returns {split: metrics}."""
@@ -404,6 +482,7 @@ def train(
     return out
 
   train_log = _TrainLog(writer, schedule, steps_per_epoch, workdir, checkpoints)
+  clock = stopping.SaveClock(config.checkpoint_every_minutes)
   progress = tqdm.tqdm(
       total=total_steps,
       initial=start_step,
@@ -414,28 +493,45 @@ def train(
   )
   results = None
   try:
-    for step, batch in zip(range(start_step, total_steps), batches):
-      state, metrics = train_step(state, batch)
-      train_log.add(step, metrics, config.batch_size)
-      done = step + 1
-      progress.update(1)
-      do_eval = is_eval_step(done, config, steps_per_epoch, total_steps)
-      do_checkpoint = do_eval or (
-          config.checkpoint_every_steps > 0 and done % config.checkpoint_every_steps == 0
-      )
-      if done % config.log_every_steps == 0 or do_checkpoint:
-        row = train_log.flush()
-        progress.set_postfix(loss=f'{row["loss"]:.4f}', img_per_s=f'{row["images_per_second"]:.0f}')
-      if do_eval:
-        all_results = run_eval(state, done)
-        results = all_results['test']
-        progress.write(eval_line(done, steps_per_epoch, results))
-      if do_checkpoint:
-        score = all_results[select_split]['balanced_accuracy'] if do_eval else None
-        checkpoints.save(state, selection_score=score)
-        train_log.restart_clock()
-      for hook in hooks:
-        hook(done, state)
+    with stopping.StopRequests() as stops:
+      for step, batch in zip(range(start_step, total_steps), batches):
+        state, metrics = train_step(state, batch)
+        train_log.add(step, metrics, config.batch_size)
+        done = step + 1
+        progress.update(1)
+        log_step = done % config.log_every_steps == 0
+        stop = stops.requested(done, sync=log_step)
+        do_eval = is_eval_step(done, config, steps_per_epoch, total_steps)
+        do_checkpoint = (
+            do_eval
+            or stop is not None
+            or (config.checkpoint_every_steps > 0 and done % config.checkpoint_every_steps == 0)
+            or (log_step and clock.due())
+        )
+        if log_step or do_checkpoint:
+          row = train_log.flush()  # Raises on a non-finite loss before anything is saved.
+          progress.set_postfix(
+              loss=f'{row["loss"]:.4f}', img_per_s=f'{row["images_per_second"]:.0f}'
+          )
+        if do_checkpoint:  # Saved before evaluating: a failed evaluation costs no training.
+          checkpoints.save(state)
+          clock.saved()
+        if stop is not None:
+          checkpoints.wait()
+          raise stopping.Stopped(
+              f'Stopped at step {done} ({stop}); the checkpoint of that step is saved in '
+              f'{workdir}/checkpoints. Rerun the same command to resume.',
+              done,
+          )
+        if do_eval:
+          all_results = run_eval(state, done)
+          results = all_results['test']
+          progress.write(eval_line(done, steps_per_epoch, results))
+          checkpoints.save_best(state, all_results[select_split]['balanced_accuracy'])
+        if do_checkpoint:
+          train_log.restart_clock()
+        for hook in hooks:
+          hook(done, state)
   finally:
     progress.close()
     writer.close()

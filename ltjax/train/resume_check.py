@@ -1,0 +1,128 @@
+"""Resume means the same run: a workdir's config against the one asked to continue it.
+
+A stage's ``config.json`` records what it trained with. Rerunning a command on
+a workdir resumes it, so the new config is compared with that record before
+anything is written. Keys that change how a run is watched or where its data
+are read (``WATCH_KEYS``) may differ; any other difference -- another model,
+batch size, seed, loss -- would mix two recipes in one run, so it stops with
+the list of differing keys and two ways forward: a new workdir, or naming the
+keys in ``allow`` for a deliberate change (more epochs, a longer stage 2).
+After an allowed change the earlier config is kept as ``config.<n>.json``
+(n = 1, 2, ...), never overwritten.
+
+Stage 1's comparison leaves out ``stage2.*`` and ``posthoc.*``: stage 2 and
+the post-hoc adjustment come after stage 1's training, and stage 2's own
+workdir records (and checks) its config.
+"""
+
+import json
+import os
+
+from etils import epath
+import ml_collections
+
+from ltjax.train import checkpoint
+
+# Keys that change how a run is watched, not what it trains.
+WATCH_KEYS = (
+    'progress_bar',
+    'log_every_steps',
+    'eval_batch_size',
+    'eval_every_epochs',
+    'checkpoint_every_steps',
+    'checkpoint_every_minutes',
+    'keep_checkpoints',
+    'data.num_workers',
+    'data.data_dir',  # The same data, moved.
+    'data.list_dir',
+    'data.open_dir',
+    'data.verify_eval_images',
+    'eval.flip_tta',
+)
+_AFTER_STAGE1 = ('stage2.', 'posthoc.')
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
+def _normalised(config: ml_collections.ConfigDict) -> dict:
+  # Through JSON, as config.json holds it (tuples become lists).
+  return _flat(json.loads(config.to_json_best_effort()))
+
+
+def differences(
+    recorded: ml_collections.ConfigDict | dict,
+    config: ml_collections.ConfigDict,
+    *,
+    stage1: bool,
+) -> dict[str, tuple]:
+  """{key: (recorded value, new value)} of the keys that change what the stage trains."""
+  before = _flat(recorded.to_dict() if hasattr(recorded, 'to_dict') else recorded)
+  before = _flat(json.loads(json.dumps(before)))
+  now = _normalised(config)
+  missing = object()
+  out = {}
+  for key in sorted(set(before) | set(now)):
+    if key in WATCH_KEYS or (stage1 and key.startswith(_AFTER_STAGE1)):
+      continue
+    old, new = before.get(key, missing), now.get(key, missing)
+    if old != new:
+      out[key] = (
+          '(absent)' if old is missing else old,
+          '(absent)' if new is missing else new,
+      )
+  return out
+
+
+def check_resume(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    stage1: bool,
+    allow: tuple[str, ...] = (),
+) -> dict[str, tuple]:
+  """Raises ValueError if ``workdir`` holds a run of another config; returns allowed changes.
+
+  Args:
+    config: the stage's config, as it would train now.
+    workdir: the stage's workdir (nothing is written here).
+    stage1: whether this is stage 1 (then stage-2 and post-hoc keys are left out).
+    allow: keys (or prefixes ending in '.') that may change deliberately.
+  """
+  path = epath.Path(workdir) / checkpoint.CONFIG_FILE
+  if not path.exists():
+    return {}
+  recorded = json.loads(path.read_text())
+  changed = differences(recorded, config, stage1=stage1)
+  allowed = lambda key: any(key == a or (a.endswith('.') and key.startswith(a)) for a in allow)
+  refused = {k: v for k, v in changed.items() if not allowed(k)}
+  if refused:
+    lines = '\n'.join(f'  {k}: {old!r} -> {new!r}' for k, (old, new) in refused.items())
+    raise ValueError(
+        f'{workdir} holds a run with another config ({path}); resuming it with this one would '
+        f'mix two runs. Differing keys (recorded -> now):\n{lines}\n'
+        'Use a new --workdir for a new run, or, for a deliberate change to this run (e.g. more '
+        f'epochs), allow those keys: --resume_allow={",".join(refused)} '
+        '(train_and_evaluate(..., resume_allow=...)). Nothing in the workdir was changed.'
+    )
+  return changed
+
+
+def keep_recorded_config(workdir: str) -> str | None:
+  """Renames ``config.json`` to the next free ``config.<n>.json``; returns the new name."""
+  path = epath.Path(workdir) / checkpoint.CONFIG_FILE
+  if not path.exists():
+    return None
+  n = 1
+  while (epath.Path(workdir) / f'config.{n}.json').exists():
+    n += 1
+  target = epath.Path(workdir) / f'config.{n}.json'
+  path.rename(target)
+  return os.fspath(target)
