@@ -152,7 +152,7 @@ def check_values(config: ml_collections.ConfigDict, device_count: int | None = N
     problems.append(f'config.stage2.num_epochs={s2.num_epochs} must be >= 0 (0: no stage 2).')
   if s2.num_epochs > 0:
     if s2.batch_size < 0:
-      problems.append(f'config.stage2.batch_size={s2.batch_size} must be >= 0 (0: stage 1\'s).')
+      problems.append(f"config.stage2.batch_size={s2.batch_size} must be >= 0 (0: stage 1's).")
     elif s2.batch_size:
       divisible('stage2.batch_size', s2.batch_size)
     positive('stage2.eval_every_epochs', s2.eval_every_epochs)
