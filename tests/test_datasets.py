@@ -56,6 +56,13 @@ def test_validation_split_is_held_out_before_the_long_tail():
   assert len(val_images) == 50 and len(source) == 400
   no_lt = data.load_datasets(synthetic_data_config(imbalance_ratio=0.0))
   np.testing.assert_array_equal(no_lt.train_counts, [40] * 10)
+  # More images than a class has: the message names the keys and what the source holds.
+  with pytest.raises(
+      ValueError,
+      match=r'(?s)config.data.n_max=50 .*35 to 35 images per class after '
+      r'config.data.val_per_class=5: lower config.data.n_max',
+  ):
+    data.load_datasets(synthetic_data_config(val_per_class=5, n_max=50))
 
 
 # ----------------------------------------------------------------------------- open classes

@@ -112,6 +112,8 @@ def test_list_file_missing_root_and_split_file(tmp_path):
     listfile.load_list_split('inat2018', 'test', root=str(tmp_path), list_dir=str(lists))
   with pytest.raises(ValueError, match='valid:'):
     listfile.load_list_split('imagenet', 'train', root=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='config.data.data_dir is empty'):
+    listfile.load_list_split('places_lt', 'train', root='')  # Not "looked for .".
 
 
 def test_list_file_malformed_line_and_label_range(tmp_path):

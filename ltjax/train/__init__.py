@@ -6,6 +6,9 @@ stages.py          stage planning, the stage-2 config, loading the source stage
 config_check.py    every table-selecting name of a config, checked up front
 preflight.py       a stage's training step traced with abstract values (no compile)
 loop.py            run_stage / train_and_evaluate
+resume_check.py    a rerun resumes only the same run (config.json compared first)
+workdir_lock.py    one writer per workdir
+stopping.py        SIGTERM / SIGINT / preemption, time-based checkpoints, exit codes
 predict.py         the one host-side loop over a jitted predict step
 results.py         results.json: the record a finished run leaves (what studies aggregate)
 feature_cache.py   classifier re-training on features extracted once
