@@ -51,7 +51,9 @@ class StopRequests:
   """Context manager: SIGTERM / SIGINT handlers that record a stop request.
 
   Handlers are installed only in the main thread (Python delivers signals
-  there); elsewhere nothing is installed and only preemptions are seen.
+  there); elsewhere nothing is installed and only preemptions are seen. With
+  several processes SIGTERM is left to JAX's preemption service, which turns
+  it into the sync point every process sees at the same step.
   """
 
   def __init__(self):
@@ -66,7 +68,8 @@ class StopRequests:
 
   def __enter__(self) -> 'StopRequests':
     if threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
+      signals = (signal.SIGINT,) if jax.process_count() > 1 else (signal.SIGTERM, signal.SIGINT)
+      for signum in signals:
         self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
@@ -82,12 +85,19 @@ class StopRequests:
     every process must call this at the same steps with ``sync=True``).
     """
     if jax.process_count() > 1:
-      if multihost_utils.reached_preemption_sync_point(step):
+      if _reached_preemption_sync_point(step):
         return 'preemption'
       if sync and any_process(self.signal_name is not None):
         return self.signal_name or 'a signal to another process'
       return None
     return self.signal_name
+
+
+def _reached_preemption_sync_point(step: int) -> bool:
+  try:
+    return multihost_utils.reached_preemption_sync_point(step)
+  except RuntimeError:  # The preemption service is off (jax_enable_preemption_service).
+    return False
 
 
 def any_process(flag: bool) -> bool:
