@@ -37,3 +37,11 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
   with WorkdirLock(str(tmp_path)):
     assert json.loads(open(tmp_path / '.lock').read())['pid'] == os.getpid()
   assert f'"pid": {dead}' in caplog.text and 'ended without releasing' in caplog.text
+
+
+def test_an_unwritable_workdir_is_named(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  with pytest.raises(PermissionError, match=f'Cannot write to the workdir {blocker}/run'):
+    with WorkdirLock(str(blocker / 'run')):
+      pass

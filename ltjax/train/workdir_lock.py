@@ -38,8 +38,13 @@ class WorkdirLock:
   def __enter__(self) -> 'WorkdirLock':
     if '://' in self.workdir or jax.process_index() != 0:
       return self
-    os.makedirs(self.workdir, exist_ok=True)
-    f = open(self.path, 'a+', encoding='utf-8')
+    try:
+      os.makedirs(self.workdir, exist_ok=True)
+      f = open(self.path, 'a+', encoding='utf-8')
+    except OSError as e:
+      raise PermissionError(
+          f'Cannot write to the workdir {self.workdir} ({e}); pass a writable --workdir.'
+      ) from e
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
