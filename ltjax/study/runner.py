@@ -42,6 +42,7 @@ from ltjax.train import final_adjustment
 from ltjax.train import loop
 from ltjax.train import results as run_results
 from ltjax.train import stages
+from ltjax.train import workdir_lock
 from ltjax.train import workdir_report
 
 CELL_FILENAME = 'cell.json'
@@ -56,6 +57,7 @@ _RUN_ONLY = {
     CELL_FILENAME,
     FAILED_FILENAME,
     final_adjustment.POSTHOC_FILE,
+    workdir_lock.LOCK_FILE,
 }
 
 
