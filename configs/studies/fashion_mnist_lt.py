@@ -99,14 +99,12 @@ Choices of this study, not of the papers:
   * cRT, LWS and LORT share the CE stage 1 (the same keys), and
     cc_sam_lort CC-SAM's: ltjax.study.runner trains each such stage 1 once.
 
-Wall time. One CE cell (30 epochs, 1,140 steps, three test evaluations)
-took 81 s on 2 CPU cores that other jobs shared (load average 3-4; 1,016
-training images/s). The study trains 18 distinct stage 1s per seed (the
-shared ones once), two of them with SAM at about twice the step cost
-(benchmarks/README.md: SAM 1.8x, the CC-SAM closed form ~1x on CPU), plus
-eight short stage 2s and a report per cell (~3 s): about 29 min per seed at
-that speed, so about 90 min for the three seeds; less on idle cores.
-``study.md`` records the measured seconds of every cell.
+Wall time, measured: the whole study, 69 cells, took 52 min 54 s on 2 CPU
+cores that other jobs shared for about half of it (the sum of its stages'
+training times: 51.9 min); a CE cell takes about 0.9 min, a SAM cell 1.6 min,
+a re-training cell that reuses a stage 1 seconds. The table it produced and
+how it reads against the papers: README.md ("The first table") and
+benchmarks/results/study_fashion_mnist_lt/.
 
 The switch epochs (24) are absolute: a different ``--study.common.num_epochs``
 needs DRW_SWITCH changed with it (4/5 of the epochs).
