@@ -67,7 +67,13 @@ def main(argv):
       jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger('absl').setLevel(std_logging.WARNING)
-    failed = runner.run(study, workdir, log=lambda line: print(line, flush=True))
+    from ltjax.train import stopping  # pylint: disable=g-import-not-at-top
+
+    try:
+      failed = runner.run(study, workdir, log=lambda line: print(line, flush=True))
+    except stopping.Stopped as e:
+      print(f'{e} The study stopped; rerun the same command to continue it.', flush=True)
+      sys.exit(stopping.EXIT_STOPPED)
   summary = aggregate.summarize(study, workdir)
   for path in aggregate.write(summary, workdir):
     print(f'Wrote {path}')

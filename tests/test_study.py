@@ -15,6 +15,7 @@ from ltjax.study import cells
 from ltjax.study import runner
 from ltjax.train import loop
 from ltjax.train import results as run_results
+from ltjax.train import stopping
 
 TINY = {  # ce_default's recipe, made smoke-sized on the synthetic gratings.
     'data': {'name': 'synthetic', 'imbalance_ratio': 4.0, 'augment': 'none', 'n_max': 40},
@@ -191,3 +192,13 @@ def test_a_cell_run_with_other_settings_stops_the_study_before_anything_runs(tmp
   with open(os.path.join(cell.workdir, 'cell.json'), 'w') as f:
     json.dump(json.loads(json.dumps(recorded)), f)
   runner.check_recorded_settings(cells.cells(study, workdir))
+
+
+def test_a_stop_request_ends_the_study_instead_of_failing_the_cell(tmp_path, monkeypatch):
+  def stopped(config, workdir, **kwargs):
+    raise stopping.Stopped('Stopped at step 3 (SIGTERM).', 3)
+
+  monkeypatch.setattr(loop, 'train_and_evaluate', stopped)
+  with pytest.raises(stopping.Stopped):
+    runner.run(tiny_study(), str(tmp_path), log=lambda line: None)
+  assert not os.path.exists(tmp_path / 'ce' / 'seed0' / 'failed.txt')

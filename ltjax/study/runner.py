@@ -23,8 +23,8 @@ Two things only a study can do:
     final model.
 
 A cell that fails is recorded (``<cell>/failed.txt``, the traceback) and the
-study goes on; a rerun retries it. Ctrl-C stops the study (the interrupted cell
-resumes next time).
+study goes on; a rerun retries it. Ctrl-C or SIGTERM stops the study after the
+running cell saved its checkpoint (that cell resumes next time).
 """
 
 import json
@@ -42,6 +42,7 @@ from ltjax.train import final_adjustment
 from ltjax.train import loop
 from ltjax.train import results as run_results
 from ltjax.train import stages
+from ltjax.train import stopping
 from ltjax.train import workdir_lock
 from ltjax.train import workdir_report
 
@@ -194,8 +195,8 @@ def run(
     start = time.perf_counter()
     try:
       run_cell(cell, finished, report=report, log=log)
-    except KeyboardInterrupt:
-      raise
+    except (KeyboardInterrupt, stopping.Stopped):
+      raise  # A stop request ends the study; the cell resumes next time.
     except Exception:  # pylint: disable=broad-except
       # One broken cell must not cost the others; the traceback is kept with the cell.
       os.makedirs(cell.workdir, exist_ok=True)
