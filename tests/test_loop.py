@@ -228,3 +228,9 @@ def test_a_stage2_mistake_fails_before_stage1_trains(tmp_path):
   with pytest.raises(ValueError, match=r"(?s)Stage 2 .*'head/scale' matches no parameter"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+def test_a_stage1_trainable_regex_matching_nothing_fails_before_training(tmp_path):
+  with pytest.raises(ValueError, match=r"'\^backbone/stage4_' matches no parameter"):
+    train.train_and_evaluate(tiny_config(trainable='^backbone/stage4_'), str(tmp_path))
+  assert not os.path.exists(tmp_path / 'checkpoints')

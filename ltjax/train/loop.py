@@ -177,7 +177,7 @@ def train_and_evaluate(
     stage_data = {}
     for stage in planned:
       stage_data[stage.name] = load_data(stage.config, stage.workdir)
-      preflight_stage(stage, stage_data[stage.name], check_images=stage is planned[0])
+      preflight_stage(stage, stage_data[stage.name], first=stage is planned[0])
     result = None
     for stage in planned:
       result = run_stage(
@@ -187,18 +187,20 @@ def train_and_evaluate(
   return result
 
 
-def preflight_stage(stage: Stage, stage_data: StageData, *, check_images: bool) -> None:
+def preflight_stage(stage: Stage, stage_data: StageData, *, first: bool) -> None:
   """The checks of a stage that need its data: before any stage trains.
 
   The validation split a post-hoc adjustment needs; every evaluation image
   readable (``data.verify_eval_images``; a corrupt test image would otherwise
-  stop the run at its first evaluation); the training step traced with the
-  real model, so shape, head and trainable-regex errors of stage 2 come before
-  stage 1 trains.
+  stop the run at its first evaluation), once; the trainable regex against the
+  real model's parameters; and for the stages after the first, their training
+  step traced with the real model, so shape, head and loss errors of stage 2
+  come before stage 1 trains (the first stage's step is traced moments later,
+  when it compiles, before any training).
   """
   config = stage.config
   final_adjustment.check_validation_split(config, 'val' in stage_data.eval_splits)
-  if check_images and config.data.verify_eval_images:
+  if first and config.data.verify_eval_images:
     splits = dict(stage_data.eval_splits)
     if stage_data.splits.open_test is not None:
       splits['open_test'] = stage_data.splits.open_test
@@ -210,6 +212,7 @@ def preflight_stage(stage: Stage, stage_data: StageData, *, check_images: bool) 
         train_counts=stage_data.train_counts,
         image_shape=stage_data.batches.image_shape(),
         steps_per_epoch=stage_data.steps_per_epoch,
+        step=not first,
     )
   except (ValueError, TypeError) as e:
     if stage.name == stages.STAGE1:

@@ -48,8 +48,13 @@ def trace_train_step(
     train_counts: np.ndarray,
     image_shape: tuple[int, ...],
     steps_per_epoch: int,
-) -> dict[str, jax.ShapeDtypeStruct]:
+    step: bool = True,
+) -> dict[str, jax.ShapeDtypeStruct] | None:
   """Traces one training step of ``stage``; returns the abstract metrics.
+
+  ``step=False`` only traces the model's initialisation and checks the
+  trainable regex against its parameters (returns None): for a stage whose
+  step is about to be compiled anyway, where a second trace would only cost time.
 
   Args:
     stage: the stage (its config is read; nothing is written to its workdir).
@@ -92,6 +97,8 @@ def trace_train_step(
         f'model.name={config.model.name!r}; its parameters are named like {names[:3]} ... '
         f'{names[-2:]}.'
     )
+  if not step:
+    return None
   head_only = stages.trains_head_only(stage, abstract_params)
 
   def step(rng, batch):
