@@ -23,7 +23,6 @@ seeds:
 count, one line per method) in the study's workdir.
 """
 
-import json
 import os
 
 from matplotlib import figure
@@ -34,6 +33,7 @@ from ltjax.study import cells as study_cells
 from ltjax.study import runner
 from ltjax.train import results as run_results
 from ltjax.train import stages
+from ltjax.train.config_check import flatten
 
 GROUPS = ('accuracy', 'many', 'medium', 'few')
 REPORT_GROUPS = (
@@ -44,23 +44,16 @@ REPORT_GROUPS = (
 )
 
 
-def _read_json(path: str) -> dict | None:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
 def _groups(metrics: dict) -> dict[str, float]:
   return {g: (np.nan if metrics.get(g) is None else 100 * metrics[g]) for g in GROUPS}
 
 
 def cell_record(cell: study_cells.Cell) -> dict | None:
   """What aggregation needs of one finished cell (None if it has not finished)."""
-  run = _read_json(os.path.join(cell.workdir, run_results.FILENAME))
+  run = run_results.read_json(os.path.join(cell.workdir, run_results.FILENAME))
   if run is None:
     return None
-  meta = _read_json(os.path.join(cell.workdir, runner.CELL_FILENAME)) or {}
+  meta = runner.read_cell_record(cell)
   final = run['stages'][run['final']]
   record = {
       'seed': cell.seed,
@@ -79,14 +72,14 @@ def cell_record(cell: study_cells.Cell) -> dict | None:
   }
   wall = {name: s['wall_seconds'] for name, s in run['stages'].items()}
   if meta.get('stage1_from'):  # Stage 1 was trained once, in another cell.
-    source = _read_json(
+    source = run_results.read_json(
         os.path.join(os.path.dirname(cell.workdir), meta['stage1_from'], run_results.FILENAME)
     )
     if source is not None:
       wall[stages.STAGE1] = source['stages'][stages.STAGE1]['wall_seconds']
   record['wall_seconds'] = float(sum(wall.values()))
   record['stage1_from'] = meta.get('stage1_from')
-  report = _read_json(os.path.join(cell.workdir, runner.REPORT_DIR, 'report.json'))
+  report = run_results.read_json(os.path.join(cell.workdir, runner.REPORT_DIR, 'report.json'))
   if report is not None:
     record['report'] = {
         label: report[key] for key, label in REPORT_GROUPS if report.get(key) is not None
@@ -147,7 +140,7 @@ def summarize(study: ml_collections.ConfigDict, workdir: str) -> dict:
     out.append(entry)
   return {
       'seeds': list(study.seeds),
-      'common': study_cells.flatten(study.get('common') or {}),
+      'common': flatten(study.get('common') or {}),
       'methods': out,
   }
 

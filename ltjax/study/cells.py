@@ -31,6 +31,7 @@ from typing import Any
 import ml_collections
 
 from ltjax.train import results as run_results
+from ltjax.train.config_check import flatten
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,20 +48,6 @@ def load_config_file(spec: str, *, root: str = REPO) -> ml_collections.ConfigDic
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()
-
-
-def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
-  """A nested dict / ConfigDict -> {'a.b': value}; tuples and lists are values."""
-  if isinstance(tree, ml_collections.ConfigDict):
-    tree = tree.to_dict()
-  out = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, (dict, ml_collections.ConfigDict)):
-      out.update(flatten(value, name + '.'))
-    else:
-      out[name] = value
-  return out
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any], what: str):

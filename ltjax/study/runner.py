@@ -85,7 +85,7 @@ def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
   """
   changed = []
   for cell in all_cells:
-    recorded = _read_cell_record(cell)
+    recorded = read_cell_record(cell)
     if not recorded:
       continue
     now = json.loads(json.dumps({'recipe': cell.recipe, 'overrides': cell.overrides}))
@@ -107,12 +107,9 @@ def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
     )
 
 
-def _read_cell_record(cell: study_cells.Cell) -> dict:
-  path = os.path.join(cell.workdir, CELL_FILENAME)
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+def read_cell_record(cell: study_cells.Cell) -> dict:
+  """``<cell>/cell.json`` ({} before the runner first wrote it)."""
+  return run_results.read_json(os.path.join(cell.workdir, CELL_FILENAME)) or {}
 
 
 def _copy_stage1(source: study_cells.Cell, workdir: str) -> None:
@@ -153,7 +150,7 @@ def run_cell(cell: study_cells.Cell, finished: dict, *, report: bool, log: Calla
       _copy_stage1(source, cell.workdir)
   os.makedirs(cell.workdir, exist_ok=True)
   record_path = os.path.join(cell.workdir, CELL_FILENAME)
-  cell_record = _read_cell_record(cell)
+  cell_record = read_cell_record(cell)
   cell_record.update(
       method=cell.method,
       seed=cell.seed,

@@ -73,6 +73,19 @@ def name_tables() -> dict[str, tuple[str, ...]]:
   }
 
 
+def flatten(tree, prefix: str = '') -> dict:
+  """A nested dict / ConfigDict -> {'a.b': value} (tuples and lists are values)."""
+  if isinstance(tree, ml_collections.ConfigDict):
+    tree = tree.to_dict()
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
 def _get(config: ml_collections.ConfigDict, key: str):
   value = config
   for part in key.split('.'):

@@ -31,7 +31,6 @@ import optax
 import tqdm
 
 from ltjax import data
-from ltjax import losses
 from ltjax import models
 from ltjax import optim
 from ltjax.eval import metrics as eval_metrics
@@ -252,29 +251,15 @@ def run_stage(
   if stage_data is None:
     stage_data = load_data(config, stage.workdir)
   final_adjustment.check_validation_split(config, 'val' in stage_data.eval_splits)
-  objective = losses.build_objective(
-      config.loss,
-      stage_data.train_counts,
-      steps_per_epoch=stage_data.steps_per_epoch,
-      num_epochs=stages.training_epochs(config, stage_data.steps_per_epoch),
-      cc_sam_config=config.cc_sam,
-      head=config.model.head,
+  objective, schedule = stages.objective_and_schedule(
+      stage, train_counts=stage_data.train_counts, steps_per_epoch=stage_data.steps_per_epoch
   )
   mesh = sharding.make_mesh()
   source = load_source(stage, stage_data, mesh)
-  schedule = optim.build_schedule(
-      config.schedule,
-      base_lr=config.optim.lr,
-      steps_per_epoch=stage_data.steps_per_epoch,
-      num_epochs=stages.training_epochs(config, stage_data.steps_per_epoch),
-  )
-  tx = optim.build_optimizer(
-      config,
+  tx = stages.optimizer(
+      stage,
       schedule,
       steps_per_epoch=stage_data.steps_per_epoch,
-      trainable=stage.trainable,
-      max_norm=stage.max_norm,
-      max_norm_per_epoch=stage.max_norm_per_epoch,
       initial_params=source['params'] if source is not None else None,
   )
   checkpoints = Checkpoints(stage.workdir, keep=config.keep_checkpoints)

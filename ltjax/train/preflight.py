@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltjax import losses
 from ltjax import models
 from ltjax import optim
 from ltjax.data.batch_keys import IMAGE
@@ -69,19 +68,8 @@ def trace_train_step(
   config = stage.config
   num_classes = len(train_counts)
   model = models.build_model(config.model, num_classes, dtype=models.DTYPES[config.dtype])
-  objective = losses.build_objective(
-      config.loss,
-      np.asarray(train_counts),
-      steps_per_epoch=steps_per_epoch,
-      num_epochs=stages.training_epochs(config, steps_per_epoch),
-      cc_sam_config=config.cc_sam,
-      head=config.model.head,
-  )
-  schedule = optim.build_schedule(
-      config.schedule,
-      base_lr=config.optim.lr,
-      steps_per_epoch=steps_per_epoch,
-      num_epochs=stages.training_epochs(config, steps_per_epoch),
+  objective, schedule = stages.objective_and_schedule(
+      stage, train_counts=np.asarray(train_counts), steps_per_epoch=steps_per_epoch
   )
 
   def init(rng):
@@ -104,15 +92,8 @@ def trace_train_step(
   def step(rng, batch):
     variables = init(rng)
     params = variables['params']
-    tx = optim.build_optimizer(
-        config,
-        schedule,
-        steps_per_epoch=steps_per_epoch,
-        trainable=stage.trainable,
-        max_norm=stage.max_norm,
-        max_norm_per_epoch=stage.max_norm_per_epoch,
-        initial_params=params,  # A stage-2 source has the same tree.
-    )
+    # A stage-2 source has the same tree as these parameters (MaxNorm's thresholds).
+    tx = stages.optimizer(stage, schedule, steps_per_epoch=steps_per_epoch, initial_params=params)
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from ltjax.eval.report import to_jsonable
+from ltjax.train.writer import read_rows
 
 FILENAME = 'results.json'
 STAGE_FILENAME = 'stage_results.json'
@@ -44,18 +45,22 @@ def write_json(path: str, record: dict) -> None:
 
 def median_throughput(workdir: str) -> float | None:
   """Median 'images_per_second' over the training rows of ``workdir``'s metrics.jsonl."""
-  path = os.path.join(workdir, METRICS_FILENAME)
-  if not os.path.exists(path):
-    return None
-  values = []
-  with open(path) as f:
-    for line in f:
-      row = json.loads(line)
-      if row.get('split') == 'train' and 'images_per_second' in row:
-        values.append(row['images_per_second'])
+  values = [
+      row['images_per_second']
+      for row in read_rows(os.path.join(workdir, METRICS_FILENAME))
+      if row.get('split') == 'train' and 'images_per_second' in row
+  ]
   # The first row includes compilation; drop it when there are others.
   values = values[1:] if len(values) > 1 else values
   return float(np.median(values)) if values else None
+
+
+def read_json(path: str) -> dict | None:
+  """The JSON object in ``path``, or None when there is no such file."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def stage_record(

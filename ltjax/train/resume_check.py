@@ -22,6 +22,7 @@ from etils import epath
 import ml_collections
 
 from ltjax.train import checkpoint
+from ltjax.train import config_check
 
 # Keys that change how a run is watched, not what it trains.
 WATCH_KEYS = (
@@ -42,19 +43,9 @@ WATCH_KEYS = (
 _AFTER_STAGE1 = ('stage2.', 'posthoc.')
 
 
-def _flat(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
 def _normalised(config: ml_collections.ConfigDict) -> dict:
   # Through JSON, as config.json holds it (tuples become lists).
-  return _flat(json.loads(config.to_json_best_effort()))
+  return config_check.flatten(json.loads(config.to_json_best_effort()))
 
 
 def differences(
@@ -64,8 +55,7 @@ def differences(
     stage1: bool,
 ) -> dict[str, tuple]:
   """{key: (recorded value, new value)} of the keys that change what the stage trains."""
-  before = _flat(recorded.to_dict() if hasattr(recorded, 'to_dict') else recorded)
-  before = _flat(json.loads(json.dumps(before)))
+  before = json.loads(json.dumps(config_check.flatten(recorded)))  # Tuples as lists.
   now = _normalised(config)
   missing = object()
   out = {}

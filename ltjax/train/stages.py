@@ -21,7 +21,9 @@ from absl import logging
 import jax
 import ml_collections
 
+from ltjax import losses
 from ltjax import models
+from ltjax import optim
 from ltjax.param_paths import named_leaves
 from ltjax.param_paths import path_mask
 from ltjax.train import config_check
@@ -103,6 +105,37 @@ def training_epochs(config: ml_collections.ConfigDict, steps_per_epoch: int) -> 
   if config.num_train_steps > 0:
     return config.num_train_steps / steps_per_epoch
   return float(config.num_epochs)
+
+
+def objective_and_schedule(stage: Stage, *, train_counts, steps_per_epoch: int):
+  """The stage's training objective (``ltjax.losses``) and learning-rate schedule."""
+  config = stage.config
+  epochs = training_epochs(config, steps_per_epoch)
+  objective = losses.build_objective(
+      config.loss,
+      train_counts,
+      steps_per_epoch=steps_per_epoch,
+      num_epochs=epochs,
+      cc_sam_config=config.cc_sam,
+      head=config.model.head,
+  )
+  schedule = optim.build_schedule(
+      config.schedule, base_lr=config.optim.lr, steps_per_epoch=steps_per_epoch, num_epochs=epochs
+  )
+  return objective, schedule
+
+
+def optimizer(stage: Stage, schedule, *, steps_per_epoch: int, initial_params=None):
+  """The stage's whole optimiser (``ltjax.optim.build_optimizer`` with its trainable regex)."""
+  return optim.build_optimizer(
+      stage.config,
+      schedule,
+      steps_per_epoch=steps_per_epoch,
+      trainable=stage.trainable,
+      max_norm=stage.max_norm,
+      max_norm_per_epoch=stage.max_norm_per_epoch,
+      initial_params=initial_params,
+  )
 
 
 def stage2_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
