@@ -8,6 +8,8 @@ left alone.
 from matplotlib import figure
 import numpy as np
 
+from ltjax import files
+
 
 def plot_per_class_accuracy(
     per_class_accuracy, train_counts, path: str, *, title: str = '', class_names=None
@@ -30,4 +32,4 @@ def plot_per_class_accuracy(
   ax.set_title(title or 'Per-class accuracy vs. training count')
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path)
+  files.save_figure(fig, path)

@@ -34,14 +34,14 @@ matrices are written to ``matrices.npz``, and into report.json only up to
 ``MAX_JSON_MATRIX_CLASSES`` classes.
 """
 
-import json
-import os
+import io
 from typing import Mapping, Sequence
 
 import matplotlib
 from matplotlib import figure
 import numpy as np
 
+from ltjax import files
 from ltjax.eval import diagnostics
 from ltjax.eval import metrics
 from ltjax.eval import open_set
@@ -250,19 +250,20 @@ def to_jsonable(value):
 
 def write_report(report: dict, outdir: str, *, title: str = '') -> list[str]:
   """``report.json`` and the plots under ``outdir``; returns the paths written."""
-  os.makedirs(outdir, exist_ok=True)
+  files.makedirs(outdir)
   counts = np.asarray(report['train_counts'])
   matrices = {k: np.asarray(report[k], np.float32) for k in MATRIX_KEYS if k in report}
-  written = [os.path.join(outdir, 'matrices.npz'), os.path.join(outdir, 'report.json')]
-  np.savez_compressed(written[0], **matrices)
+  written = [files.join(outdir, 'matrices.npz'), files.join(outdir, 'report.json')]
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **matrices)
+  files.write_bytes(written[0], buffer.getvalue())
   in_json = dict(report)
   if len(counts) > MAX_JSON_MATRIX_CLASSES:
     for key in matrices:
       in_json[key] = 'matrices.npz'
-  with open(written[1], 'w') as f:
-    json.dump(to_jsonable(in_json), f, indent=1)
+  files.write_json(written[1], to_jsonable(in_json), indent=1)
 
-  out = os.path.join(outdir, 'per_class_accuracy.png')
+  out = files.join(outdir, 'per_class_accuracy.png')
   plots.plot_per_class_accuracy(
       report['per_class_accuracy'], counts, out, class_names=report.get('class_names'), title=title
   )
@@ -273,7 +274,7 @@ def write_report(report: dict, outdir: str, *, title: str = '') -> list[str]:
               'logits magnitude L_i': report['logits_magnitude_groups'],
               'regularized std r_i': report['regularized_std_groups'],
           },
-          os.path.join(outdir, 'logits_magnitude.png'),
+          files.join(outdir, 'logits_magnitude.png'),
           title=title,
       )
   )
@@ -285,7 +286,7 @@ def write_report(report: dict, outdir: str, *, title: str = '') -> list[str]:
               'classifier weight norm': {'': report['weight_norm']},
           },
           counts,
-          os.path.join(outdir, 'norms.png'),
+          files.join(outdir, 'norms.png'),
           title=title,
       )
   )
@@ -293,15 +294,13 @@ def write_report(report: dict, outdir: str, *, title: str = '') -> list[str]:
       _plot_cosine_heatmap(
           report['class_cosine_matrix'],
           counts,
-          os.path.join(outdir, 'cosine_similarity.png'),
+          files.join(outdir, 'cosine_similarity.png'),
           title=title,
       )
   )
   if report['sharpness'] is not None:
     written.append(
-        _plot_sharpness(
-            {'': report['sharpness']}, os.path.join(outdir, 'sharpness.png'), title=title
-        )
+        _plot_sharpness({'': report['sharpness']}, files.join(outdir, 'sharpness.png'), title=title)
     )
   return written
 
@@ -331,11 +330,10 @@ def format_comparison(reports: Mapping[str, dict]) -> str:
 
 def compare_reports(reports: Mapping[str, dict], outdir: str) -> list[str]:
   """``comparison.txt``/``.json`` and overlaid plots of several reports."""
-  os.makedirs(outdir, exist_ok=True)
+  files.makedirs(outdir)
   table = format_comparison(reports)
-  written = [os.path.join(outdir, 'comparison.txt'), os.path.join(outdir, 'comparison.json')]
-  with open(written[0], 'w') as f:
-    f.write(table + '\n')
+  written = [files.join(outdir, 'comparison.txt'), files.join(outdir, 'comparison.json')]
+  files.write_text(written[0], table + '\n')
   keys = [k for k, _, _ in TABLE_COLUMNS] + [
       'logits_magnitude_groups',
       'regularized_std_groups',
@@ -344,10 +342,11 @@ def compare_reports(reports: Mapping[str, dict], outdir: str) -> list[str]:
       'cosine_similarity',
       'sharpness',
   ]
-  with open(written[1], 'w') as f:
-    json.dump(
-        to_jsonable({name: {k: r.get(k) for k in keys} for name, r in reports.items()}), f, indent=1
-    )
+  files.write_json(
+      written[1],
+      to_jsonable({name: {k: r.get(k) for k in keys} for name, r in reports.items()}),
+      indent=1,
+  )
   counts = {name: np.asarray(r['train_counts']) for name, r in reports.items()}
   first = next(iter(counts.values()))
   same_counts = all(np.array_equal(c, first) for c in counts.values())
@@ -362,7 +361,7 @@ def compare_reports(reports: Mapping[str, dict], outdir: str) -> list[str]:
                 'classifier weight norm': {n: r['weight_norm'] for n, r in reports.items()},
             },
             first,
-            os.path.join(outdir, 'per_class_comparison.png'),
+            files.join(outdir, 'per_class_comparison.png'),
         )
     )
   written.append(
@@ -372,12 +371,12 @@ def compare_reports(reports: Mapping[str, dict], outdir: str) -> list[str]:
               for key, what in (('logits_magnitude', 'L_i'), ('regularized_std', 'r_i'))
               for name, r in reports.items()
           },
-          os.path.join(outdir, 'logits_magnitude_comparison.png'),
+          files.join(outdir, 'logits_magnitude_comparison.png'),
       )
   )
   curves = {n: r['sharpness'] for n, r in reports.items() if r.get('sharpness') is not None}
   if curves:
-    written.append(_plot_sharpness(curves, os.path.join(outdir, 'sharpness_comparison.png')))
+    written.append(_plot_sharpness(curves, files.join(outdir, 'sharpness_comparison.png')))
   return written
 
 
@@ -386,8 +385,7 @@ def compare_reports(reports: Mapping[str, dict], outdir: str) -> list[str]:
 
 def _save(fig, path: str) -> str:
   fig.tight_layout()
-  fig.savefig(path)
-  return path
+  return files.save_figure(fig, path)
 
 
 def _plot_group_bars(

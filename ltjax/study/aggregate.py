@@ -29,6 +29,7 @@ from matplotlib import figure
 import ml_collections
 import numpy as np
 
+from ltjax import files
 from ltjax.study import cells as study_cells
 from ltjax.study import runner
 from ltjax.train import results as run_results
@@ -50,7 +51,7 @@ def _groups(metrics: dict) -> dict[str, float]:
 
 def cell_record(cell: study_cells.Cell) -> dict | None:
   """What aggregation needs of one finished cell (None if it has not finished)."""
-  run = run_results.read_json(os.path.join(cell.workdir, run_results.FILENAME))
+  run = run_results.read_json(files.join(cell.workdir, run_results.FILENAME))
   if run is None:
     return None
   meta = runner.read_cell_record(cell)
@@ -73,13 +74,15 @@ def cell_record(cell: study_cells.Cell) -> dict | None:
   wall = {name: s['wall_seconds'] for name, s in run['stages'].items()}
   if meta.get('stage1_from'):  # Stage 1 was trained once, in another cell.
     source = run_results.read_json(
-        os.path.join(os.path.dirname(cell.workdir), meta['stage1_from'], run_results.FILENAME)
+        files.normpath(
+            files.join(os.path.dirname(cell.workdir), meta['stage1_from'], run_results.FILENAME)
+        )
     )
     if source is not None:
       wall[stages.STAGE1] = source['stages'][stages.STAGE1]['wall_seconds']
   record['wall_seconds'] = float(sum(wall.values()))
   record['stage1_from'] = meta.get('stage1_from')
-  report = run_results.read_json(os.path.join(cell.workdir, runner.REPORT_DIR, 'report.json'))
+  report = run_results.read_json(files.join(cell.workdir, runner.REPORT_DIR, 'report.json'))
   if report is not None:
     record['report'] = {
         label: report[key] for key, label in REPORT_GROUPS if report.get(key) is not None
@@ -196,8 +199,7 @@ def plot_groups(summary: dict, path: str) -> str:
   ax.grid(axis='y', alpha=0.3)
   ax.legend(ncols=4, fontsize=8, loc='upper left')
   fig.tight_layout()
-  fig.savefig(path)
-  return path
+  return files.save_figure(fig, path)
 
 
 def plot_per_class(summary: dict, path: str) -> str:
@@ -222,20 +224,18 @@ def plot_per_class(summary: dict, path: str) -> str:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=6, ncols=2, loc='lower right')
   fig.tight_layout()
-  fig.savefig(path)
-  return path
+  return files.save_figure(fig, path)
 
 
 def write(summary: dict, outdir: str) -> list[str]:
   """study.json, study.md and the two plots under ``outdir``; returns the paths."""
-  os.makedirs(outdir, exist_ok=True)
-  json_path = os.path.join(outdir, 'study.json')
+  files.makedirs(outdir)
+  json_path = files.join(outdir, 'study.json')
   run_results.write_json(json_path, summary)
-  md_path = os.path.join(outdir, 'study.md')
-  with open(md_path, 'w') as f:
-    f.write(markdown_table(summary) + '\n')
+  md_path = files.join(outdir, 'study.md')
+  files.write_text(md_path, markdown_table(summary) + '\n')
   paths = [json_path, md_path]
   if any(m['cells'] for m in summary['methods']):
-    paths.append(plot_groups(summary, os.path.join(outdir, 'study_groups.png')))
-    paths.append(plot_per_class(summary, os.path.join(outdir, 'study_per_class.png')))
+    paths.append(plot_groups(summary, files.join(outdir, 'study_groups.png')))
+    paths.append(plot_per_class(summary, files.join(outdir, 'study_per_class.png')))
   return paths

@@ -29,13 +29,13 @@ running cell saved its checkpoint (that cell resumes next time).
 
 import json
 import os
-import shutil
 import time
 import traceback
 from typing import Callable
 
 import ml_collections
 
+from ltjax import files
 from ltjax.eval import report as eval_report
 from ltjax.study import cells as study_cells
 from ltjax.train import final_adjustment
@@ -109,19 +109,19 @@ def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
 
 def read_cell_record(cell: study_cells.Cell) -> dict:
   """``<cell>/cell.json`` ({} before the runner first wrote it)."""
-  return run_results.read_json(os.path.join(cell.workdir, CELL_FILENAME)) or {}
+  return run_results.read_json(files.join(cell.workdir, CELL_FILENAME)) or {}
 
 
 def _copy_stage1(source: study_cells.Cell, workdir: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  for name in os.listdir(source.workdir):
+  files.makedirs(workdir)
+  for name in files.listdir(source.workdir):
     if name in _RUN_ONLY:
       continue
-    src, dst = os.path.join(source.workdir, name), os.path.join(workdir, name)
-    if os.path.isdir(src):
-      shutil.copytree(src, dst, dirs_exist_ok=True)
+    src, dst = files.join(source.workdir, name), files.join(workdir, name)
+    if files.isdir(src):
+      files.copytree(src, dst)
     else:
-      shutil.copy2(src, dst)
+      files.write_bytes(dst, files.read_bytes(src))
 
 
 def write_report(cell: study_cells.Cell) -> str:
@@ -129,11 +129,11 @@ def write_report(cell: study_cells.Cell) -> str:
   record = run_results.read_run(cell.workdir)
   final_workdir = cell.workdir
   if record['final'] != stages.STAGE1:
-    final_workdir = os.path.join(cell.workdir, record['final'])
+    final_workdir = files.join(cell.workdir, record['final'])
   report = workdir_report.report_for_workdir(final_workdir, sharpness_directions=0)
-  outdir = os.path.join(cell.workdir, REPORT_DIR)
-  os.makedirs(outdir, exist_ok=True)
-  path = os.path.join(outdir, 'report.json')
+  outdir = files.join(cell.workdir, REPORT_DIR)
+  files.makedirs(outdir)
+  path = files.join(outdir, 'report.json')
   keep = {k: v for k, v in report.items() if k not in eval_report.MATRIX_KEYS}
   run_results.write_json(path, keep)
   return path
@@ -148,8 +148,8 @@ def run_cell(cell: study_cells.Cell, finished: dict, *, report: bool, log: Calla
     if source is not None:
       log(f'  stage 1 reused from {source.method}/seed{source.seed} (identical stage-1 config)')
       _copy_stage1(source, cell.workdir)
-  os.makedirs(cell.workdir, exist_ok=True)
-  record_path = os.path.join(cell.workdir, CELL_FILENAME)
+  files.makedirs(cell.workdir)
+  record_path = files.join(cell.workdir, CELL_FILENAME)
   cell_record = read_cell_record(cell)
   cell_record.update(
       method=cell.method,
@@ -183,7 +183,7 @@ def run(
     name = f'[{i + 1}/{len(all_cells)}] {cell.method} seed {cell.seed}'
     state = cell.state()
     if state == study_cells.DONE:
-      if report and not os.path.exists(os.path.join(cell.workdir, REPORT_DIR, 'report.json')):
+      if report and not files.exists(files.join(cell.workdir, REPORT_DIR, 'report.json')):
         write_report(cell)
       log(f'{name}: done, skipped')
       remember(cell)
@@ -196,15 +196,12 @@ def run(
       raise  # A stop request ends the study; the cell resumes next time.
     except Exception:  # pylint: disable=broad-except
       # One broken cell must not cost the others; the traceback is kept with the cell.
-      os.makedirs(cell.workdir, exist_ok=True)
-      with open(os.path.join(cell.workdir, FAILED_FILENAME), 'w') as f:
-        f.write(traceback.format_exc())
+      files.makedirs(cell.workdir)
+      files.write_text(files.join(cell.workdir, FAILED_FILENAME), traceback.format_exc())
       log(f'{name}: FAILED (traceback in {cell.workdir}/{FAILED_FILENAME}); going on')
       failed.append(cell)
       continue
-    failed_path = os.path.join(cell.workdir, FAILED_FILENAME)
-    if os.path.exists(failed_path):
-      os.remove(failed_path)
+    files.remove(files.join(cell.workdir, FAILED_FILENAME))
     log(f'{name}: done in {time.perf_counter() - start:.0f} s')
     remember(cell)
   return failed

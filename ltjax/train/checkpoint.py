@@ -21,7 +21,6 @@ than orbax's own save-decision policies: the decisions need the loop's state
 """
 
 import json
-import os
 
 from absl import logging
 from etils import epath
@@ -29,6 +28,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from ltjax import files
 from ltjax.train.state import TrainState
 
 _SAVED_FIELDS = ('step', 'params', 'batch_stats', 'opt_state', 'rng')
@@ -64,11 +64,11 @@ class Checkpoints:
       raise ValueError(f'keep_checkpoints={keep} must be >= 1: resuming needs a kept checkpoint.')
     self.workdir = workdir
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, 'checkpoints'),
+        files.join(workdir, 'checkpoints'),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
     )
     self.best = ocp.CheckpointManager(
-        os.path.join(workdir, 'best'),
+        files.join(workdir, 'best'),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_mode='max', best_fn=lambda metrics: metrics[_SCORE]
         ),

@@ -16,13 +16,11 @@ Decoupling does. ``config.posthoc.method`` applies one of them
      value, the validation curve and both tables).
 """
 
-import json
-import os
-
 import jax
 import ml_collections
 import numpy as np
 
+from ltjax import files
 from ltjax.eval import metrics as eval_metrics
 from ltjax.eval import posthoc
 from ltjax.train import predict
@@ -116,13 +114,12 @@ def adjust_final_model(
   )
   result = {'method': config.posthoc.method, 'value': value, 'curve': curve, 'metrics': metrics}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, POSTHOC_FILE), 'w') as f:
-      json.dump(
-          {**result, 'curve': {str(k): v for k, v in curve.items()}},
-          f,
-          indent=2,
-          default=lambda x: x.tolist() if hasattr(x, 'tolist') else float(x),
-      )
+    files.write_json(
+        files.join(workdir, POSTHOC_FILE),
+        {**result, 'curve': {str(k): v for k, v in curve.items()}},
+        indent=2,
+        default=lambda x: x.tolist() if hasattr(x, 'tolist') else float(x),
+    )
   if write is not None:  # MetricWriter.write with the step bound.
     write(
         split='test_posthoc',

@@ -18,7 +18,6 @@ any checkpoint is written, so the last good checkpoint always survives.
 
 import dataclasses
 import functools
-import os
 import sys
 import time
 from typing import Callable, Iterable, Iterator
@@ -30,6 +29,7 @@ import numpy as np
 import optax
 import tqdm
 
+from ltjax import files
 from ltjax import data
 from ltjax import models
 from ltjax import optim
@@ -165,8 +165,7 @@ def train_and_evaluate(
   """
   if not workdir:
     raise ValueError('--workdir is empty: name the directory the run writes to.')
-  if '://' not in workdir:  # orbax needs absolute local paths; gs:// etc. are left alone.
-    workdir = os.path.abspath(workdir)
+  workdir = files.absolute(workdir)  # orbax needs absolute local paths; URLs stay URLs.
   planned = stages.plan_stages(config, workdir)
   for stage in planned:  # Read-only: nothing is written before every stage passes.
     resume_check.check_resume(
@@ -240,7 +239,7 @@ def run_stage(
   changed = resume_check.check_resume(
       config, stage.workdir, stage1=stage.name == stages.STAGE1, allow=resume_allow
   )
-  os.makedirs(stage.workdir, exist_ok=True)
+  files.makedirs(stage.workdir)
   if jax.process_index() == 0:
     if changed:  # Allowed changes: the earlier config is kept beside the new one.
       kept = resume_check.keep_recorded_config(stage.workdir)
@@ -306,7 +305,7 @@ def run_stage(
     posthoc = adjust(stage, state, stage_data, mesh, results)
     results = {**results, 'posthoc': posthoc}
   run_results.write_json(
-      os.path.join(stage.workdir, run_results.STAGE_FILENAME),
+      files.join(stage.workdir, run_results.STAGE_FILENAME),
       run_results.stage_record(
           stage=stage.name,
           step=int(state.step),
@@ -323,7 +322,7 @@ def run_stage(
 
 def load_data(config: ml_collections.ConfigDict, workdir: str) -> StageData:
   """The stage's splits and its deterministic training batches."""
-  skip_log_dir = os.path.join(workdir, 'skipped_images')
+  skip_log_dir = files.join(workdir, 'skipped_images')
   splits = data.load_datasets(config.data, skip_log_dir=skip_log_dir)
   batches = data.TrainBatches(
       splits.train,
@@ -620,7 +619,7 @@ def report(stage: Stage, state: TrainState, stage_data: StageData, results: dict
   plots.plot_per_class_accuracy(
       results['per_class_accuracy'],
       stage_data.train_counts,
-      os.path.join(stage.workdir, 'per_class_accuracy.png'),
+      files.join(stage.workdir, 'per_class_accuracy.png'),
       class_names=splits.train.class_names,
       title=f'{config.data.name} (imbalance ratio {config.data.imbalance_ratio})',
   )

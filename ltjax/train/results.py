@@ -19,12 +19,10 @@ stage counts only its last segment, and says so in ``resumed``);
 rows, which evaluation and checkpointing do not count.
 """
 
-import json
-import os
-
 import jax
 import numpy as np
 
+from ltjax import files
 from ltjax.eval.report import to_jsonable
 from ltjax.train.writer import read_rows
 
@@ -37,17 +35,14 @@ def write_json(path: str, record: dict) -> None:
   """Writes ``record`` to ``path`` atomically (process 0 only)."""
   if jax.process_index() != 0:
     return
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(to_jsonable(jax.device_get(record)), f, indent=1)
-  os.replace(tmp, path)
+  files.write_json(path, to_jsonable(jax.device_get(record)), indent=1)
 
 
 def median_throughput(workdir: str) -> float | None:
   """Median 'images_per_second' over the training rows of ``workdir``'s metrics.jsonl."""
   values = [
       row['images_per_second']
-      for row in read_rows(os.path.join(workdir, METRICS_FILENAME))
+      for row in read_rows(files.join(workdir, METRICS_FILENAME))
       if row.get('split') == 'train' and 'images_per_second' in row
   ]
   # The first row includes compilation; drop it when there are others.
@@ -57,10 +52,7 @@ def median_throughput(workdir: str) -> float | None:
 
 def read_json(path: str) -> dict | None:
   """The JSON object in ``path``, or None when there is no such file."""
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path) if files.exists(path) else None
 
 
 def stage_record(
@@ -99,17 +91,15 @@ def write_run(workdir: str, stage_workdirs: dict[str, str]) -> dict:
   """Joins the stages' records into ``<workdir>/results.json``; returns it."""
   stages = {}
   for name, stage_workdir in stage_workdirs.items():
-    with open(os.path.join(stage_workdir, STAGE_FILENAME)) as f:
-      stages[name] = json.load(f)
+    stages[name] = files.read_json(files.join(stage_workdir, STAGE_FILENAME))
   record = {'final': list(stage_workdirs)[-1], 'stages': stages}
-  write_json(os.path.join(workdir, FILENAME), record)
+  write_json(files.join(workdir, FILENAME), record)
   return record
 
 
 def read_run(workdir: str) -> dict:
   """``<workdir>/results.json`` (FileNotFoundError if the run has not finished)."""
-  with open(os.path.join(workdir, FILENAME)) as f:
-    return json.load(f)
+  return files.read_json(files.join(workdir, FILENAME))
 
 
 def final_metrics(record: dict, *, posthoc: bool = True) -> dict:

@@ -58,14 +58,13 @@ on stage 1's validation logits, z_c = (z_c - b_c) |w_c|^-tau + b_c, which is
 exact with flip test-time averaging too.
 """
 
-import json
-import os
 from typing import Callable, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
+from ltjax import files
 from ltjax import data
 from ltjax.eval import posthoc
 from ltjax.eval import report as eval_report
@@ -292,8 +291,7 @@ def method_report(
   if config.stage2.head == 'tau_norm':
     report['posthoc'] = {'method': 'tau_norm', 'value': config.model.head_tau, 'curve': tau_curve}
   if config.posthoc.method != 'none':
-    with open(os.path.join(workdir, POSTHOC_FILE)) as f:
-      adjusted = json.load(f)
+    adjusted = files.read_json(files.join(workdir, POSTHOC_FILE))
     metrics = adjusted.pop('metrics')
     report['posthoc'] = {**adjusted, 'unadjusted': {k: report[k] for k in metrics}}
     report.update(metrics)  # L_i and r_i are invariant (module docstring).
@@ -361,8 +359,7 @@ def run_study(
     {'rows': {method: table_row}, 'notes': [...], 'table': the text table,
     'files': the table and comparison files written}.
   """
-  absolute = lambda path: path if '://' in path else os.path.abspath(path)  # For orbax.
-  stage1_workdir, output_dir = absolute(stage1_workdir), absolute(output_dir)
+  stage1_workdir, output_dir = files.absolute(stage1_workdir), files.absolute(output_dir)
   stage1_config = load_config(stage1_workdir)
   configs, notes = method_configs(stage1_config, methods, overrides)
   source = stages.Source(stage1_workdir, 'best', stage1_config)
@@ -371,18 +368,18 @@ def run_study(
     tau_curve = None
     if config.stage2.head == 'tau_norm':
       config.model.head_tau, tau_curve = choose_tau_norm(stage1_workdir, config)
-    workdir = os.path.join(output_dir, name)
+    workdir = files.join(output_dir, name)
     loop.run_stage(stages.Stage(stages.STAGE2, stages.stage2_config(config), workdir, source))
     reports[name] = method_report(workdir, config, tau_curve)
     if jax.process_index() == 0:
-      eval_report.write_report(reports[name], os.path.join(workdir, 'report'), title=name)
+      eval_report.write_report(reports[name], files.join(workdir, 'report'), title=name)
   rows = {name: table_row(report) for name, report in reports.items()}
   table = format_table(rows, notes)
-  files = [os.path.join(output_dir, TABLE_FILE), os.path.join(output_dir, TABLE_JSON)]
+  written = [files.join(output_dir, TABLE_FILE), files.join(output_dir, TABLE_JSON)]
   if jax.process_index() == 0:
-    with open(files[0], 'w') as f:
-      f.write(table + '\n')
-    with open(files[1], 'w') as f:
-      json.dump({'stage1_workdir': stage1_workdir, 'rows': rows, 'notes': notes}, f, indent=1)
-    files += eval_report.compare_reports(reports, output_dir)
-  return {'rows': rows, 'notes': notes, 'table': table, 'files': files}
+    files.write_text(written[0], table + '\n')
+    files.write_json(
+        written[1], {'stage1_workdir': stage1_workdir, 'rows': rows, 'notes': notes}, indent=1
+    )
+    written += eval_report.compare_reports(reports, output_dir)
+  return {'rows': rows, 'notes': notes, 'table': table, 'files': written}

@@ -15,12 +15,12 @@ properties of :class:`Stage`, never copied.
 """
 
 import dataclasses
-import os
 
 from absl import logging
 import jax
 import ml_collections
 
+from ltjax import files
 from ltjax import losses
 from ltjax import models
 from ltjax import optim
@@ -176,7 +176,7 @@ def plan_stages(config: ml_collections.ConfigDict, workdir: str) -> list[Stage]:
         Stage(
             STAGE2,
             stage2_config(config),
-            os.path.join(workdir, STAGE2),
+            files.join(workdir, STAGE2),
             source=Source(workdir, config.stage2.init_from, config),
         )
     )

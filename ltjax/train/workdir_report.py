@@ -12,8 +12,6 @@ open-set splits) with ``ltjax.train.predict``, and hands logits and features to
 batch by batch, so memory is bounded by the outputs, never by the images.
 """
 
-import os
-
 from absl import logging
 import jax
 import ml_collections
@@ -21,6 +19,7 @@ import numpy as np
 import optax
 
 from ltjax import data
+from ltjax import files
 from ltjax import models
 from ltjax.eval import report as eval_report
 from ltjax.train import predict
@@ -122,8 +121,7 @@ def report_for_workdir(
     config_overrides: flattened config keys to change before loading the data
       (e.g. {'data.data_dir': '/elsewhere'} when the data moved).
   """
-  if '://' not in workdir:  # orbax needs absolute local paths.
-    workdir = os.path.abspath(workdir)
+  workdir = files.absolute(workdir)  # orbax needs absolute local paths; URLs stay URLs.
   config = load_config(workdir)
   if config_overrides:
     config.update_from_flattened_dict(config_overrides)

@@ -9,14 +9,24 @@ resumed from step S re-trains the steps after S, so the writer drops the rows
 written after S by the interrupted run (``resume_step``; TensorBoard's
 ``purge_step`` does the same for the event files); a row written again for
 the same (split, step) replaces the old one.
+
+A workdir in a bucket (``gs://...``) has no appends: there the rows are kept
+in memory and the whole file is uploaded at most every ``REMOTE_UPLOAD_SECONDS``
+and at every flush (evaluation, checkpoint, exit); TensorBoard's event files
+likewise (``_RemoteEventFile``), through the same path API as everything else.
 """
 
+import io
 import json
 import math
-import os
+import time
 
 import jax
 import numpy as np
+
+from ltjax import files
+
+REMOTE_UPLOAD_SECONDS = 30.0
 
 
 def _jsonable(value):
@@ -37,27 +47,28 @@ class MetricWriter:
   def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None):
     """``resume_step``: the step a resumed run continues from (rows after it are dropped)."""
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = files.join(workdir, 'metrics.jsonl')
+    self._remote = files.is_remote(workdir)
     self._tb = None
-    self._keys = set()
+    self._rows = []
+    self._uploaded = time.monotonic()
     if not self.enabled:
       return
-    rows = read_rows(self.path)
-    if resume_step is not None and any(r['step'] > resume_step for r in rows):
-      rows = [r for r in rows if r['step'] <= resume_step]
-      self._rewrite(rows)
-    self._keys = {(r['split'], r['step']) for r in rows}
+    self._rows = read_rows(self.path)
+    if resume_step is not None and any(r['step'] > resume_step for r in self._rows):
+      self._rows = [r for r in self._rows if r['step'] <= resume_step]
+      self._rewrite()
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
+      if self._remote:
+        _register_remote_event_files(workdir)
       purge = None if resume_step is None else resume_step + 1
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=purge)
+      self._tb = SummaryWriter(files.join(workdir, 'tensorboard'), purge_step=purge)
 
-  def _rewrite(self, rows: list[dict]) -> None:
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.write(''.join(json.dumps(r) + '\n' for r in rows))
-    os.replace(tmp, self.path)
+  def _rewrite(self) -> None:
+    files.write_text(self.path, ''.join(json.dumps(r) + '\n' for r in self._rows))
+    self._uploaded = time.monotonic()
 
   def write(self, *, step: int, epoch: float, split: str, **values) -> None:
     if not self.enabled:
@@ -65,34 +76,82 @@ class MetricWriter:
     row = {'step': int(step), 'epoch': float(epoch), 'split': split}
     row.update({k: _jsonable(v) for k, v in values.items()})
     key = (split, int(step))
-    if key in self._keys:  # Written again (a finished run re-evaluated): replace, not repeat.
-      self._rewrite([r for r in read_rows(self.path) if (r['split'], r['step']) != key])
-    self._keys.add(key)
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
+    again = any((r['split'], r['step']) == key for r in self._rows)
+    if again:  # Written again (a finished run re-evaluated): replace, not repeat.
+      self._rows = [r for r in self._rows if (r['split'], r['step']) != key]
+    self._rows.append(row)
+    if self._remote:
+      if time.monotonic() - self._uploaded > REMOTE_UPLOAD_SECONDS:
+        self._rewrite()
+    elif again:
+      self._rewrite()
+    else:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
     if self._tb is not None:
       for key, value in values.items():
         if np.ndim(value) == 0 and isinstance(_jsonable(value), (int, float)):
           self._tb.add_scalar(f'{split}/{key}', float(value), int(step))
 
   def flush(self) -> None:
+    if self.enabled and self._remote:
+      self._rewrite()
     if self._tb is not None:
       self._tb.flush()
 
   def close(self) -> None:
+    if self.enabled and self._remote:
+      self._rewrite()
     if self._tb is not None:
       self._tb.close()
 
 
 def read_rows(path: str) -> list[dict]:
   """The rows of a metrics.jsonl ([] if it does not exist; a torn last line is dropped)."""
-  if not os.path.exists(path):
+  if not files.exists(path):
     return []
   rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # The last line of a killed process may be half-written.
+  for line in files.read_text(path).splitlines():
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue  # The last line of a killed process may be half-written.
   return rows
+
+
+class _RemoteEventFile:
+  """A TensorBoard event file in a bucket: buffered, uploaded whole at each flush."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.buffer = io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self.buffer.write(data)
+
+  def flush(self) -> None:
+    files.write_bytes(self.path, self.buffer.getvalue())
+
+  def close(self) -> None:
+    self.flush()
+
+
+class _RemoteEventFiles:
+  """tensorboardX's writer factory for one URL scheme, through ltjax.files."""
+
+  def open(self, path: str) -> _RemoteEventFile:
+    return _RemoteEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    files.makedirs(path)
+
+
+def _register_remote_event_files(workdir: str) -> None:
+  """Routes tensorboardX's event files for ``workdir``'s scheme through ltjax.files.
+
+  tensorboardX's own ``gs://`` writer needs google-cloud-storage and has no
+  other scheme; this one goes wherever ltjax.files (etils.epath) goes.
+  """
+  from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+
+  record_writer.register_writer_factory(workdir.split(':', 1)[0], _RemoteEventFiles())
