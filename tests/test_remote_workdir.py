@@ -13,9 +13,11 @@ import jax
 import numpy as np
 import pytest
 
+from configs import ce_places_lt
 from fake_bucket import fake_bucket
 from fake_bucket import local_files
 from helpers import tiny_config
+from helpers import write_places_folder
 from ltjax import files
 from ltjax import train
 from ltjax.eval import report as eval_report
@@ -82,3 +84,28 @@ def test_train_resume_evaluate_compare_in_a_bucket(tmp_path, monkeypatch):
   assert 'bucket/compare/comparison.json' in stored
   assert os.listdir(cwd) == []  # Nothing local: no 'gs:' folder, no relative file.
   assert sorted(os.listdir(tmp_path)) == ['bucket_store', 'cwd', 'local']
+
+
+def test_list_file_data_in_a_bucket_with_a_corrupt_image_skipped_and_logged(tmp_path, monkeypatch):
+  root = str(tmp_path / 'bucket_store')
+  places = os.path.join(root, 'bucket', 'places')
+  write_places_folder(places, 365, {'train': 1, 'val': 1, 'test': 1}, np.random.default_rng(0))
+  with open(os.path.join(places, 'images/img_3.jpg'), 'r+b') as f:
+    f.truncate(40)
+  config = ce_places_lt.get_config()
+  config.data.data_dir = 'gs://bucket/places'
+  config.data.image_size = config.eval.image_size = 16
+  config.model.name, config.dtype, config.progress_bar = 'small_cnn', 'float32', False
+  config.data.num_workers = 0
+  config.data.skip_corrupt = True
+  config.batch_size, config.eval_batch_size, config.num_train_steps = 16, 128, 1
+  monkeypatch.chdir(tmp_path)
+  with fake_bucket(root):
+    _, results = train.train_and_evaluate(config, 'gs://bucket/run')
+    logs = [n for n in files.listdir('gs://bucket/run/skipped_images') if n.startswith('skipped-')]
+    assert logs
+    assert 'gs://bucket/places/images/img_3.jpg' in files.read_text(
+        f'gs://bucket/run/skipped_images/{logs[0]}'
+    )
+  assert len(results['per_class_accuracy']) == 365
+  assert sorted(os.listdir(tmp_path)) == ['bucket_store']

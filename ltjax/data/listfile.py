@@ -58,13 +58,15 @@ only the calling process's skips (grain workers are separate processes).
 
 import dataclasses
 import concurrent.futures
-import glob
+import fnmatch
+import io
 import os
 
 from absl import logging
 import numpy as np
 from PIL import Image
 
+from ltjax import files
 from ltjax.data import longtail
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -213,6 +215,13 @@ SPLITS = {
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+def _open_image(path: str) -> Image.Image:
+  """Opens an image at a local path or a URL (read whole first: Pillow seeks)."""
+  if files.is_remote(path):
+    return Image.open(io.BytesIO(files.read_bytes(path)))
+  return Image.open(path)
+
+
 class UnreadableImageError(OSError):
   """An image named by a list file cannot be opened or decoded."""
 
@@ -232,7 +241,7 @@ def read_list_file(list_file: str) -> tuple[list[str], np.ndarray]:
       label (the message names the file and the line number).
   """
   paths, labels = [], []
-  with open(list_file, encoding='utf-8') as f:
+  with files.open_file(list_file, 'r') as f:  # A local path or a URL (gs://...).
     for line_number, line in enumerate(f, start=1):
       line = line.strip()
       if not line:
@@ -325,9 +334,9 @@ class ListFileSource:
         open_set: inside it).
     """
     root, list_file = os.fspath(root), os.fspath(list_file)
-    if not os.path.isdir(root):
+    if not files.isdir(root):
       raise FileNotFoundError(f'Image root {root} does not exist or is not a directory.')
-    if not os.path.isfile(list_file):
+    if not files.isfile(list_file):
       raise FileNotFoundError(f'List file {list_file} does not exist.')
     paths, labels = read_list_file(list_file)
     if not paths:
@@ -381,7 +390,7 @@ class ListFileSource:
     self.skip_corrupt = skip_corrupt
     self.skip_log_dir = None if skip_log_dir is None else os.fspath(skip_log_dir)
     if self.skip_log_dir is not None:
-      os.makedirs(self.skip_log_dir, exist_ok=True)
+      files.makedirs(self.skip_log_dir)
     self._skipped: set[str] = set()
 
   def __len__(self) -> int:
@@ -389,12 +398,12 @@ class ListFileSource:
 
   def path(self, index: int) -> str:
     """Full path of image ``index``."""
-    return os.path.join(self.root, self._paths[index].decode('utf-8'))
+    return files.join(self.root, self._paths[index].decode('utf-8'))
 
   def _decode(self, index: int) -> np.ndarray:
     path = self.path(index)
     try:
-      with Image.open(path) as image:
+      with _open_image(path) as image:
         return np.asarray(image.convert('RGB'), np.uint8)
     except _DECODE_ERRORS as e:
       raise UnreadableImageError(
@@ -433,7 +442,7 @@ class ListFileSource:
     def check(index):
       path = self.path(index)
       try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
           image.draft('RGB', (64, 64))
           image.load()
         return None
@@ -450,9 +459,12 @@ class ListFileSource:
     self._skipped.add(path)
     logging.warning('Skipping unreadable image (skip_corrupt=True): %s', error)
     if self.skip_log_dir is not None:
+      log = files.join(self.skip_log_dir, f'skipped-{os.getpid()}.txt')
+      if files.is_remote(log):  # No appends in a bucket: this process's list, rewritten whole.
+        files.write_text(log, ''.join(p + '\n' for p in sorted(self._skipped)))
+        return
       # One short O_APPEND write per skip: lines from one process never interleave,
       # and no handle outlives the call (the source must stay picklable).
-      log = os.path.join(self.skip_log_dir, f'skipped-{os.getpid()}.txt')
       with open(log, 'a', encoding='utf-8') as f:
         f.write(path + '\n')
 
@@ -460,9 +472,10 @@ class ListFileSource:
     """Paths skipped as unreadable: this process's, plus all logged in skip_log_dir."""
     paths = set(self._skipped)
     if self.skip_log_dir is not None:
-      for log in glob.glob(os.path.join(self.skip_log_dir, 'skipped-*.txt')):
-        with open(log, encoding='utf-8') as f:
-          paths.update(line.rstrip('\n') for line in f if line.strip())
+      logs = files.listdir(self.skip_log_dir) if files.isdir(self.skip_log_dir) else []
+      for name in fnmatch.filter(logs, 'skipped-*.txt'):
+        text = files.read_text(files.join(self.skip_log_dir, name))
+        paths.update(line for line in text.splitlines() if line.strip())
     return paths
 
   def subset(self, indices: np.ndarray) -> 'ListFileSource':
@@ -536,10 +549,10 @@ def load_list_split(
         f'{name}: config.data.data_dir is empty; set it to the image root, which must hold '
         f'{layout.images}.'
     )
-  if not os.path.isdir(root):
+  if not files.isdir(root):
     raise FileNotFoundError(_missing_message('image root', root, name, layout))
-  list_file = os.path.join(os.fspath(list_dir) if list_dir else root, layout.files[split])
-  if not os.path.isfile(list_file):
+  list_file = files.join(os.fspath(list_dir) if list_dir else root, layout.files[split])
+  if not files.isfile(list_file):
     raise FileNotFoundError(_missing_message('split file', list_file, name, layout))
   source = ListFileSource(
       root,
@@ -595,7 +608,7 @@ def open_list_paths(
           f"open-set images instead, or set config.data.open_list=''."
       )
     open_list = layout.open_file
-  list_file = os.path.join(os.fspath(list_dir), os.fspath(open_list))
+  list_file = files.join(os.fspath(list_dir), os.fspath(open_list))
   if not open_dir:
     open_dir = os.path.splitext(list_file)[0]
   return list_file, os.fspath(open_dir)
@@ -635,9 +648,9 @@ def load_open_list(
       "data set's, in config.data.list_dir) and config.data.open_dir to its image folder "
       "('': the folder named like the list, beside it)."
   )
-  if not os.path.isfile(list_file):
+  if not files.isfile(list_file):
     raise FileNotFoundError(f'Open-set list not found: looked for {list_file}. {where}')
-  if not os.path.isdir(root):
+  if not files.isdir(root):
     raise FileNotFoundError(
         f'Image folder of the open-set list {list_file} not found: looked for {root}. {where}'
     )
@@ -653,7 +666,7 @@ def load_open_list(
       open_set=True,
   )
   # One stat: a wrong folder fails here, not after training.
-  if not os.path.isfile(source.path(0)):
+  if not files.isfile(source.path(0)):
     raise FileNotFoundError(
         f'The first image of the open-set list {list_file} is not in its image folder: '
         f'looked for {source.path(0)}. {where}'
