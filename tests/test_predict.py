@@ -21,15 +21,15 @@ MESHES = {
 
 
 def test_array_batches_pad_to_a_fixed_shape_with_mask_false_rows():
-  features = np.arange(30, dtype=np.float32).reshape(10, 3)
-  labels = np.arange(10, dtype=np.int32) + 100
-  batches = list(predict.array_batches({'features': features, LABEL: labels}, 4))
+  features = np.arange(60, dtype=np.float32).reshape(20, 3)
+  labels = np.arange(20, dtype=np.int32) + 100
+  batches = list(predict.array_batches({'features': features, LABEL: labels}, 8))
   assert len(batches) == 3
   for batch in batches:
     assert set(batch) == {'features', LABEL, MASK}
-    chex.assert_shape([batch['features'], batch[LABEL], batch[MASK]], [(4, 3), (4,), (4,)])
+    chex.assert_shape([batch['features'], batch[LABEL], batch[MASK]], [(8, 3), (8,), (8,)])
   np.testing.assert_array_equal(
-      [b[MASK] for b in batches], [[True] * 4, [True] * 4, [True, True, False, False]]
+      [b[MASK] for b in batches], [[True] * 8, [True] * 8, [True] * 4 + [False] * 4]
   )
   np.testing.assert_array_equal(np.concatenate([b['features'][b[MASK]] for b in batches]), features)
   np.testing.assert_array_equal(np.concatenate([b[LABEL][b[MASK]] for b in batches]), labels)
@@ -42,6 +42,17 @@ def test_image_batches_are_this_process_eval_batches():
   assert len(got) == len(expected) == 7  # 400 images, the last batch padded.
   for a, b in zip(got, expected):
     chex.assert_trees_all_equal(a, b)
+
+
+def test_an_eval_batch_size_the_devices_do_not_divide_rounds_up_to_them():
+  assert jax.device_count() == 8
+  assert [predict.eval_batch_size(n) for n in (1, 8, 100, 1000)] == [8, 8, 104, 1000]
+  dataset = data.load_datasets(synthetic_data_config()).test
+  batches = list(predict.image_batches(dataset, batch_size=100))
+  assert {len(b[LABEL]) for b in batches} == {104}
+  features = np.arange(60, dtype=np.float32).reshape(20, 3)
+  batches = list(predict.array_batches({'features': features, LABEL: np.arange(20)}, 6))
+  assert [int(b[MASK].sum()) for b in batches] == [8, 8, 4]
 
 
 @pytest.mark.parametrize('mesh', sorted(MESHES))

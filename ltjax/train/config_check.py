@@ -140,8 +140,7 @@ def check_values(config: ml_collections.ConfigDict, device_count: int | None = N
 
   positive('batch_size', config.batch_size)
   divisible('batch_size', config.batch_size)
-  positive('eval_batch_size', config.eval_batch_size)
-  divisible('eval_batch_size', config.eval_batch_size)
+  positive('eval_batch_size', config.eval_batch_size)  # Rounded up to the devices (predict).
   if config.num_train_steps <= 0:
     positive('num_epochs', config.num_epochs, ' (or set config.num_train_steps > 0)')
   positive('log_every_steps', config.log_every_steps)
@@ -151,6 +150,12 @@ def check_values(config: ml_collections.ConfigDict, device_count: int | None = N
       ' (evaluation and its checkpoint also run at the end; a large value evaluates only there)',
   )
   positive('keep_checkpoints', config.keep_checkpoints, ': resuming needs a kept checkpoint')
+  profile = tuple(config.get('profile_steps', ()))
+  if profile and (len(profile) != 2 or not 0 <= profile[0] <= profile[1]):
+    problems.append(
+        f'config.profile_steps={profile} must be () or (first, last) with 0 <= first <= last, '
+        'e.g. (100, 105).'
+    )
   if config.checkpoint_every_steps < 0:
     problems.append(
         f'config.checkpoint_every_steps={config.checkpoint_every_steps} must be >= 0 (0: '

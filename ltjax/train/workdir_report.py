@@ -28,7 +28,6 @@ from ltjax.train import stages
 from ltjax.train import steps
 from ltjax.train.checkpoint import Checkpoints
 from ltjax.train.checkpoint import load_config
-from ltjax.train.loop import check_batch_size
 from ltjax.train.state import TrainState
 from ltjax.train.steps import affine_head
 
@@ -126,7 +125,6 @@ def report_for_workdir(
   if config_overrides:
     config.update_from_flattened_dict(config_overrides)
   batch_size = eval_batch_size or config.eval_batch_size
-  check_batch_size(batch_size, 'eval_batch_size')
   splits = data.load_datasets(config.data)
   image_size = config.eval.image_size if config.eval.image_size > 0 else None
   first = next(data.eval_batches(splits.test, global_batch_size=1, image_size=image_size))
