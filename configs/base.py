@@ -79,7 +79,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Also save when this many minutes passed since the last save (0: off): bounds what an
   # unannounced kill costs. SIGTERM / SIGINT / a pod preemption always save (ltjax.train.stopping).
   config.checkpoint_every_minutes = 0.0
+  # A tqdm bar when stdout is a terminal; otherwise (batch jobs) one line per log interval
+  # with loss, images/s, input wait, device memory and ETA. False: neither.
   config.progress_bar = True
+  # (first, last): a profiler trace of those steps, in <workdir>/profile (TensorBoard's
+  # profile plugin reads it). (): no trace.
+  config.profile_steps = ()
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'fashion_mnist'  # A key of ltjax.data.datasets.SOURCES.

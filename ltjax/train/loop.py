@@ -17,6 +17,7 @@ any checkpoint is written, so the last good checkpoint always survives.
 """
 
 import dataclasses
+import datetime
 import functools
 import sys
 import time
@@ -60,15 +61,6 @@ Hook = Callable[[int, TrainState], None]  # Called after every step with (step, 
 Evaluator = Callable[[TrainState, str], dict]
 
 
-def check_batch_size(batch_size: int, name: str) -> None:
-  devices = jax.device_count()
-  if batch_size % devices:
-    raise ValueError(
-        f'config.{name}={batch_size} is not divisible by the {devices} '
-        f'devices of the mesh; use a multiple of {devices}.'
-    )
-
-
 class _TrainLog:
   """Keeps per-step metrics on device until log time; checks them for NaN/inf."""
 
@@ -88,10 +80,13 @@ class _TrainLog:
     self.pending: list[tuple[int, dict]] = []
     self.last_time = time.perf_counter()
     self.images = 0
+    self.input_wait = 0.0
 
-  def add(self, step: int, metrics: dict, batch_size: int) -> None:
+  def add(self, step: int, metrics: dict, batch_size: int, input_wait: float) -> None:
+    """One step's metrics; ``input_wait``: seconds the loop waited for its batch."""
     self.pending.append((step, metrics))
     self.images += batch_size
+    self.input_wait += input_wait
 
   def flush(self) -> dict | None:
     """Writes the mean of the pending metrics as one train row; raises on NaN/inf."""
@@ -111,16 +106,73 @@ class _TrainLog:
         )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     now = time.perf_counter()
-    mean['images_per_second'] = self.images / max(now - self.last_time, 1e-9)
+    elapsed = max(now - self.last_time, 1e-9)
+    mean['images_per_second'] = self.images / elapsed
+    mean['steps_per_second'] = len(steps) / elapsed
+    # The share of the interval the loop spent waiting for its next batch: an input-bound
+    # run shows a large one (the device idles while the host decodes).
+    mean['input_wait_fraction'] = min(self.input_wait / elapsed, 1.0)
+    memory = device_memory_bytes()
+    if memory is not None:
+      mean['device_memory_gib'] = memory / 2**30
     mean['learning_rate'] = float(self.schedule(steps[-1]))
     step = steps[-1] + 1
     self.writer.write(step=step, epoch=step / self.steps_per_epoch, split='train', **mean)
-    self.pending, self.images, self.last_time = [], 0, now
+    self.pending, self.images, self.input_wait, self.last_time = [], 0, 0.0, now
     return mean
 
   def restart_clock(self) -> None:
     """Excludes evaluation and checkpoint time from the next throughput."""
     self.last_time = time.perf_counter()
+    self.input_wait = 0.0
+
+
+def device_memory_bytes() -> int | None:
+  """Bytes in use on this process's first device (None where the backend does not say: CPU)."""
+  stats = jax.local_devices()[0].memory_stats()
+  return None if not stats else stats.get('bytes_in_use')
+
+
+def log_line(done: int, total: int, steps_per_epoch: int, row: dict) -> str:
+  """One batch-log line: progress, loss, throughput, input wait, device memory and ETA."""
+  eta = (total - done) / max(row['steps_per_second'], 1e-9)
+  memory = row.get('device_memory_gib')
+  return ' '.join(
+      [
+          f'step {done}/{total} (epoch {done / steps_per_epoch:.2f}):',
+          f'loss {row["loss"]:.4f},',
+          f'{row["images_per_second"]:.0f} images/s,',
+          f'input wait {100 * row["input_wait_fraction"]:.0f}%,',
+          *([f'device memory {memory:.2f} GiB,'] if memory is not None else []),
+          f'ETA {datetime.timedelta(seconds=round(eta))}',
+      ]
+  )
+
+
+class _Profile:
+  """A profiler trace of steps [first, last] (config.profile_steps) in <workdir>/profile."""
+
+  def __init__(self, steps, workdir: str):
+    self.first, self.last = (int(s) for s in steps) if steps else (-1, -1)
+    self.dir = files.join(workdir, 'profile')
+    self.active = False
+
+  def before(self, step: int) -> None:
+    if step == self.first:
+      jax.profiler.start_trace(self.dir)
+      self.active = True
+
+  def after(self, step: int, state) -> None:
+    if self.active and step >= self.last:
+      jax.block_until_ready(state)  # The traced steps' device work, not just their dispatch.
+      jax.profiler.stop_trace()
+      self.active = False
+      logging.info('Profile of steps %d-%d written to %s.', self.first, self.last, self.dir)
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -459,6 +511,7 @@ def train(
   # without one, on the test split, as the official code of every paper does.
   select_split = 'val' if 'val' in stage_data.eval_splits else 'test'
   writer = MetricWriter(workdir, resume_step=start_step if start_step > 0 else None)
+  writer.write_hparams(config_check.flatten(config))
 
   def run_eval(state, step):
     """Evaluates every split, writes its rows; returns {split: metrics}."""
@@ -470,21 +523,34 @@ def train(
 
   train_log = _TrainLog(writer, schedule, steps_per_epoch, workdir, checkpoints)
   clock = stopping.SaveClock(config.checkpoint_every_minutes)
+  main_process = jax.process_index() == 0
+  # A bar on a terminal; a batch job's log gets one line per log interval instead.
+  bar = config.progress_bar and main_process and sys.stdout.isatty()
+  lines = config.progress_bar and main_process and not bar
   progress = tqdm.tqdm(
       total=total_steps,
       initial=start_step,
       unit='step',
-      disable=not config.progress_bar or jax.process_index() != 0,
+      disable=not bar,
       dynamic_ncols=True,
       file=sys.stdout,
   )
+  profile = _Profile(config.profile_steps, workdir)
+  batches = iter(batches)
   results = None
   try:
     with stopping.StopRequests() as stops:
-      for step, batch in zip(range(start_step, total_steps), batches):
+      for step in range(start_step, total_steps):
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+          break
+        waited = time.perf_counter() - waited
+        profile.before(step)
         state, metrics = train_step(state, batch)
-        train_log.add(step, metrics, config.batch_size)
+        train_log.add(step, metrics, config.batch_size, waited)
         done = step + 1
+        profile.after(done - 1, state)
         progress.update(1)
         log_step = done % config.log_every_steps == 0
         stop = stops.requested(done, sync=log_step)
@@ -500,6 +566,8 @@ def train(
           progress.set_postfix(
               loss=f'{row["loss"]:.4f}', img_per_s=f'{row["images_per_second"]:.0f}'
           )
+          if lines and log_step:
+            print(log_line(done, total_steps, steps_per_epoch, row), flush=True)
         if do_checkpoint:  # Saved before evaluating: a failed evaluation costs no training.
           checkpoints.save(state)
           clock.saved()
@@ -520,6 +588,7 @@ def train(
         for hook in hooks:
           hook(done, state)
   finally:
+    profile.close()
     progress.close()
     writer.close()
   return state, results

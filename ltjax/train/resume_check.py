@@ -27,6 +27,7 @@ from ltjax.train import config_check
 # Keys that change how a run is watched, not what it trains.
 WATCH_KEYS = (
     'progress_bar',
+    'profile_steps',
     'log_every_steps',
     'eval_batch_size',
     'eval_every_epochs',

@@ -93,6 +93,25 @@ class MetricWriter:
         if np.ndim(value) == 0 and isinstance(_jsonable(value), (int, float)):
           self._tb.add_scalar(f'{split}/{key}', float(value), int(step))
 
+  def write_hparams(self, hparams: dict) -> None:
+    """Records the run's hyperparameters with its TensorBoard run (the HParams dashboard).
+
+    ``hparams``: flattened config keys -> values (non-scalars are shown as text). The
+    dashboard pairs them with the test accuracies this writer logs.
+    """
+    if self._tb is None:
+      return
+    from tensorboardX.summary import hparams as hparams_summary  # pylint: disable=g-import-not-at-top
+
+    values = {
+        key: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for key, value in sorted(hparams.items())
+    }
+    metrics = {f'test/{k}': 0.0 for k in ('accuracy', 'balanced_accuracy', 'many', 'few')}
+    writer = self._tb._get_file_writer()  # pylint: disable=protected-access
+    for summary in hparams_summary(values, metrics):
+      writer.add_summary(summary)
+
   def flush(self) -> None:
     if self.enabled and self._remote:
       self._rewrite()
