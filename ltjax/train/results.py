@@ -87,8 +87,14 @@ def stage_record(
   }
 
 
-def write_run(workdir: str, stage_workdirs: dict[str, str]) -> dict:
-  """Joins the stages' records into ``<workdir>/results.json``; returns it."""
+def write_run(workdir: str, stage_workdirs: dict[str, str]) -> dict | None:
+  """Joins the stages' records into ``<workdir>/results.json``; returns it (process 0).
+
+  Other processes write nothing and read nothing (the stage records are process 0's,
+  which may still be writing them): they return None.
+  """
+  if jax.process_index() != 0:
+    return None
   stages = {}
   for name, stage_workdir in stage_workdirs.items():
     stages[name] = files.read_json(files.join(stage_workdir, STAGE_FILENAME))
