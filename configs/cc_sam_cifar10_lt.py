@@ -6,8 +6,8 @@ r"""CC-SAM on CIFAR-10-LT with the official settings: configs/cc_sam_cifar_lt.py
 Argument: ir (imbalance ratio, default 100; the released JSONs use 200).
 """
 
-from configs import cc_sam_cifar_lt
-from configs import common
+from ltjax.configs import cc_sam_cifar_lt
+from ltjax.configs import common
 
 
 def get_config(arg=None):

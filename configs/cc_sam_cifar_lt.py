@@ -26,8 +26,8 @@ Paper numbers (Table 1/3, CIFAR-100-LT): IR 200 / 100 / 50 = 45.66 / 50.83 /
 Arguments: dataset (cifar10, cifar100), ir (imbalance ratio).
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 
 def get_config(arg=None):

@@ -54,8 +54,8 @@ FLOPs (about 4.3 vs 4.1 GFLOPs), an estimate, not a measurement: about 1.3 h.
 The flat loss and stage 2's adversarial pass are not in the measured step.
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 BACKBONES = {'resnext50': 'resnext50_32x4d', 'resnet50': 'resnet50'}
 

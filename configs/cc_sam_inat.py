@@ -37,9 +37,9 @@ steps: about 5.1 h. The flat loss and stage 2's adversarial pass are not in
 the measured step.
 """
 
-from configs import base
-from configs import common
-from configs import cc_sam_imagenet_lt
+from ltjax.configs import base
+from ltjax.configs import common
+from ltjax.configs import cc_sam_imagenet_lt
 
 
 def get_config(arg=None):

@@ -68,9 +68,9 @@ steps of 128 plus 4,880 stage-2 steps, about 1.0 h per variant. The flat loss
 and stage 2's adversarial pass are not in the measured step.
 """
 
-from configs import base
-from configs import common
-from configs import cc_sam_imagenet_lt
+from ltjax.configs import base
+from ltjax.configs import common
+from ltjax.configs import cc_sam_imagenet_lt
 
 VARIANTS = ('full', 'dir_mag', 'dir', 'mag', 'crt')
 

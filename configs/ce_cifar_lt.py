@@ -19,8 +19,8 @@ torchvision downloads it); add --config.data.name=tfds to read a prepared TFDS s
 Arguments: dataset (cifar10, cifar100), ir (imbalance ratio), profile (exp, step).
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 
 def get_config(arg=None):

@@ -7,7 +7,7 @@ wd 5e-4, cosine, batch 64, crop + flip) on plain cross-entropy.
     python launch/train.py --config=configs/ce_default.py --workdir=runs/ce_default
 """
 
-from configs import base
+from ltjax.configs import base
 
 
 def get_config():

@@ -17,8 +17,8 @@ ltjax yet.
 Arguments: model (resnext50_32x4d, resnet50, resnet10).
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 
 def get_config(arg=None):

@@ -13,8 +13,8 @@ has been measured with ltjax yet.
       --config.data.data_dir=/data/inat2018 --workdir=runs/ce_inat2018
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 
 def get_config(arg=None):

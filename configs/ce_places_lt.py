@@ -14,8 +14,8 @@ Softmax'). This config trains from scratch (a baseline for the pipeline); add
       --workdir=runs/ce_places_lt
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 
 def get_config(arg=None):

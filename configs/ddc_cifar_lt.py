@@ -106,8 +106,8 @@ false), dataset (cifar10, cifar100), ir (100, 10: the scripted ratios),
 profile (exp, step).
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 METHODS = ('ce_adrw', 'ldam_adrw', 'vs_tla_drw', 'vs_tla_adrw')
 

@@ -50,8 +50,8 @@ per 128 -> ~2.0 h). Evaluation not included.
 Arguments: method (vs_tla_adrw: the paper's "Ours"; ldam_drw: its "SAM" row).
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 METHODS = ('vs_tla_adrw', 'ldam_drw')
 

@@ -54,8 +54,8 @@ included.
 Arguments: method (vs_tla_adrw: the paper's "Ours"; ldam_drw: its "SAM" row).
 """
 
-from configs import common
-from configs import ddc_imagenet_lt
+from ltjax.configs import common
+from ltjax.configs import ddc_imagenet_lt
 
 METHODS = ddc_imagenet_lt.METHODS
 

@@ -25,7 +25,7 @@ See README.md for the table it prints. ``configs/ce_default.py`` is the same
 data and network with plain cross-entropy, for comparison.
 """
 
-from configs import ce_default
+from ltjax.configs import ce_default
 
 
 def get_config():

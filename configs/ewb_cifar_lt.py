@@ -97,8 +97,8 @@ cb), la (mult, add, none), dataset (cifar10, cifar100), ir (imbalance ratio;
 the paper: 100), backbone (resnet34, resnext50), bn_scale (wd_fixedbn_etf).
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 VARIANTS = ('wd_fr_etf', 'wd_etf', 'wd', 'wd_nobn_etf', 'wd_fixedbn_etf', 'naive', 'cb')
 LOGIT_ADJUSTMENTS = ('mult', 'add', 'none')

@@ -49,8 +49,8 @@ at 4.1 GFLOPs: ~19 ms per 64 images); 169 steps x 320 epochs = 54,080 steps
 ~ 0.3 h.
 """
 
-from configs import common
-from configs import ewb_cifar_lt
+from ltjax.configs import common
+from ltjax.configs import ewb_cifar_lt
 
 
 def get_config(arg=None):

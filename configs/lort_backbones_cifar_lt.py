@@ -40,9 +40,9 @@ pipeline not included): 16,800 stage-1 plus 1,680 stage-2 steps, about 2 min
 per backbone.
 """
 
-from configs import ce_cifar_lt
-from configs import common
-from configs import lort_cifar_lt
+from ltjax.configs import ce_cifar_lt
+from ltjax.configs import common
+from ltjax.configs import lort_cifar_lt
 
 BACKBONE_LOSSES = ('ce', 'ce_drw', 'ldam_drw', 'bs')
 

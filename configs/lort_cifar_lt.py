@@ -17,9 +17,9 @@ reports 54.9 / 58.8 / 69.7 on CIFAR-100-LT IR 100 / 50 / 10.
 Arguments: dataset (cifar10, cifar100), ir (imbalance ratio), delta.
 """
 
-from configs import base
-from configs import common
-from configs import wb_cifar_lt
+from ltjax.configs import base
+from ltjax.configs import common
+from ltjax.configs import wb_cifar_lt
 
 
 def get_config(arg=None):

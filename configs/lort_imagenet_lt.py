@@ -43,9 +43,9 @@ input pipeline not included): 25.5 ms per 128 images (benchmarks/README.md,
 steps of 128 plus 18,100 stage-2 steps, about 1.5 h.
 """
 
-from configs import base
-from configs import common
-from configs import lort_cifar_lt
+from ltjax.configs import base
+from ltjax.configs import common
+from ltjax.configs import lort_cifar_lt
 
 
 def lort_stages(config, *, delta: float) -> None:

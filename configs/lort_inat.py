@@ -34,9 +34,9 @@ input pipeline not included): 25.5 ms per 128 images (benchmarks/README.md,
 steps: about 5.3 h.
 """
 
-from configs import base
-from configs import common
-from configs import lort_imagenet_lt
+from ltjax.configs import base
+from ltjax.configs import common
+from ltjax.configs import lort_imagenet_lt
 
 
 def get_config(arg=None):

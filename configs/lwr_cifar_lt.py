@@ -46,8 +46,8 @@ pipeline not included): 16,800 steps at IR 100 (30,400 at IR 10), about 2
 (3.5) min.
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 # loss argument -> (loss.name, loss.schedule).
 LOSSES = {

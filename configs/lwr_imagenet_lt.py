@@ -38,9 +38,9 @@ input pipeline not included): 25.5 ms per 128 images (benchmarks/README.md,
 'Train step on the H100'), 45,200 steps of 256: about 0.65 h.
 """
 
-from configs import base
-from configs import common
-from configs import lwr_cifar_lt
+from ltjax.configs import base
+from ltjax.configs import common
+from ltjax.configs import lwr_cifar_lt
 
 
 def get_config(arg=None):

@@ -8,7 +8,7 @@ evaluated on the full balanced test set. Finishes in about a minute on 2 CPU
 cores.
 """
 
-from configs import default
+from ltjax.configs import default
 
 
 def get_config():

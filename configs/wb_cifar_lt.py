@@ -21,8 +21,8 @@ stage 2 51.98 (demo log, no TTA), > 52 with TTA (README); paper 53.35.
 Arguments: dataset (cifar10, cifar100), ir (imbalance ratio), profile (exp, step).
 """
 
-from configs import base
-from configs import common
+from ltjax.configs import base
+from ltjax.configs import common
 
 
 def get_config(arg=None):

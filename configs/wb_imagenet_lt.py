@@ -47,9 +47,9 @@ backbone needs no backward pass); ~1.4 h in all (float32: ~2.4 h).
       --workdir=runs/wb_imagenet_lt
 """
 
-from configs import base
-from configs import common
-from configs import wb_cifar_lt
+from ltjax.configs import base
+from ltjax.configs import common
+from ltjax.configs import wb_cifar_lt
 
 
 def get_config(arg=None):

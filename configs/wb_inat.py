@@ -46,9 +46,9 @@ all (float32, 43.7 ms per 128: ~8.7 h).
       --config.data.data_dir=/data/inat2018 --workdir=runs/wb_inat2018
 """
 
-from configs import base
-from configs import common
-from configs import wb_cifar_lt
+from ltjax.configs import base
+from ltjax.configs import common
+from ltjax.configs import wb_cifar_lt
 
 
 def get_config(arg=None):

@@ -1,88 +1,26 @@
-r"""Runs a study: recipes x overrides x seeds, one cell (an ordinary run) after another.
+r"""Runs a study, from a checkout: the same command as ``python -m ltjax.study``.
 
     python launch/study.py --study=configs/studies/fashion_mnist_lt.py --workdir=runs/study
     python launch/study.py --study=... --workdir=... --dry_run          # the cells and states
     python launch/study.py --study=... --workdir=... --print_commands   # one command per cell
     python launch/study.py --study=... --workdir=... --aggregate_only   # the table, now
 
-Finished cells are skipped and an interrupted one resumes, so the same command
-continues a study. On a cluster, run the printed commands as separate jobs and
-then ``--aggregate_only``. The table is written to ``<workdir>/study.md`` (with
-``study.json`` and plots) from the cells' records (``ltjax.study``).
+The flags are those of ``ltjax/study/__main__.py``, which this file runs; it
+only makes the checkout's ``ltjax`` importable first, so it works without
+installing ltjax.
 """
 
-import logging as std_logging
 import os
 import sys
 
-# Make `configs` importable when run as `python launch/study.py` from anywhere.
+# Make the checkout's `ltjax` importable when run as `python launch/study.py` from anywhere.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-from absl import logging
-import jax
-from ml_collections import config_flags
+from absl import flags  # pylint: disable=g-import-not-at-top
 
-config_flags.DEFINE_config_file(
-    'study', None, 'Path to a study file (configs/studies/*.py).', lock_config=True
-)
-flags.DEFINE_string('workdir', None, 'Directory of the study; each cell gets a folder in it.')
-flags.DEFINE_bool('dry_run', False, 'List the cells and their states; run nothing.')
-flags.DEFINE_bool('print_commands', False, 'Print the launch/train.py command of each cell.')
-flags.DEFINE_bool(
-    'aggregate_only', False, 'Write the table from the finished cells; train nothing.'
-)
-flags.DEFINE_string(
-    'compilation_cache',
-    os.path.expanduser('~/.cache/ltjax/jax'),
-    'JAX persistent compilation cache directory ("" disables it).',
-)
-flags.mark_flags_as_required(['study', 'workdir'])
+from ltjax.study import __main__ as study_main  # pylint: disable=g-import-not-at-top
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from ltjax.study import aggregate  # pylint: disable=g-import-not-at-top
-  from ltjax.study import cells  # pylint: disable=g-import-not-at-top
-  from ltjax.study import runner  # pylint: disable=g-import-not-at-top
-
-  study, workdir = flags.FLAGS.study, os.path.abspath(flags.FLAGS.workdir)
-  all_cells = cells.cells(study, workdir)
-  if flags.FLAGS.print_commands:
-    for cell in all_cells:
-      print(cell.command())
-    return
-  if flags.FLAGS.dry_run:
-    for cell in all_cells:
-      print(f'{cell.state():8s} {cell.method} seed {cell.seed}  {cell.workdir}')
-    states = [cell.state() for cell in all_cells]
-    print(', '.join(f'{states.count(s)} {s}' for s in (cells.DONE, cells.PARTIAL, cells.PENDING)))
-    return
-  failed = []
-  if not flags.FLAGS.aggregate_only:
-    if flags.FLAGS.compilation_cache:
-      jax.config.update('jax_compilation_cache_dir', flags.FLAGS.compilation_cache)
-      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-    logging.set_verbosity(logging.WARNING)
-    std_logging.getLogger('absl').setLevel(std_logging.WARNING)
-    from ltjax.train import stopping  # pylint: disable=g-import-not-at-top
-
-    try:
-      failed = runner.run(study, workdir, log=lambda line: print(line, flush=True))
-    except stopping.Stopped as e:
-      print(f'{e} The study stopped; rerun the same command to continue it.', flush=True)
-      sys.exit(stopping.EXIT_STOPPED)
-  summary = aggregate.summarize(study, workdir)
-  for path in aggregate.write(summary, workdir):
-    print(f'Wrote {path}')
-  print(aggregate.markdown_table(summary))
-  if failed:
-    sys.exit(
-        f'{len(failed)} cells failed: ' + ', '.join(f'{c.method}/seed{c.seed}' for c in failed)
-    )
-
+flags.adopt_module_key_flags(study_main)  # --help lists its flags as this script's own.
 
 if __name__ == '__main__':
-  app.run(main)
+  study_main.run()

@@ -1,4 +1,4 @@
-"""Tests for configs/: every recipe builds from base keys only, plans its stages and trains."""
+"""configs/ (ltjax.configs): each recipe builds from base keys only, plans its stages, trains."""
 
 import glob
 import importlib
@@ -9,14 +9,14 @@ import re
 import numpy as np
 import pytest
 
-from configs import base
-from configs import ce_cifar_lt
-from configs import ce_places_lt
 from helpers import REPO
 from helpers import write_places_folder
 from ltjax import data
 from ltjax import models
 from ltjax import train
+from ltjax.configs import base
+from ltjax.configs import ce_cifar_lt
+from ltjax.configs import ce_places_lt
 
 RECIPES = sorted(
     os.path.basename(p)[:-3]
@@ -38,7 +38,7 @@ def flat_keys(config):
 
 @pytest.mark.parametrize('name', RECIPES)
 def test_recipe_overrides_base_keys_only_and_plans_its_stages(name, tmp_path):
-  module = importlib.import_module(f'configs.{name}')
+  module = importlib.import_module(f'ltjax.configs.{name}')
   config = module.get_config()
   assert flat_keys(config) == flat_keys(base.get_config()), name
   assert module.__doc__ and 'launch/train.py' in module.__doc__  # The run command.
@@ -59,8 +59,8 @@ def test_config_arguments_are_parsed_and_checked():
 
 
 def test_cc_sam_cifar_wrappers_carry_the_official_per_dataset_settings():
-  cifar10 = importlib.import_module('configs.cc_sam_cifar10_lt').get_config('ir=200')
-  cifar100 = importlib.import_module('configs.cc_sam_cifar100_lt').get_config()
+  cifar10 = importlib.import_module('ltjax.configs.cc_sam_cifar10_lt').get_config('ir=200')
+  cifar100 = importlib.import_module('ltjax.configs.cc_sam_cifar100_lt').get_config()
   assert cifar10.data.tfds_name == 'cifar10' and cifar10.data.imbalance_ratio == 200
   assert (cifar10.cc_sam.flat_ratio, cifar10.stage2.loss.adversarial_cap) == (0.3, 1.0)
   assert cifar100.data.tfds_name == 'cifar100' and cifar100.data.imbalance_ratio == 100
@@ -127,5 +127,5 @@ def test_every_command_of_the_readme_reproduction_table_builds():
   commands = re.findall(r'`configs/([a-z0-9_]+)\.py(?::([^`]*))?`', table)
   assert len(commands) >= 15
   for name, arg in commands:
-    config = importlib.import_module(f'configs.{name}').get_config(arg or None)
+    config = importlib.import_module(f'ltjax.configs.{name}').get_config(arg or None)
     assert flat_keys(config) == flat_keys(base.get_config()), (name, arg)

@@ -1,12 +1,21 @@
-"""Tests for the import structure of ltjax/: no import cycle and no lazy ltjax imports."""
+"""Imports of ltjax/: no import cycle, no lazy ltjax import, every imported package declared."""
 
 import ast
+import configparser
+import importlib.metadata
 import os
+import re
 import shutil
+import sys
 
 from helpers import REPO
 
 PACKAGE = 'ltjax'
+# The code a wheel installs (configs/ is ltjax.configs there) and the checkout's launchers.
+INSTALLED_CODE = ('ltjax', 'configs', 'launch')
+# Third-party imports that need an extra, and only there: {import name: extra}. Each is imported
+# inside a function, with a message naming the extra when it is missing.
+OPTIONAL_IMPORTS = {'tensorflow_datasets': 'tfds'}
 
 
 def module_files(root):
@@ -148,3 +157,97 @@ def test_the_checks_find_a_planted_cycle_and_a_lazy_import(tmp_path):
       f'{PACKAGE}/eval/metrics.py:{len(metrics.read_text().splitlines()) - 2}: '
       'from .. import train'
   ], found
+
+
+def _normalized(name):
+  return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def declared_distributions(setup_cfg_text):
+  """({install_requires}, {extra: {distributions}}) of a setup.cfg, names normalised."""
+  parser = configparser.ConfigParser()
+  parser.read_string(setup_cfg_text)
+
+  def names(value):
+    lines = (line.split('#')[0].strip() for line in value.splitlines())
+    return {_normalized(re.match(r'[A-Za-z0-9_.-]+', line).group()) for line in lines if line}
+
+  extras = parser['options.extras_require'] if parser.has_section('options.extras_require') else {}
+  return names(parser['options']['install_requires']), {k: names(v) for k, v in extras.items()}
+
+
+def third_party_imports(root):
+  """{top-level module: ['path:line', ...]} imported by INSTALLED_CODE, stdlib and ltjax aside."""
+  found = {}
+  for top in INSTALLED_CODE:
+    for directory, _, files in os.walk(os.path.join(root, top)):
+      for name in sorted(files):
+        if not name.endswith('.py'):
+          continue
+        path = os.path.join(directory, name)
+        with open(path) as f:
+          tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+          if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+          elif isinstance(node, ast.ImportFrom) and not node.level:
+            modules = [node.module]
+          else:
+            continue
+          for module in modules:
+            module = module.split('.')[0]
+            if module not in sys.stdlib_module_names and module != PACKAGE:
+              found.setdefault(module, []).append(f'{os.path.relpath(path, root)}:{node.lineno}')
+  return found
+
+
+def undeclared_imports(root, setup_cfg_text):
+  """['module (distribution) from path:line: what to declare'] for each import not declared."""
+  required, extras = declared_distributions(setup_cfg_text)
+  distributions = importlib.metadata.packages_distributions()
+  problems = []
+  for module, where in sorted(third_party_imports(root).items()):
+    if module == 'configs':
+      problems.append(
+          f'{module} from {where[0]}: import the recipes as ltjax.configs (the wheel has no '
+          'top-level configs package)'
+      )
+      continue
+    provided_by = {_normalized(d) for d in distributions.get(module, ())}
+    if not provided_by and module in OPTIONAL_IMPORTS:  # An extra this environment lacks.
+      provided_by = {_normalized(module)}
+    if not provided_by:
+      problems.append(f'{module} from {where[0]}: no installed distribution provides it')
+      continue
+    extra = OPTIONAL_IMPORTS.get(module)
+    declared = extras.get(extra, set()) if extra else required
+    if not provided_by & declared:
+      place = f'the {extra} extra' if extra else 'install_requires'
+      problems.append(
+          f'{module} ({" or ".join(sorted(provided_by))}) from {where[0]}: add it to {place} '
+          'of setup.cfg'
+      )
+  return problems
+
+
+def test_every_imported_package_is_declared():
+  with open(os.path.join(REPO, 'setup.cfg')) as f:
+    setup_cfg = f.read()
+  imports = third_party_imports(REPO)
+  assert {'jax', 'flax', 'etils', 'ml_collections'} <= set(imports)
+  problems = undeclared_imports(REPO, setup_cfg)
+  assert not problems, 'Imported but not declared:\n  ' + '\n  '.join(problems)
+  required, extras = declared_distributions(setup_cfg)
+  assert {'gcsfs', 'fsspec'} <= extras['gcs'] and 'etils' in required
+
+
+def test_the_declaration_check_finds_a_missing_package():
+  with open(os.path.join(REPO, 'setup.cfg')) as f:
+    setup_cfg = f.read()
+  without_etils = re.sub(r'\n\s*etils\[epath\][^\n]*', '', setup_cfg)
+  assert without_etils != setup_cfg
+  problems = undeclared_imports(REPO, without_etils)
+  assert len(problems) == 1 and problems[0].startswith('etils (etils) from '), problems
+  assert 'add it to install_requires' in problems[0]
+  without_tfds = setup_cfg.replace('tfds =\n', 'tfds_gone =\n')
+  assert undeclared_imports(REPO, without_tfds)[0].startswith('tensorflow_datasets')

@@ -1,4 +1,8 @@
-"""Tests for launch/train.py and launch/eval.py: the command lines, run as subprocesses."""
+"""Tests for launch/train.py and launch/eval.py: the command lines, run as subprocesses.
+
+The launchers run ``ltjax/train/__main__.py`` and ``ltjax/eval/__main__.py`` (``python -m
+ltjax.train`` / ``ltjax.eval``); tests/test_package.py runs those from an installed wheel.
+"""
 
 import json
 import os
@@ -8,7 +12,7 @@ import sys
 from helpers import REPO
 
 
-def run_launcher(script, *args):
+def run_launcher(script, *args, cwd=REPO):
   """``python launch/<script> args`` from the repository root, on the CPU even beside a GPU."""
   env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
   return subprocess.run(
@@ -16,7 +20,7 @@ def run_launcher(script, *args):
       capture_output=True,
       text=True,
       env=env,
-      cwd=REPO,
+      cwd=cwd,
       timeout=300,
   )
 
@@ -28,6 +32,28 @@ def test_config_typo_names_the_nearest_key(tmp_path):
   assert result.returncode != 0
   assert 'Did you mean "lr" instead of "lrr"?' in result.stderr
   assert not os.listdir(tmp_path)  # Failed before creating anything.
+
+
+def test_config_paths_resolve_from_another_directory(tmp_path):
+  elsewhere, workdir = tmp_path / 'elsewhere', tmp_path / 'run'
+  elsewhere.mkdir()
+  # configs/smoke.py is not in the working directory: the checkout's recipe (ltjax/configs) is
+  # loaded, and fails on the override's typo, as from the repository root.
+  result = run_launcher(
+      'train.py',
+      '--config=configs/smoke.py',
+      '--config.optim.lrr=0.1',
+      f'--workdir={workdir}',
+      cwd=elsewhere,
+  )
+  assert 'Did you mean "lr" instead of "lrr"?' in result.stderr, result.stderr[-3000:]
+  result = run_launcher(
+      'train.py', '--config=configs/smok.py', f'--workdir={workdir}', cwd=elsewhere
+  )
+  assert result.returncode == 2  # stopping.EXIT_BAD_INPUT: a retry fails again.
+  assert "No config file 'configs/smok.py'" in result.stderr
+  assert 'Did you mean configs/smoke.py?' in result.stderr
+  assert not os.path.exists(workdir) and not os.listdir(elsewhere)
 
 
 def test_launch_eval_compares_two_workdirs(trained_two_stage, tmp_path):

@@ -56,7 +56,7 @@ def test_cells_commands_and_states(tmp_path):
   assert all_cells[3].workdir == os.path.join(str(tmp_path), 'crt', 'seed1')
   assert all(c.state() == cells.PENDING for c in all_cells)
   command = all_cells[3].command()
-  assert command.startswith('python launch/train.py --config=configs/ce_default.py ')
+  assert command.startswith('python -m ltjax.train --config=configs/ce_default.py ')
   assert '--config.stage2.head=reinit' in command and '--config.seed=1' in command
   assert command.endswith(f'--workdir={all_cells[3].workdir}')
   config = all_cells[3].config()
@@ -174,7 +174,7 @@ def test_launch_study_dry_run_and_print_commands(tmp_path):
   assert dry[2] == '0 done, 1 partial, 1 pending'
   commands = launch('--print_commands', '--study.seeds=(3,)')
   assert len(commands) == 1
-  assert commands[0].startswith('python launch/train.py --config=configs/ce_default.py')
+  assert commands[0].startswith('python -m ltjax.train --config=configs/ce_default.py')
   assert commands[0].endswith(f'--config.seed=3 --workdir={workdir / "ce" / "seed3"}')
 
 

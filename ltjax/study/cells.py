@@ -8,14 +8,16 @@ from the command line, ``--study.seeds=(0,)``):
   common    a nested dict of config keys set on every method's config, after
             its recipe (the study's shared backbone, epoch budget, schedule).
   methods   name -> {recipe, overrides, label}: ``recipe`` is a config file
-            (``configs/x.py`` or ``configs/x.py:arg``, relative to the
-            repository or absolute), ``overrides`` a nested dict of config keys
+            as ``--config`` takes it (``configs/x.py`` or ``configs/x.py:arg``
+            for a recipe of ltjax, or a path of your own; resolved by
+            ``ltjax.config_files``), ``overrides`` a nested dict of config keys
             set after ``common``, ``label`` the row name of the table.
   report    run ``ltjax.eval``'s report (L_i, r_i, norms) on each finished cell.
 
 A cell is (method, seed) in ``<study workdir>/<method>/seed<seed>``: exactly
-the run ``python launch/train.py --config=<recipe> --config.<key>=<value> ...
---workdir=<that dir>`` would make (``command`` prints it for a scheduler).
+the run ``python -m ltjax.train --config=<recipe> --config.<key>=<value> ...
+--workdir=<that dir>`` would make (``command`` prints it for a scheduler; the
+same command works in a checkout and with an installed wheel).
 Its state is read from its files: ``done`` once the run wrote its
 ``results.json`` (``ltjax.train.loop``), ``partial`` when it has started
 (a ``config.json``), else ``pending``.
@@ -24,26 +26,26 @@ Its state is read from its files: ``done`` once the run wrote its
 import dataclasses
 import difflib
 import importlib.util
-import os
 import shlex
 from typing import Any
 
 import ml_collections
 
+from ltjax import config_files
+from ltjax import files
 from ltjax.train import results as run_results
 from ltjax.train.config_check import flatten
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DONE, PARTIAL, PENDING = 'done', 'partial', 'pending'
 
 
-def load_config_file(spec: str, *, root: str = REPO) -> ml_collections.ConfigDict:
-  """``path.py`` or ``path.py:arg`` -> its ``get_config()`` (or ``get_config(arg)``)."""
-  path, _, arg = spec.partition(':')
-  full = path if os.path.isabs(path) else os.path.join(root, path)
-  if not os.path.isfile(full):
-    raise FileNotFoundError(f'No config file {full!r} (from {spec!r}).')
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """``path.py`` or ``path.py:arg`` -> its ``get_config()`` (or ``get_config(arg)``).
+
+  The path is resolved as the ``--config`` flag's (``ltjax.config_files.resolve``): a file,
+  else an installed recipe (``configs/ce_default.py``), else a FileNotFoundError naming both.
+  """
+  full, _, arg = config_files.resolve(spec).partition(':')
   module_spec = importlib.util.spec_from_file_location(f'_ltjax_config_{abs(hash(full))}', full)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -88,15 +90,19 @@ class Cell:
     return config
 
   def state(self) -> str:
-    if os.path.exists(os.path.join(self.workdir, run_results.FILENAME)):
+    if files.exists(files.join(self.workdir, run_results.FILENAME)):
       return DONE
-    if os.path.exists(os.path.join(self.workdir, 'config.json')):
+    if files.exists(files.join(self.workdir, 'config.json')):
       return PARTIAL
     return PENDING
 
   def command(self) -> str:
-    """The ``launch/train.py`` command line that runs this cell."""
-    args = ['python', 'launch/train.py', f'--config={self.recipe}']
+    """The ``python -m ltjax.train`` command line that runs this cell.
+
+    The module form, not ``launch/train.py``: it runs from any directory where ltjax is
+    installed (and from the top of a checkout), and its ``--config`` finds the recipe alike.
+    """
+    args = ['python', '-m', 'ltjax.train', f'--config={self.recipe}']
     args += [f'--config.{k}={_flag_value(v)}' for k, v in self.overrides.items()]
     args.append(f'--workdir={self.workdir}')
     return ' '.join(shlex.quote(a) for a in args)
@@ -144,7 +150,7 @@ def cells(study: ml_collections.ConfigDict, workdir: str) -> list[Cell]:
               seed=int(seed),
               recipe=method['recipe'],
               overrides={**common, **method['overrides'], 'seed': int(seed)},
-              workdir=os.path.join(workdir, name, f'seed{int(seed)}'),
+              workdir=files.join(workdir, name, f'seed{int(seed)}'),
           )
       )
   return out

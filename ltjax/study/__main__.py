@@ -1,0 +1,99 @@
+r"""Runs a study: recipes x overrides x seeds, one cell (an ordinary run) after another.
+
+    python -m ltjax.study --study=configs/studies/fashion_mnist_lt.py --workdir=runs/study
+    python -m ltjax.study --study=... --workdir=... --dry_run          # the cells and states
+    python -m ltjax.study --study=... --workdir=... --print_commands   # one command per cell
+    python -m ltjax.study --study=... --workdir=... --aggregate_only   # the table, now
+
+(``python launch/study.py ...`` in a checkout is the same command.) The
+``--study`` path and the recipes the study names are looked up among the
+files installed with ltjax when they are not files (``ltjax.config_files``).
+Finished cells are skipped and an interrupted one resumes, so the same command
+continues a study. On a cluster, run the printed commands as separate jobs and
+then ``--aggregate_only``. The table is written to ``<workdir>/study.md`` (with
+``study.json`` and plots) from the cells' records (``ltjax.study``).
+"""
+
+import logging as std_logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from ltjax import config_files
+from ltjax import files
+from ltjax.study import aggregate
+from ltjax.study import cells
+from ltjax.study import runner
+from ltjax.train import stopping
+
+config_flags.DEFINE_config_file(
+    'study', None, 'Path to a study file (configs/studies/*.py).', lock_config=True
+)
+flags.DEFINE_string('workdir', None, 'Directory of the study; each cell gets a folder in it.')
+flags.DEFINE_bool('dry_run', False, 'List the cells and their states; run nothing.')
+flags.DEFINE_bool('print_commands', False, 'Print the python -m ltjax.train command of each cell.')
+flags.DEFINE_bool(
+    'aggregate_only', False, 'Write the table from the finished cells; train nothing.'
+)
+flags.DEFINE_string(
+    'compilation_cache',
+    os.path.expanduser('~/.cache/ltjax/jax'),
+    'JAX persistent compilation cache directory ("" disables it).',
+)
+flags.mark_flags_as_required(['study', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  study, workdir = flags.FLAGS.study, files.absolute(flags.FLAGS.workdir)
+  all_cells = cells.cells(study, workdir)
+  if flags.FLAGS.print_commands:
+    for cell in all_cells:
+      print(cell.command())
+    return
+  if flags.FLAGS.dry_run:
+    for cell in all_cells:
+      print(f'{cell.state():8s} {cell.method} seed {cell.seed}  {cell.workdir}')
+    states = [cell.state() for cell in all_cells]
+    print(', '.join(f'{states.count(s)} {s}' for s in (cells.DONE, cells.PARTIAL, cells.PENDING)))
+    return
+  failed = []
+  if not flags.FLAGS.aggregate_only:
+    if flags.FLAGS.compilation_cache:
+      jax.config.update('jax_compilation_cache_dir', flags.FLAGS.compilation_cache)
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    logging.set_verbosity(logging.WARNING)
+    std_logging.getLogger('absl').setLevel(std_logging.WARNING)
+    try:
+      failed = runner.run(study, workdir, log=lambda line: print(line, flush=True))
+    except stopping.Stopped as e:
+      print(f'{e} The study stopped; rerun the same command to continue it.', flush=True)
+      sys.exit(stopping.EXIT_STOPPED)
+  summary = aggregate.summarize(study, workdir)
+  for path in aggregate.write(summary, workdir):
+    print(f'Wrote {path}')
+  print(aggregate.markdown_table(summary))
+  if failed:
+    sys.exit(
+        f'{len(failed)} cells failed: ' + ', '.join(f'{c.method}/seed{c.seed}' for c in failed)
+    )
+
+
+def run():
+  """Resolves ``--study`` (ltjax.config_files), then runs ``main`` as an absl app."""
+  try:
+    sys.argv = config_files.resolve_flag(sys.argv, 'study')
+  except FileNotFoundError as e:
+    print(f'Error (FileNotFoundError): {e}', file=sys.stderr, flush=True)
+    sys.exit(stopping.EXIT_BAD_INPUT)
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
