@@ -5,6 +5,9 @@
 # with LTJAX_NOTEBOOK_SMOKE=1 (a few training steps) and LTJAX_OFFLINE=1 (the data must be in
 # place: no download, no pip), in a temporary working directory. The kernel sees one CPU
 # device, as a user's would: the simulated devices of conftest.py are removed from XLA_FLAGS.
+# The first code cell (installing ltjax when it is missing) is also run alone, with `python -S`
+# (no site-packages, so no ltjax), to check that it fails with a clear message instead of
+# reaching the network.
 
 import glob
 import json
@@ -41,45 +44,83 @@ def test_notebook_is_committed_clean(name):
     assert not re.search(
         r'/(work|home|Users|tmp)/', cell.source
     ), f'{name}.ipynb cell {i} names a local path.'
-  first_code = next(cell for cell in nb.cells if cell.cell_type == 'code')
-  assert 'LTJAX_PIP_SPEC' in first_code.source and 'import ltjax' in first_code.source
+    # The runtime is what JAX sees, not a device file or a vendor tool.
+    assert '/dev/accel' not in cell.source and 'nvidia-smi' not in cell.source, (name, i)
+    assert not re.search(r'from configs\b|import configs\b', cell.source), (name, i)
+  first_code = next(cell for cell in nb.cells if cell.cell_type == 'code').source
+  assert 'import ltjax' in first_code and 'jax.default_backend()' in first_code
+  # ltjax comes from where the user says (a Colab form field) or from an uploaded wheel: the
+  # cell names no URL and clones nothing.
+  assert 'LTJAX_SOURCE = \'\'  # @param {type:"string"}' in first_code
+  assert 'ltjax-*.whl' in first_code
+  assert '://' not in first_code and 'git clone' not in first_code
 
 
 def _setup_cell(name):
   return next(cell for cell in _load(name).cells if cell.cell_type == 'code').source
 
 
+def _setup_env(**changes):
+  env = {k: v for k, v in os.environ.items() if not k.startswith('LTJAX_') and k != 'PYTHONPATH'}
+  env['XLA_FLAGS'] = ''
+  env.update(changes)
+  return env
+
+
 @pytest.mark.parametrize('name', NAMES)
-def test_setup_cell_uses_the_enclosing_checkout(name):
-  # Jupyter started in notebooks/: configs/ is not importable from there, the cell finds it above.
-  code = _setup_cell(name) + '\nimport configs.default\nprint(configs.default.__file__)'
-  env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'LTJAX_DATA_DIR')}
-  env['LTJAX_OFFLINE'] = '1'
+def test_setup_cell_finds_ltjax_and_its_recipes(name):
+  # ltjax importable (here the checkout's): the cell installs nothing, and the recipes are the
+  # package's ltjax.configs -- the checkout's configs/, through the ltjax/configs link.
+  code = _setup_cell(name) + '\nfrom ltjax.configs import default\nprint(default.__file__)'
   out = subprocess.run(
       [sys.executable, '-c', code],
       cwd=NOTEBOOKS,
-      env=env,
+      env=_setup_env(PYTHONPATH=REPO, LTJAX_OFFLINE='1', LTJAX_SOURCE='unused.whl'),
       capture_output=True,
       text=True,
       check=True,
   ).stdout
-  assert out.strip().endswith(os.path.join(REPO, 'configs', 'default.py')), out
+  lines = out.splitlines()
+  assert lines[0].startswith('LTJAX_SOURCE unused: ltjax is already installed'), out
+  assert lines[1].startswith('ltjax ') and lines[1].endswith(f' from {REPO}/ltjax'), out
+  assert lines[2].startswith('JAX ') and ' on ' in lines[2], out
+  assert lines[-1] == os.path.join(REPO, 'ltjax', 'configs', 'default.py'), out
 
 
 @pytest.mark.parametrize('name', NAMES)
 def test_setup_cell_offline_never_installs(name, tmp_path):
   # Without site-packages (-S) ltjax is missing: offline, the cell must refuse to clone or pip.
-  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  env['LTJAX_OFFLINE'] = '1'
   result = subprocess.run(
       [sys.executable, '-S', '-c', _setup_cell(name)],
       cwd=tmp_path,
-      env=env,
+      env=_setup_env(LTJAX_OFFLINE='1', LTJAX_SOURCE='ltjax-0.1.0-py3-none-any.whl'),
       capture_output=True,
       text=True,
   )
   assert result.returncode != 0 and 'LTJAX_OFFLINE=1 forbids' in result.stderr, result.stderr
   assert os.listdir(tmp_path) == []
+
+
+def test_setup_cell_without_a_source_says_what_to_fill_in(tmp_path):
+  # ltjax missing, online, and nothing to install from: a clear error before any pip or network.
+  def setup(**env):
+    return subprocess.run(
+        [sys.executable, '-S', '-c', _setup_cell('quickstart')],
+        cwd=tmp_path,
+        env=_setup_env(**env),
+        capture_output=True,
+        text=True,
+    )
+
+  result = setup()
+  assert result.returncode != 0, result.stdout
+  assert 'ImportError: ltjax is not installed' in result.stderr, result.stderr
+  assert 'Fill in LTJAX_SOURCE at the top of the cell' in result.stderr
+  assert f'upload the wheel to {tmp_path}' in result.stderr
+  result = setup(LTJAX_SOURCE='ltjax-0.1.0-py3-none-any.whl')
+  assert result.returncode != 0
+  assert "LTJAX_SOURCE = 'ltjax-0.1.0-py3-none-any.whl' is not a file" in result.stderr
+  assert os.listdir(tmp_path) == [] and 'installing' not in result.stdout
 
 
 def _kernel_manager(tmp_dir):
@@ -108,7 +149,8 @@ def _kernel_env():
   if not env['XLA_FLAGS']:
     del env['XLA_FLAGS']
   env.pop('MPLBACKEND', None)  # The kernel's own inline backend, as in Jupyter and Colab.
-  # configs/ is importable from a checkout, as in Colab after the notebook's git clone.
+  # ltjax (with its recipes, ltjax.configs) importable from the checkout, as in Colab once the
+  # first cell has installed it.
   env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, env.get('PYTHONPATH')) if p)
   env['LTJAX_NOTEBOOK_SMOKE'] = '1'
   env['LTJAX_OFFLINE'] = '1'
@@ -143,9 +185,8 @@ def _execute(name, tmp_path):
       for cell in nb.cells
       for output in cell.get('outputs', ())
   )
-  # Offline: no checkout of ltjax, no pip install, no download.
-  assert not (workdir / 'ltjax-src').exists()
-  assert not (workdir / 'fashion-mnist').exists()
+  # Offline: no pip install, no download; only the runs.
+  assert sorted(os.listdir(workdir)) == ['runs']
   return workdir, images
 
 
