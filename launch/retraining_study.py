@@ -21,7 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-import jax
+
+from ltjax import cli  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string('stage1_workdir', None, 'A finished stage 1 written by launch/train.py.')
 flags.DEFINE_string('output', None, 'Output directory (default <stage1_workdir>/retraining_study).')
@@ -31,11 +32,7 @@ flags.DEFINE_multi_string(
     None,
     'Config change for every method, e.g. --override=stage2.num_epochs=20 (repeatable).',
 )
-flags.DEFINE_string(
-    'compilation_cache',
-    os.path.expanduser('~/.cache/ltjax/jax'),
-    'JAX persistent compilation cache directory ("" disables it).',
-)
+cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(['stage1_workdir'])
 FLAGS = flags.FLAGS
 
@@ -56,9 +53,7 @@ def _overrides(pairs) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.compilation_cache:
-    jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   from ltjax.train import retraining_study  # pylint: disable=g-import-not-at-top
 
   unknown = [m for m in FLAGS.methods or () if m not in retraining_study.METHODS]

@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from ltjax import cli
 from ltjax import files
 from ltjax.eval import metrics
 from ltjax.eval import report as ltjax_report
@@ -50,11 +51,7 @@ flags.DEFINE_multi_string(
     None,
     'Config changes before loading the data, e.g. ' '--override=data.data_dir=/new/place.',
 )
-flags.DEFINE_string(
-    'compilation_cache',
-    os.path.expanduser('~/.cache/ltjax/jax'),
-    'JAX persistent compilation cache directory ("" disables it).',
-)
+cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
@@ -103,9 +100,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   multihost.initialize(FLAGS.multihost)
-  if FLAGS.compilation_cache:
-    jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   workdirs = [w.rstrip('/') for w in FLAGS.workdir]
   names = FLAGS.name or [w for w in workdirs]
   if len(names) != len(workdirs):
@@ -145,7 +140,7 @@ def main(argv):
 
 def run():
   """Runs ``main`` as an absl app (the entry point of ``python -m ltjax.eval``)."""
-  app.run(main)
+  cli.run(main)
 
 
 if __name__ == '__main__':

@@ -15,16 +15,14 @@ then ``--aggregate_only``. The table is written to ``<workdir>/study.md`` (with
 """
 
 import logging as std_logging
-import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
-from ltjax import config_files
+from ltjax import cli
 from ltjax import files
 from ltjax.study import aggregate
 from ltjax.study import cells
@@ -40,11 +38,7 @@ flags.DEFINE_bool('print_commands', False, 'Print the python -m ltjax.train comm
 flags.DEFINE_bool(
     'aggregate_only', False, 'Write the table from the finished cells; train nothing.'
 )
-flags.DEFINE_string(
-    'compilation_cache',
-    os.path.expanduser('~/.cache/ltjax/jax'),
-    'JAX persistent compilation cache directory ("" disables it).',
-)
+cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(['study', 'workdir'])
 
 
@@ -65,9 +59,7 @@ def main(argv):
     return
   failed = []
   if not flags.FLAGS.aggregate_only:
-    if flags.FLAGS.compilation_cache:
-      jax.config.update('jax_compilation_cache_dir', flags.FLAGS.compilation_cache)
-      jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+    cli.use_compilation_cache(flags.FLAGS.compilation_cache)
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger('absl').setLevel(std_logging.WARNING)
     try:
@@ -87,12 +79,7 @@ def main(argv):
 
 def run():
   """Resolves ``--study`` (ltjax.config_files), then runs ``main`` as an absl app."""
-  try:
-    sys.argv = config_files.resolve_flag(sys.argv, 'study')
-  except FileNotFoundError as e:
-    print(f'Error (FileNotFoundError): {e}', file=sys.stderr, flush=True)
-    sys.exit(stopping.EXIT_BAD_INPUT)
-  app.run(main)
+  cli.run(main, 'study')
 
 
 if __name__ == '__main__':

@@ -23,16 +23,14 @@ a preemption with the checkpoint saved (rerun the same command to resume).
 """
 
 import logging as std_logging
-import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
-from ltjax import config_files
+from ltjax import cli
 from ltjax.data.listfile import UnreadableImageError
 from ltjax.train import multihost
 from ltjax.train import stopping
@@ -43,11 +41,7 @@ config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True
 )
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
-flags.DEFINE_string(
-    'compilation_cache',
-    os.path.expanduser('~/.cache/ltjax/jax'),
-    'JAX persistent compilation cache directory ("" disables it).',
-)
+cli.define_compilation_cache_flag()
 flags.DEFINE_list(
     'resume_allow',
     [],
@@ -67,9 +61,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   multihost.initialize(flags.FLAGS.multihost)  # Also: a forgotten --multihost is named.
-  if flags.FLAGS.compilation_cache:
-    jax.config.update('jax_compilation_cache_dir', flags.FLAGS.compilation_cache)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  cli.use_compilation_cache(flags.FLAGS.compilation_cache)
   logging.set_verbosity(logging.INFO)
   # orbax logs every step of every save at INFO; keep its warnings only.
   std_logging.getLogger('absl').addFilter(
@@ -100,12 +92,7 @@ def main(argv):
 
 def run():
   """Resolves ``--config`` (ltjax.config_files), then runs ``main`` as an absl app."""
-  try:
-    sys.argv = config_files.resolve_flag(sys.argv, 'config')
-  except FileNotFoundError as e:
-    print(f'Error (FileNotFoundError): {e}', file=sys.stderr, flush=True)
-    sys.exit(stopping.EXIT_BAD_INPUT)
-  app.run(main)
+  cli.run(main, 'config')
 
 
 if __name__ == '__main__':
