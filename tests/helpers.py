@@ -29,6 +29,21 @@ requires_tfds = pytest.mark.skipif(
 )
 
 
+class Interrupt(Exception):
+  """Raised by ``interrupt_at``: a kill in the middle of training, as tests simulate it."""
+
+
+def interrupt_at(stop_step):
+  """A training hook that raises Interrupt right after step ``stop_step``."""
+
+  def hook(step, state):
+    del state
+    if step == stop_step:
+      raise Interrupt(step)
+
+  return hook
+
+
 def synthetic_data_config(**overrides):
   """config.data of synthetic 10-class gratings, 40 per class, long-tailed to 40 ... 10."""
   config = base.get_config().data

@@ -10,6 +10,8 @@ import pytest
 
 from configs import ce_places_lt
 from configs import smoke
+from helpers import Interrupt
+from helpers import interrupt_at
 from helpers import read_rows
 from helpers import requires_fashion_mnist
 from helpers import tiny_config
@@ -58,19 +60,6 @@ def test_smoke_config_end_to_end(tmp_path):
   for key in ('accuracy', 'balanced_accuracy', 'many', 'medium', 'few'):
     assert test_rows[-1][key] == pytest.approx(results[key])
   assert len(results['per_class_accuracy']) == 10
-
-
-class Interrupt(Exception):
-  pass
-
-
-def interrupt_at(stop_step):
-  def hook(step, state):
-    del state
-    if step == stop_step:
-      raise Interrupt(step)
-
-  return hook
 
 
 def test_resumed_run_equals_uninterrupted_run_bitwise(tmp_path):

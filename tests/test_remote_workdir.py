@@ -16,6 +16,8 @@ import pytest
 from configs import ce_places_lt
 from fake_bucket import fake_bucket
 from fake_bucket import local_files
+from helpers import Interrupt
+from helpers import interrupt_at
 from helpers import tiny_config
 from helpers import write_places_folder
 from ltjax import files
@@ -23,18 +25,6 @@ from ltjax import train
 from ltjax.eval import report as eval_report
 from ltjax.train import workdir_report
 from ltjax.train.writer import read_rows
-
-
-class Interrupt(Exception):
-  pass
-
-
-def interrupt_at(stop_step):
-  def hook(step, *_):
-    if step == stop_step:
-      raise Interrupt()
-
-  return hook
 
 
 def test_train_resume_evaluate_compare_in_a_bucket(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from helpers import Interrupt
 from helpers import REPO
 from ltjax.study import aggregate
 from ltjax.study import cells
@@ -43,10 +44,6 @@ def tiny_study(report=False) -> ml_collections.ConfigDict:
       'label': 'cRT',
   }
   return study
-
-
-class Interrupt(Exception):
-  pass
 
 
 def test_cells_commands_and_states(tmp_path):

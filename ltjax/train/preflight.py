@@ -24,7 +24,7 @@ from ltjax.param_paths import named_leaves
 from ltjax.param_paths import path_mask
 from ltjax.train import stages
 from ltjax.train.stages import Stage
-from ltjax.train.state import TrainState
+from ltjax.train.state import state_from_variables
 from ltjax.train.steps import train_step
 
 
@@ -94,15 +94,7 @@ def trace_train_step(
     params = variables['params']
     # A stage-2 source has the same tree as these parameters (MaxNorm's thresholds).
     tx = stages.optimizer(stage, schedule, steps_per_epoch=steps_per_epoch, initial_params=params)
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=variables.get('batch_stats', {}),
-        opt_state=tx.init(params),
-        rng=rng,
-        apply_fn=model.apply,
-        tx=tx,
-    )
+    state = state_from_variables(variables, model.apply, tx, rng)
     return train_step(
         state,
         batch,

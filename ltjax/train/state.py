@@ -40,6 +40,20 @@ class TrainState:
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
 
 
+def state_from_variables(variables, apply_fn, tx: optax.GradientTransformation, rng) -> TrainState:
+  """The state at step 0 of a model's initial ``variables`` (its optimiser state fresh)."""
+  params = variables['params']
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get('batch_stats', {}),
+      opt_state=tx.init(params),
+      rng=rng,
+      apply_fn=apply_fn,
+      tx=tx,
+  )
+
+
 def create_train_state(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -58,16 +72,7 @@ def create_train_state(
 
   def init(init_rng, train_rng):
     variables = model.init({'params': init_rng}, jnp.zeros((1, *input_shape)), train=False)
-    params = variables['params']
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=variables.get('batch_stats', {}),
-        opt_state=tx.init(params),
-        rng=train_rng,
-        apply_fn=model.apply,
-        tx=tx,
-    )
+    return state_from_variables(variables, model.apply, tx, train_rng)
 
   abstract = jax.eval_shape(init, init_rng, train_rng)
   state_sharding = sharding.replicated_like(abstract, mesh)

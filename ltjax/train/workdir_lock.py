@@ -20,6 +20,8 @@ import socket
 from absl import logging
 import jax
 
+from ltjax import files
+
 LOCK_FILE = '.lock'
 
 
@@ -36,7 +38,7 @@ class WorkdirLock:
     self._file = None
 
   def __enter__(self) -> 'WorkdirLock':
-    if '://' in self.workdir or jax.process_index() != 0:
+    if files.is_remote(self.workdir) or jax.process_index() != 0:
       return self
     try:
       os.makedirs(self.workdir, exist_ok=True)
