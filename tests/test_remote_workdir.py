@@ -23,11 +23,13 @@ from helpers import write_places_folder
 from ltjax import files
 from ltjax import train
 from ltjax.eval import report as eval_report
+from ltjax.train import workdir_lock
 from ltjax.train import workdir_report
 from ltjax.train.writer import read_rows
 
 
 def test_train_resume_evaluate_compare_in_a_bucket(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, 'SETTLE_SECONDS', 0.0)  # One run at a time here.
   config = tiny_config(checkpoint_every_steps=4)
   full_state, full_results = train.train_and_evaluate(config, str(tmp_path / 'local'))
 
@@ -90,6 +92,7 @@ def test_list_file_data_in_a_bucket_with_a_corrupt_image_skipped_and_logged(tmp_
   config.data.skip_corrupt = True
   config.batch_size, config.eval_batch_size, config.num_train_steps = 16, 128, 1
   monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(workdir_lock, 'SETTLE_SECONDS', 0.0)
   with fake_bucket(root):
     _, results = train.train_and_evaluate(config, 'gs://bucket/run')
     logs = [n for n in files.listdir('gs://bucket/run/skipped_images') if n.startswith('skipped-')]

@@ -53,7 +53,7 @@ from ltjax.train.state import TrainState
 from ltjax.train.state import create_train_state
 from ltjax.train.steps import make_eval_step
 from ltjax.train.steps import make_train_step
-from ltjax.train.workdir_lock import WorkdirLock
+from ltjax.train.workdir_lock import workdir_lock
 from ltjax.train.writer import MetricWriter
 
 Hook = Callable[[int, TrainState], None]  # Called after every step with (step, state).
@@ -223,7 +223,7 @@ def train_and_evaluate(
     resume_check.check_resume(
         stage.config, stage.workdir, stage1=stage.name == stages.STAGE1, allow=resume_allow
     )
-  with WorkdirLock(workdir):
+  with workdir_lock(workdir):
     stage_data = {}
     for stage in planned:
       stage_data[stage.name] = load_data(stage.config, stage.workdir)
