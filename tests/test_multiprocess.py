@@ -1,7 +1,9 @@
 """A real two-process job on CPU: train, checkpoint, resume and evaluate; one writer.
 
 Two local processes (two CPU devices each) join through ``jax.distributed``
-with a local coordinator, offline, the way ``--multihost`` joins a pod's hosts.
+with a local coordinator, offline, the way ``--multihost`` joins a pod's hosts:
+``python -m ltjax.train --multihost`` trains 8 steps, the same command resumes
+to 12, and ``python -m ltjax.eval --multihost`` evaluates the result.
 """
 
 import json
@@ -13,11 +15,21 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import REPO
 from helpers import tiny_config
 from ltjax import train
 from ltjax.train import multihost
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIG = f"""
+import sys
+sys.path.insert(0, {HERE!r})
+from helpers import tiny_config
+
+
+def get_config():
+  return tiny_config(checkpoint_every_steps=4, **{{'schedule.name': 'constant'}})
+"""
 
 
 def free_port():
@@ -26,8 +38,8 @@ def free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_resume_and_evaluate_and_only_process_0_writes(tmp_path):
-  workdir = str(tmp_path / 'run')
+def run_job(tmp_path, mode, workdir, *command_flags):
+  """Runs ``python -m ltjax.<mode> --multihost ...`` as two processes; their records."""
   env = dict(
       os.environ,
       JAX_PLATFORMS='cpu',
@@ -35,13 +47,19 @@ def test_two_processes_train_resume_and_evaluate_and_only_process_0_writes(tmp_p
       JAX_COORDINATOR_ADDRESS=f'localhost:{free_port()}',
       LTJAX_NUM_PROCESSES='2',
   )
+  cache = os.environ.get('LTJAX_TEST_CACHE', os.path.join(REPO, '.jax_cache'))
+  outs = [str(tmp_path / f'{mode}{i}.json') for i in range(2)]
   workers = [
       subprocess.Popen(
           [
               sys.executable,
               os.path.join(HERE, 'multiprocess_worker.py'),
+              mode,
               workdir,
-              str(tmp_path / f'out{i}.json'),
+              outs[i],
+              '--multihost',
+              f'--compilation_cache={cache}',
+              *command_flags,
           ],
           env={**env, 'LTJAX_PROCESS_ID': str(i)},
           stdout=subprocess.PIPE,
@@ -52,25 +70,61 @@ def test_two_processes_train_resume_and_evaluate_and_only_process_0_writes(tmp_p
   ]
   logs = [w.communicate(timeout=300)[0] for w in workers]
   assert [w.returncode for w in workers] == [0, 0], '\n'.join(log[-3000:] for log in logs)
-  outs = [json.loads((tmp_path / f'out{i}.json').read_text()) for i in range(2)]
-  assert [(o['process_index'], o['process_count'], o['device_count']) for o in outs] == [
+  records = [json.loads(open(out).read()) for out in outs]
+  assert [r['exit_code'] for r in records] == [0, 0], '\n'.join(log[-3000:] for log in logs)
+  assert [(r['process_index'], r['process_count'], r['device_count']) for r in records] == [
       (0, 2, 4),
       (1, 2, 4),
   ]
-  assert outs[0]['step'] == outs[1]['step'] == 12
-  assert outs[0]['accuracy'] == outs[1]['accuracy'] == outs[0]['report_accuracy']
+  return records
+
+
+def test_two_processes_train_resume_and_evaluate_and_only_process_0_writes(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config_file = tmp_path / 'tiny.py'
+  config_file.write_text(CONFIG)
+  config = f'--config={config_file}'
+  jobs = [
+      run_job(
+          tmp_path, 'train', workdir, config, f'--workdir={workdir}', '--config.num_train_steps=8'
+      ),
+      run_job(
+          tmp_path,
+          'train',
+          workdir,
+          config,
+          f'--workdir={workdir}',
+          '--config.num_train_steps=12',
+          '--resume_allow=num_train_steps',
+      ),
+      run_job(
+          tmp_path,
+          'eval',
+          workdir,
+          f'--workdir={workdir}',
+          '--checkpoint=latest',
+          '--sharpness_directions=0',
+      ),
+  ]
   # Process 1 writes only orbax's own per-process metadata of the arrays it holds.
-  assert outs[1]['written'] and all('array_metadatas/process_1' in f for f in outs[1]['written'])
-  written_by_0 = {f.removesuffix('.tmp') for f in outs[0]['written']}  # Atomic writes.
+  for train_job in jobs[:2]:
+    written = train_job[1]['written']
+    assert written and all('array_metadatas/process_1' in f for f in written), written
+  assert jobs[2][1]['written'] == []
+  written_by_0 = {f.removesuffix('.tmp') for job in jobs for f in job[0]['written']}
   for name in ('metrics.jsonl', 'results.json', 'config.json', 'report/report.json'):
     assert name in written_by_0 and os.path.exists(os.path.join(workdir, name)), name
 
+  record = json.loads(open(os.path.join(workdir, 'results.json')).read())['stages']['stage1']
+  report = json.loads(open(os.path.join(workdir, 'report', 'report.json')).read())
+  assert record['step'] == 12
+  assert record['test']['accuracy'] == report['accuracy']
   # The same 12 steps in one process (8 devices, the same global batches).
   _, reference = train.train_and_evaluate(
       tiny_config(num_train_steps=12, checkpoint_every_steps=4, **{'schedule.name': 'constant'}),
       str(tmp_path / 'one_process'),
   )
-  np.testing.assert_allclose(outs[0]['accuracy'], reference['accuracy'], atol=1e-6)
+  np.testing.assert_allclose(record['test']['accuracy'], reference['accuracy'], atol=1e-6)
 
 
 @pytest.mark.parametrize(

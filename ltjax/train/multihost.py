@@ -56,6 +56,8 @@ def initialize(multihost: bool) -> None:
   if not multihost:
     check_single_process_environment()
     return
+  if jax.distributed.is_initialized():  # A second command in the same process (a notebook).
+    return
   kwargs = {}
   if os.environ.get('LTJAX_NUM_PROCESSES'):
     kwargs['num_processes'] = int(os.environ['LTJAX_NUM_PROCESSES'])
