@@ -89,13 +89,11 @@ def test_validation_chosen_rows(study):
 
 
 def test_a_second_run_retrains_nothing(study):
-  stage1, output, result, seconds = study
+  stage1, output, result, _ = study
   before = latest_steps(output)
-  start = time.perf_counter()
   again = retraining_study.run_study(stage1, output, methods=METHODS, overrides=OVERRIDES)
-  assert latest_steps(output) == before
+  assert latest_steps(output) == before  # No checkpoint was added: nothing was retrained.
   assert again['rows'] == result['rows']
-  assert time.perf_counter() - start < seconds
 
 
 def test_unknown_methods_fail_naming_the_valid_ones(study, tmp_path):
