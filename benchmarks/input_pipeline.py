@@ -6,7 +6,13 @@ loop receives them):
   cifar_crop_flip   CIFAR-10-LT-sized in-memory data (12,406 images 32x32x3),
                     RandomCrop(32, 4) + flip + normalise, batch 128.
   jpeg_rrc_224      a list-file folder of 375x500 JPEGs (ImageNet-sized), decode +
-                    RandomResizedCrop(224) + flip + ColorJitter + normalise, batch 64.
+                    RandomResizedCrop(224) + flip + ColorJitter + normalise, batch 64:
+                    all on the host (data.device_augment=False), the baseline of:
+  jpeg_rrc_224_device_augment
+                    the same batches with data.device_augment: the host decodes and
+                    crops and sends uint8 crops and the flip/jitter draws; the train
+                    step does the rest (ltjax.data.device_augment), measured apart as
+                    device_augment/jit_b64_224 (on this CPU, which is then the device).
 
 each at 0, 1 and 2 grain worker processes (0: one grain read thread in the
 training process). Beside them, the train-step rate of ResNet-32 (batch 128,
@@ -40,6 +46,7 @@ from ltjax import losses  # pylint: disable=wrong-import-position
 from ltjax import models  # pylint: disable=wrong-import-position
 from ltjax import optim  # pylint: disable=wrong-import-position
 from ltjax import train  # pylint: disable=wrong-import-position
+from ltjax.data import device_augment  # pylint: disable=wrong-import-position
 from ltjax.data import listfile  # pylint: disable=wrong-import-position
 from ltjax.train import sharding  # pylint: disable=wrong-import-position
 
@@ -87,6 +94,22 @@ def pipeline_rate(batches: data.TrainBatches, *, num_workers: int, num_batches: 
   for batch in it:
     count += len(batch['label'])
   return count / (time.perf_counter() - t1), first
+
+
+def device_augment_rate(source, repeats: int) -> float:
+  """Images/s of the jitted device half of the transform on one batch of 64 (this CPU)."""
+  batches = data.TrainBatches(
+      source, global_batch_size=64, seed=0, augment='imagenet', image_size=224, device_augment=True
+  )
+  batch = jax.device_put(batches.batch(0))
+  apply = jax.jit(lambda b: device_augment.apply(b, source.mean, source.std))
+  jax.block_until_ready(apply(batch))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(apply(batch))
+    times.append(time.perf_counter() - t0)
+  return 64 / float(np.median(times))
 
 
 def step_rate(model_name: str, batch: int, size: int, num_classes: int, repeats: int):
@@ -183,26 +206,42 @@ def main():
     )
 
   with tempfile.TemporaryDirectory() as root:
-    jpegs = data.TrainBatches(
-        jpeg_source(root), global_batch_size=64, seed=0, augment='imagenet', image_size=224
-    )
+    source = jpeg_source(root)
     for w in workers:
-      rate, first = pipeline_rate(jpegs, num_workers=w, num_batches=n_jpeg)
-      extra = {}
-      if resnet50_rate:
-        extra = {'reference': 'train_step/resnet50_b8_224', 'ratio': rate / resnet50_rate}
-      rows.append(
-          _common.emit(
-              _common.record(
-                  f'pipeline/jpeg_rrc_224/workers={w}',
-                  'throughput',
-                  rate,
-                  'images/s',
-                  first_batch_s=first,
-                  **extra,
-              )
-          )
-      )
+      host_rate = None
+      for device_augment in (False, True):
+        jpegs = data.TrainBatches(
+            source,
+            global_batch_size=64,
+            seed=0,
+            augment='imagenet',
+            image_size=224,
+            device_augment=device_augment,
+        )
+        rate, first = pipeline_rate(jpegs, num_workers=w, num_batches=n_jpeg)
+        name = 'jpeg_rrc_224_device_augment' if device_augment else 'jpeg_rrc_224'
+        extra = {}
+        if device_augment:  # Against the host-only path of the same run.
+          extra = {'reference': f'pipeline/jpeg_rrc_224/workers={w}', 'ratio': rate / host_rate}
+        elif resnet50_rate:
+          extra = {'reference': 'train_step/resnet50_b8_224', 'ratio': rate / resnet50_rate}
+        host_rate = rate
+        rows.append(
+            _common.emit(
+                _common.record(
+                    f'pipeline/{name}/workers={w}',
+                    'throughput',
+                    rate,
+                    'images/s',
+                    first_batch_s=first,
+                    **extra,
+                )
+            )
+        )
+    rate = device_augment_rate(source, repeats=3 if args.quick else 8)
+    rows.append(
+        _common.emit(_common.record('device_augment/jit_b64_224', 'throughput', rate, 'images/s'))
+    )
 
   path = _common.write_results(
       os.path.join(_common.RESULTS_DIR, 'input_pipeline.json'), rows, quiet=quiet

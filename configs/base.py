@@ -115,6 +115,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.crop_padding = 4  # Zero padding of the random crop.
   config.data.image_size = 224  # 'imagenet'/'inat': crop size (test: resize 256/224 of it).
   config.data.mixup_alpha = 0.0  # > 0: mixup with lambda ~ Beta(alpha, alpha) per batch.
+  # 'imagenet'/'inat' without mixup: the host sends uint8 crops and the batch's flip and jitter
+  # draws; flip, ColorJitter and normalisation run in the train step (ltjax.data.device_augment).
+  config.data.device_augment = True
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.num_classes = 10
   config.data.synthetic.per_class = 100

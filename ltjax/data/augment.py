@@ -231,6 +231,11 @@ def random_crop_flip(
   return images
 
 
+def flip_draws(batch_size: int, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+  """``horizontal_flip``'s draw: which images of a batch are mirrored, (B,) bool."""
+  return rng.random(batch_size) < p
+
+
 def horizontal_flip(images: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
   """torchvision ``RandomHorizontalFlip(p)`` per image of a batch.
 
@@ -245,7 +250,7 @@ def horizontal_flip(images: np.ndarray, rng: np.random.Generator, p: float = 0.5
   Returns:
     A new (B, H, W, C) array of the input dtype.
   """
-  flips = rng.random(images.shape[0]) < p
+  flips = flip_draws(images.shape[0], rng, p)
   out = images.copy()
   out[flips] = images[flips, :, ::-1]
   return out
@@ -265,6 +270,39 @@ def _jitter_range(value, name: str) -> tuple[float, float] | None:
     if not 0.0 <= lo <= hi:
       raise ValueError(f'{name} range must satisfy 0 <= lo <= hi, got {value}.')
   return None if lo == hi == 1.0 else (float(lo), float(hi))
+
+
+# Operation ids of color_jitter_params' ``ops``.
+JITTER_BRIGHTNESS, JITTER_CONTRAST, JITTER_SATURATION = _BRIGHTNESS, _CONTRAST, _SATURATION
+
+
+def color_jitter_params(
+    batch_size: int, rng: np.random.Generator, brightness=0.4, contrast=0.4, saturation=0.4
+) -> tuple[np.ndarray, np.ndarray]:
+  """The random draws of ``color_jitter`` for a batch: (ops, factors), each (B, n).
+
+  ``ops[i]`` lists image i's n enabled transforms in the order they apply
+  (JITTER_BRIGHTNESS, JITTER_CONTRAST, JITTER_SATURATION), ``factors[i]``
+  their factors (float32), drawn as ``color_jitter`` documents. The host
+  (``color_jitter``) and the device (``ltjax.data.device_augment``) apply the
+  same draws, so both give one batch for one (seed, step).
+  """
+  ranges = [
+      (op, r)
+      for op, r in (
+          (_BRIGHTNESS, _jitter_range(brightness, 'brightness')),
+          (_CONTRAST, _jitter_range(contrast, 'contrast')),
+          (_SATURATION, _jitter_range(saturation, 'saturation')),
+      )
+      if r is not None
+  ]
+  n = len(ranges)
+  if not n:
+    return np.zeros((batch_size, 0), np.int32), np.zeros((batch_size, 0), np.float32)
+  order = rng.permuted(np.tile(np.arange(n), (batch_size, 1)), axis=1)
+  factors = np.stack([rng.uniform(lo, hi, batch_size) for _, (lo, hi) in ranges], axis=1)
+  ops = np.array([op for op, _ in ranges], np.int32)[order]  # (B, n) in application order.
+  return ops, np.take_along_axis(factors, order, axis=1).astype(np.float32)
 
 
 def color_jitter(
@@ -302,24 +340,12 @@ def color_jitter(
     once at the end, where PIL truncates after each transform: a < 1 level
     difference); float in -> float32 out in [0, 1].
   """
-  ranges = [
-      (op, r)
-      for op, r in (
-          (_BRIGHTNESS, _jitter_range(brightness, 'brightness')),
-          (_CONTRAST, _jitter_range(contrast, 'contrast')),
-          (_SATURATION, _jitter_range(saturation, 'saturation')),
-      )
-      if r is not None
-  ]
   is_uint8 = images.dtype == np.uint8
-  if not ranges:
-    return images.copy() if is_uint8 else images.astype(np.float32)
   b, _, _, channels = images.shape
-  n = len(ranges)
-  order = rng.permuted(np.tile(np.arange(n), (b, 1)), axis=1)
-  factors = np.stack([rng.uniform(lo, hi, b) for _, (lo, hi) in ranges], axis=1)
-  ops = np.array([op for op, _ in ranges])[order].tolist()  # (B, n) in application order.
-  factors = np.take_along_axis(factors, order, axis=1).astype(np.float32)
+  ops, factors = color_jitter_params(b, rng, brightness, contrast, saturation)
+  if not ops.shape[1]:
+    return images.copy() if is_uint8 else images.astype(np.float32)
+  ops = ops.tolist()
 
   bound = np.float32(255.0 if is_uint8 else 1.0)
   luma = np.array(LUMA_WEIGHTS if channels == 3 else (1.0,), np.float32)

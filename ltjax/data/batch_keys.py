@@ -34,6 +34,12 @@ Producers and consumers refer to the keys by these constants:
                                    .train_batches (sample     on-device gather of
                                    indices of a step)         FEATURES
 
+  FLIP          (B,) bool          TrainBatches.batch with    steps.train_step, through
+  JITTER_OPS    (B, n) int32       device_augment (the        data.device_augment.apply
+  JITTER_FACTORS (B, n) float32    large-scale transforms):   (then IMAGE, uint8 until
+                                   the flip and ColorJitter   then, is normalised
+                                   draws of the batch         float32)
+
 Module names are those of ``ltjax.data`` (pipeline) and ``ltjax.train``
 (steps, predict, feature_cache). A training batch carries IMAGE and LABEL (plus
 MIXUP_LABEL and MIXUP_LAMBDA with mixup), or FEATURES and LABEL in cached
@@ -54,5 +60,9 @@ MIXUP_LAMBDA = 'mixup_lambda'
 MASK = 'mask'
 FEATURES = 'features'
 INDEX = 'index'
+# The random draws of the device-side large-scale transform (ltjax.data.device_augment).
+FLIP = 'flip'
+JITTER_OPS = 'jitter_ops'
+JITTER_FACTORS = 'jitter_factors'
 # Features of the mirrored images (eval.flip_tta) in the feature cache's evaluation batches.
 FLIPPED = 'flipped'

@@ -113,6 +113,16 @@ AUGMENTATIONS: dict[str, Augmentation] = {
 _RESIZED_CROP = ('imagenet', 'inat')
 
 
+def device_augmented(augment: str, mixup_alpha: float, device_augment: bool) -> bool:
+  """Whether TrainBatches leaves flip, jitter and normalisation to the train step."""
+  return bool(device_augment) and augment in _RESIZED_CROP and mixup_alpha <= 0
+
+
+def jitter_transforms(augment: str) -> int:
+  """How many ColorJitter transforms a device-augmented batch of ``augment`` draws."""
+  return 3 if augment == 'imagenet' else 0
+
+
 def load_images(dataset, indices: np.ndarray, transform=None) -> tuple[np.ndarray, np.ndarray]:
   """(images (B, H, W, C) uint8, labels (B,)) of ``indices``.
 
@@ -148,9 +158,13 @@ class TrainBatches:
       crop_padding: int = 4,
       image_size: int = 224,
       mixup_alpha: float = 0.0,
+      device_augment: bool = False,
       process_index: int = 0,
       process_count: int = 1,
   ):
+    """``device_augment``: with 'imagenet' / 'inat' (and no mixup), batches carry the
+    uint8 crops and the batch's flip and jitter draws, and the train step finishes
+    the transform (``ltjax.data.device_augment``); ignored otherwise."""
     if augment not in AUGMENTATIONS:
       raise ValueError(f'Unknown data.augment {augment!r}; valid: {sorted(AUGMENTATIONS)}.')
     if global_batch_size % process_count:
@@ -171,6 +185,7 @@ class TrainBatches:
     self.crop_padding = crop_padding
     self.image_size = image_size
     self.mixup_alpha = mixup_alpha
+    self.device_augment = device_augmented(augment, mixup_alpha, device_augment)
     self.process_index = process_index
     self.sampler = samplers.build_sampler(
         sampler, dataset.labels, seed=seed, num_classes=dataset.num_classes
@@ -203,6 +218,17 @@ class TrainBatches:
     if self.augment in _RESIZED_CROP:  # Per sample, as each image is loaded; draws first.
       crop = functools.partial(augment.random_resized_crop, rng=rng, size=self.image_size)
     images, labels = load_images(self.dataset, idx, crop)
+    if self.device_augment:  # The draws of _imagenet / _inat, in their order; applied on device.
+      flips = augment.flip_draws(len(labels), rng)
+      jitter = 0.4 if jitter_transforms(self.augment) else 0.0
+      ops, factors = augment.color_jitter_params(len(labels), rng, jitter, jitter, jitter)
+      return {
+          batch_keys.IMAGE: images,
+          batch_keys.LABEL: labels,
+          batch_keys.FLIP: flips,
+          batch_keys.JITTER_OPS: ops,
+          batch_keys.JITTER_FACTORS: factors,
+      }
     images = AUGMENTATIONS[self.augment](
         images, rng, mean=self.dataset.mean, std=self.dataset.std, crop_padding=self.crop_padding
     )

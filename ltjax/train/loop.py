@@ -334,6 +334,7 @@ def run_stage(
         train_bn=stage.train_bn,
         sam=optim.uses_sam(config),
         head_only=head_only,
+        input_stats=input_stats(stage_data),
     )
     state, results = train(
         stage,
@@ -372,6 +373,13 @@ def run_stage(
   return state, results
 
 
+def input_stats(stage_data: StageData) -> tuple | None:
+  """(mean, std) for a train step that normalises device-augmented batches, else None."""
+  if not stage_data.batches.device_augment:
+    return None
+  return stage_data.splits.train.mean, stage_data.splits.train.std
+
+
 def load_data(config: ml_collections.ConfigDict, workdir: str) -> StageData:
   """The stage's splits and its deterministic training batches."""
   skip_log_dir = files.join(workdir, 'skipped_images')
@@ -385,6 +393,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> StageData:
       crop_padding=config.data.crop_padding,
       image_size=config.data.image_size,
       mixup_alpha=config.data.mixup_alpha,
+      device_augment=config.data.device_augment,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
   )

@@ -16,7 +16,11 @@ import numpy as np
 
 from ltjax import models
 from ltjax import optim
+from ltjax.data import pipeline
+from ltjax.data.batch_keys import FLIP
 from ltjax.data.batch_keys import IMAGE
+from ltjax.data.batch_keys import JITTER_FACTORS
+from ltjax.data.batch_keys import JITTER_OPS
 from ltjax.data.batch_keys import LABEL
 from ltjax.data.batch_keys import MIXUP_LABEL
 from ltjax.data.batch_keys import MIXUP_LAMBDA
@@ -28,6 +32,12 @@ from ltjax.train.state import state_from_variables
 from ltjax.train.steps import train_step
 
 
+def device_augmented(config) -> bool:
+  return pipeline.device_augmented(
+      config.data.augment, config.data.mixup_alpha, config.data.device_augment
+  )
+
+
 def abstract_batch(config, image_shape: tuple[int, ...]) -> dict[str, jax.ShapeDtypeStruct]:
   """The shapes and dtypes of one global training batch of ``config``."""
   b = config.batch_size
@@ -35,6 +45,12 @@ def abstract_batch(config, image_shape: tuple[int, ...]) -> dict[str, jax.ShapeD
       IMAGE: jax.ShapeDtypeStruct((b, *image_shape), jnp.float32),
       LABEL: jax.ShapeDtypeStruct((b,), jnp.int32),
   }
+  if device_augmented(config):  # uint8 crops and their draws (ltjax.data.device_augment).
+    n = pipeline.jitter_transforms(config.data.augment)
+    batch[IMAGE] = jax.ShapeDtypeStruct((b, *image_shape), jnp.uint8)
+    batch[FLIP] = jax.ShapeDtypeStruct((b,), jnp.bool_)
+    batch[JITTER_OPS] = jax.ShapeDtypeStruct((b, n), jnp.int32)
+    batch[JITTER_FACTORS] = jax.ShapeDtypeStruct((b, n), jnp.float32)
   if config.data.mixup_alpha > 0:
     batch[MIXUP_LABEL] = jax.ShapeDtypeStruct((b,), jnp.int32)
     batch[MIXUP_LAMBDA] = jax.ShapeDtypeStruct((b,), jnp.float32)
@@ -102,6 +118,8 @@ def trace_train_step(
         train_bn=stage.train_bn,
         sam=optim.uses_sam(config),
         head_only=head_only,
+        # Any (mean, std) traces the same; the values are the data set's at run time.
+        input_stats=((0.5,) * image_shape[-1], (0.25,) * image_shape[-1]),
     )[1]
 
   return jax.eval_shape(step, jax.random.PRNGKey(0), abstract_batch(config, image_shape))

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from ltjax.data import device_augment
 from ltjax.data.batch_keys import FEATURES
 from ltjax.data.batch_keys import IMAGE
 from ltjax.data.batch_keys import LABEL
@@ -71,8 +72,13 @@ def train_step(
     train_bn: bool = True,
     sam: bool = False,
     head_only: bool = False,
+    input_stats: tuple | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step on a (global) batch {'image': (B,H,W,C), 'label': (B,)}.
+
+  A batch of uint8 crops with their flip and jitter draws
+  (``data.device_augment``) is first augmented and normalised here
+  (``ltjax.data.device_augment``) with ``input_stats`` = (mean, std).
 
   A mixup batch (``ltjax.data.augment.mixup``) also carries 'mixup_label' (the
   partner's label) and 'mixup_lambda' (lambda, repeated per example); its loss
@@ -92,6 +98,11 @@ def train_step(
   backward pass with the backbone frozen. A batch with 'features' instead of
   'image' (``ltjax.train.feature_cache``) skips the backbone altogether.
   """
+
+  if device_augment.KEYS[0] in batch:
+    if input_stats is None:
+      raise ValueError('A device-augmented batch needs input_stats=(mean, std).')
+    batch = device_augment.apply(batch, *input_stats)
 
   def compute_loss(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
@@ -210,15 +221,24 @@ def make_train_step(
     train_bn: bool = True,
     sam: bool = False,
     head_only: bool = False,
+    input_stats: tuple | None = None,
 ):
   """Jits ``train_step`` for ``mesh``: state replicated and donated, batch sharded.
 
   ``objective``: ``ltjax.losses.build_objective`` (or ``simple_objective``).
+  ``input_stats``: (mean, std) of the images, for device-augmented batches.
   """
   state_sharding = sharding.replicated_like(state, mesh)
+  if input_stats is not None:  # Hashable constants of the jitted function.
+    input_stats = tuple(tuple(float(v) for v in stat) for stat in input_stats)
   return jax.jit(
       functools.partial(
-          train_step, objective=objective, train_bn=train_bn, sam=sam, head_only=head_only
+          train_step,
+          objective=objective,
+          train_bn=train_bn,
+          sam=sam,
+          head_only=head_only,
+          input_stats=input_stats,
       ),
       in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
