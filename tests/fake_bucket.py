@@ -7,7 +7,8 @@ The stand-in replaces exactly those bottom layers, nothing of ltjax:
 
   * fsspec's ``gs``/``gcs`` protocols: a file system rooted at ``root``
     (``gs://bucket/x`` is ``<root>/bucket/x``; listings come back as
-    ``bucket/x``, as gcsfs returns them);
+    ``bucket/x``, as gcsfs returns them; a write replaces the file whole on
+    close, as an object upload does);
   * orbax's TensorStore spec for a ``gs://`` path: the ``file`` driver under
     ``root``;
   * orbax's two Cloud Storage client calls (hierarchical-namespace query,
@@ -21,9 +22,11 @@ up outside it.
 
 import contextlib
 import importlib
+import io
 import os
 import shutil
 import sys
+import uuid
 
 from etils.epath import backend as epath_backend
 import fsspec
@@ -47,6 +50,31 @@ def _bucket_relative(path):
   return path
 
 
+class _Upload(io.FileIO):
+  """A file written like a Cloud Storage object: readers see the old one until close."""
+
+  def __init__(self, path: str):
+    self.final_path = path
+    self.tmp = f'{path}.upload-{uuid.uuid4().hex}'
+    super().__init__(self.tmp, 'wb')
+
+  def close(self):
+    if not self.closed:
+      super().close()
+      os.replace(self.tmp, self.final_path)
+
+
+class _AtomicLocalFileSystem(LocalFileSystem):
+  """Local files whose writes replace them whole, as an object store's uploads do."""
+
+  def _open(self, path, mode='rb', *args, **kwargs):
+    if 'w' not in mode:
+      return super()._open(path, mode, *args, **kwargs)
+    path = self._strip_protocol(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return _Upload(path)  # fsspec wraps it for text modes.
+
+
 @contextlib.contextmanager
 def fake_bucket(root: str):
   """Within the block, ``gs://`` paths live under the local directory ``root``."""
@@ -58,7 +86,7 @@ def fake_bucket(root: str):
 
     def __init__(self, *args, **kwargs):
       del args, kwargs  # gcsfs options (finalize_on_close, ...).
-      super().__init__(path=root, fs=LocalFileSystem(auto_mkdir=True))
+      super().__init__(path=root, fs=_AtomicLocalFileSystem(auto_mkdir=True))
 
     def _join(self, path):
       return super()._join(_bucket_relative(path))
