@@ -91,6 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.data_dir = ''  # IDX dir, TFDS data_dir or image root ('' = default places).
   config.data.tfds_name = ''  # With name='tfds': e.g. 'cifar100' or 'cifar10:3.0.2'.
   config.data.list_dir = ''  # List-file sources: split-file directory ('' = data_dir).
+  # List-file data sets: records prepared by `python -m ltjax.prepare` ('' = read the image files).
+  config.data.records_dir = ''
   config.data.skip_corrupt = False  # Replace unreadable images (logged) instead of failing.
   # Decode every evaluation image (reduced size, threaded) before training: a corrupt test
   # image fails before the first step, not at the first evaluation.

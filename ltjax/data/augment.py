@@ -11,8 +11,10 @@ batching; uint8 (H, W, C) arrays or PIL images in, uint8 (H, W, C) out):
   random_resized_crop   torchvision ``RandomResizedCrop`` (10 area/log-ratio
                         attempts, then the central-crop fallback; Pillow
                         bilinear resize).
+  resize_shorter        torchvision ``Resize(256)`` (int truncation of the long
+                        side); also what ``python -m ltjax.prepare`` stores.
   resize_center_crop    torchvision ``Resize(256)`` + ``CenterCrop(224)``
-                        (int truncation of the long side, round() offsets).
+                        (round() offsets).
   auto_augment_cifar10  AutoAugment's CIFAR-10 policy (Cubuk et al., CVPR'19,
                         appendix table: 25 sub-policies of two (op, p, level))
                         with the op semantics and magnitude ranges of the
@@ -153,6 +155,29 @@ def random_resized_crop(
   return _to_array(crop.resize((out_w, out_h), _BILINEAR))
 
 
+def resize_shorter(image, size: int) -> Image.Image:
+  """torchvision ``Resize(size)``: the shorter side becomes ``size``, bilinear (Pillow).
+
+  The longer side becomes ``int(size * long / short)`` (truncated). An image
+  already of that size is returned as it is, not resampled.
+
+  Args:
+    image: uint8 (H, W, C) with C in {1, 3}, or a PIL image.
+    size: target length of the shorter side.
+
+  Returns:
+    The resized PIL image.
+  """
+  pil = _to_pil(image)
+  w, h = pil.size
+  short, long = (w, h) if w <= h else (h, w)
+  new_short, new_long = size, int(size * long / short)
+  new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+  if (new_w, new_h) == (w, h):
+    return pil
+  return pil.resize((new_w, new_h), _BILINEAR)
+
+
 def resize_center_crop(image, resize: int = 256, crop=224) -> np.ndarray:
   """torchvision ``Resize(resize)`` + ``CenterCrop(crop)``: the evaluation transform.
 
@@ -171,14 +196,8 @@ def resize_center_crop(image, resize: int = 256, crop=224) -> np.ndarray:
   Returns:
     uint8 (crop_h, crop_w, C).
   """
-  pil = _to_pil(image)
-  w, h = pil.size
-  short, long = (w, h) if w <= h else (h, w)
-  new_short, new_long = resize, int(resize * long / short)
-  new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-  if (new_w, new_h) != (w, h):
-    pil = pil.resize((new_w, new_h), _BILINEAR)
-  array = _to_array(pil)
+  array = _to_array(resize_shorter(image, resize))
+  new_h, new_w = array.shape[:2]
   crop_h, crop_w = _pair(crop)
   if crop_h > new_h or crop_w > new_w:
     pad_h, pad_w = max(crop_h - new_h, 0), max(crop_w - new_w, 0)

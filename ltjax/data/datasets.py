@@ -23,7 +23,9 @@ Every source is random access with one protocol (``Source``): ``len``,
                  ``0.01_*.txt`` lists of Vigneswaran et al., images in the
                  ILSVRC-2012 train folder) in ``data.list_dir`` (default: the
                  same directory); JPEGs are decoded in the input workers
-                 (``ltjax.data.listfile``).
+                 (``ltjax.data.listfile``). With ``data.records_dir`` the
+                 splits are read from records prepared by ``python -m
+                 ltjax.prepare`` instead (``ltjax.data.records``).
 
 ``load_datasets`` returns the train split (long-tailed by ``data.imbalance_ratio``
 unless the source already is), an optional validation split and the test split.
@@ -55,6 +57,7 @@ from ltjax.data import cifar_pickle
 from ltjax.data import idx
 from ltjax.data import listfile
 from ltjax.data import longtail
+from ltjax.data import records
 from ltjax.data import tfds_source
 
 FASHION_MNIST_DIRS = ('/usr/share/datasets/fashion-mnist',)
@@ -400,6 +403,15 @@ def load_split(
   ``skip_log_dir``: where list-file sources record images skipped as corrupt
   (with ``data.skip_corrupt``), so skips in worker processes are counted too.
   """
+  if data_config.name in listfile.SPLITS and data_config.get('records_dir'):
+    return records.load_records_split(
+        data_config.records_dir,
+        data_config.name,
+        split,
+        list_file=listfile.split_file(
+            data_config.name, split, data_config.data_dir, data_config.list_dir
+        ),
+    )
   if data_config.name in listfile.SPLITS:
     return listfile.load_list_split(
         data_config.name,

@@ -417,13 +417,21 @@ class ListFileSource:
     index = int(index)
     if not -len(self) <= index < len(self):
       raise IndexError(f'Index {index} out of range for {len(self)} records.')
-    index %= len(self)
+    index, image = self.read(index % len(self))
+    return {'image': image, 'label': int(self.labels[index])}
+
+  def read(self, index: int) -> tuple[int, np.ndarray]:
+    """(the record actually read, its (H, W, 3) uint8 image) for record ``index``.
+
+    That record is ``index`` itself unless its image is unreadable and
+    ``skip_corrupt`` is on: then the next readable one in index order.
+    """
     if not self.skip_corrupt:
-      return {'image': self._decode(index), 'label': int(self.labels[index])}
+      return index, self._decode(index)
     for step in range(len(self)):
       i = (index + step) % len(self)
       try:
-        return {'image': self._decode(i), 'label': int(self.labels[i])}
+        return i, self._decode(i)
       except UnreadableImageError as e:
         self._record_skip(self.path(i), e)
     raise UnreadableImageError(
@@ -510,6 +518,12 @@ def _missing_message(what: str, path: str, name: str, layout: SplitLayout) -> st
   )
 
 
+def split_file(name: str, split: str, root: str, list_dir: str | None = None) -> str | None:
+  """Path of the split file of ``split`` of data set ``name`` (None without a directory)."""
+  directory = os.fspath(list_dir) if list_dir else os.fspath(root)
+  return files.join(directory, SPLITS[name].files[split]) if directory else None
+
+
 def load_list_split(
     name: str,
     split: str,
@@ -551,7 +565,7 @@ def load_list_split(
     )
   if not files.isdir(root):
     raise FileNotFoundError(_missing_message('image root', root, name, layout))
-  list_file = files.join(os.fspath(list_dir) if list_dir else root, layout.files[split])
+  list_file = split_file(name, split, root, list_dir)
   if not files.isfile(list_file):
     raise FileNotFoundError(_missing_message('split file', list_file, name, layout))
   source = ListFileSource(
