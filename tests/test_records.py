@@ -303,3 +303,26 @@ def test_prepare_command_refuses_in_memory_data_sets(tmp_path):
   assert result.returncode != 0
   assert 'not a list-file data set' in result.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_training_from_full_size_records_equals_training_from_the_files(folder, tmp_path):
+  """The ce_places_lt recipe (small CNN, two steps): records at full size change no number."""
+  from test_recipe_runs import small_run  # pylint: disable=g-import-not-at-top
+
+  from configs import ce_places_lt  # pylint: disable=g-import-not-at-top
+  from ltjax import train  # pylint: disable=g-import-not-at-top
+
+  for split in ('train', 'val', 'test'):
+    prepare(folder, tmp_path / 'records', split=split, shorter_side=0)
+  results = {}
+  for name, records_dir in (('files', ''), ('records', str(tmp_path / 'records'))):
+    config = small_run(ce_places_lt.get_config())
+    config.data.data_dir, config.data.records_dir = folder, records_dir
+    config.data.num_workers = 0
+    config.model.pretrained = ''
+    config.stage2.num_epochs = 0
+    _, results[name] = train.train_and_evaluate(config, str(tmp_path / name))
+  assert results['records']['accuracy'] == results['files']['accuracy']
+  np.testing.assert_array_equal(
+      results['records']['per_class_accuracy'], results['files']['per_class_accuracy']
+  )
