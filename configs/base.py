@@ -120,6 +120,9 @@ def get_config() -> ml_collections.ConfigDict:
   # 'imagenet'/'inat' without mixup: the host sends uint8 crops and the batch's flip and jitter
   # draws; flip, ColorJitter and normalisation run in the train step (ltjax.data.device_augment).
   config.data.device_augment = True
+  # Who decodes list-file JPEGs: 'pillow' (input workers) or 'dali' (NVIDIA DALI, on the GPU when
+  # JAX runs on one, else the CPU; needs device_augment and pip install ltjax[dali]).
+  config.data.decoder = 'pillow'
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.num_classes = 10
   config.data.synthetic.per_class = 100

@@ -15,7 +15,7 @@ PACKAGE = 'ltjax'
 INSTALLED_CODE = ('ltjax', 'configs', 'launch')
 # Third-party imports that need an extra, and only there: {import name: extra}. Each is imported
 # inside a function, with a message naming the extra when it is missing.
-OPTIONAL_IMPORTS = {'tensorflow_datasets': 'tfds'}
+OPTIONAL_IMPORTS = {'tensorflow_datasets': 'tfds', 'nvidia': 'dali'}
 
 
 def module_files(root):

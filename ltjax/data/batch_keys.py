@@ -40,6 +40,12 @@ Producers and consumers refer to the keys by these constants:
                                    the flip and ColorJitter   then, is normalised
                                    draws of the batch         float32)
 
+  ENCODED       B encoded files    TrainBatches.batch with    data.dali_decode (in the
+                (uint8 arrays of   data.decoder='dali'        training process, before
+                their bytes)                                  the batch goes to the
+  CROP          (B, 4) int32       ... and the crop boxes     devices): replaced by
+                                   (top, left, height, width) IMAGE, uint8 crops
+
 Module names are those of ``ltjax.data`` (pipeline) and ``ltjax.train``
 (steps, predict, feature_cache). A training batch carries IMAGE and LABEL (plus
 MIXUP_LABEL and MIXUP_LAMBDA with mixup), or FEATURES and LABEL in cached
@@ -64,5 +70,8 @@ INDEX = 'index'
 FLIP = 'flip'
 JITTER_OPS = 'jitter_ops'
 JITTER_FACTORS = 'jitter_factors'
+# JPEG files and their RandomResizedCrop boxes, decoded by DALI (ltjax.data.dali_decode).
+ENCODED = 'encoded'
+CROP = 'crop'
 # Features of the mirrored images (eval.flip_tta) in the feature cache's evaluation batches.
 FLIPPED = 'flipped'

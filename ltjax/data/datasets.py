@@ -268,6 +268,10 @@ class RelabeledSource:
     record['label'] = int(self.mapping[record['label']])
     return record
 
+  def encoded(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The wrapped source's encoded image and its (height, width) (``decoder='dali'``)."""
+    return self.source.encoded(index)
+
   def subset(self, indices: np.ndarray) -> 'RelabeledSource':
     """The same source restricted to ``indices``, in that order."""
     return RelabeledSource(

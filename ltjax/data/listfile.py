@@ -438,6 +438,24 @@ class ListFileSource:
         f'No image listed in {self.list_file} under {self.root} ' 'is readable.'
     )
 
+  def encoded(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the file's bytes as uint8, (height, width) from its header): no decode.
+
+    For ``data.decoder='dali'``, which decodes on its own; unreadable files fail
+    there (``skip_corrupt`` needs the Pillow decoder).
+    """
+    path = self.path(int(index))
+    data = files.read_bytes(path)
+    try:
+      with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    except _DECODE_ERRORS as e:
+      raise UnreadableImageError(
+          f'Cannot read image {path} (record {index} of {self.list_file}): '
+          f'{type(e).__name__}: {e}. Replace the file or remove its line from the list file.'
+      ) from e
+    return np.frombuffer(data, np.uint8), (height, width)
+
   def unreadable(self, *, max_workers: int | None = None) -> list[tuple[int, str]]:
     """[(index, error)] of every record whose image cannot be decoded.
 

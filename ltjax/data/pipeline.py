@@ -108,6 +108,8 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     'imagenet': _imagenet,
     'inat': _inat,
 }
+# config.data.decoder: who decodes list-file JPEGs (ltjax.data.dali_decode for 'dali').
+DECODERS = ('pillow', 'dali')
 # The names whose images are random-resized-cropped to image_size one by one
 # while loading (decoding), before their AUGMENTATIONS function.
 _RESIZED_CROP = ('imagenet', 'inat')
@@ -159,14 +161,20 @@ class TrainBatches:
       image_size: int = 224,
       mixup_alpha: float = 0.0,
       device_augment: bool = False,
+      decoder: str = 'pillow',
       process_index: int = 0,
       process_count: int = 1,
   ):
     """``device_augment``: with 'imagenet' / 'inat' (and no mixup), batches carry the
     uint8 crops and the batch's flip and jitter draws, and the train step finishes
-    the transform (``ltjax.data.device_augment``); ignored otherwise."""
+    the transform (``ltjax.data.device_augment``); ignored otherwise.
+
+    ``decoder='dali'`` (with device_augment): batches carry the encoded files and
+    their crop boxes instead of the crops, for ``ltjax.data.dali_decode``."""
     if augment not in AUGMENTATIONS:
       raise ValueError(f'Unknown data.augment {augment!r}; valid: {sorted(AUGMENTATIONS)}.')
+    if decoder not in DECODERS:
+      raise ValueError(f'Unknown data.decoder {decoder!r}; valid: {DECODERS}.')
     if global_batch_size % process_count:
       raise ValueError(
           f'Global batch size {global_batch_size} is not divisible by the '
@@ -186,6 +194,19 @@ class TrainBatches:
     self.image_size = image_size
     self.mixup_alpha = mixup_alpha
     self.device_augment = device_augmented(augment, mixup_alpha, device_augment)
+    self.decoder = decoder
+    if decoder == 'dali' and not self.device_augment:
+      raise ValueError(
+          "data.decoder='dali' decodes and crops for the device-side transform: it needs "
+          "data.augment='imagenet' or 'inat', data.device_augment=True and no mixup "
+          f'(here augment={augment!r}, device_augment={device_augment}, '
+          f"mixup_alpha={mixup_alpha}); or set data.decoder='pillow'."
+      )
+    if decoder == 'dali' and not hasattr(dataset, 'encoded'):
+      raise ValueError(
+          f"data.decoder='dali' reads encoded JPEG files; {type(dataset).__name__} holds "
+          "decoded images: use it with data.decoder='pillow'."
+      )
     self.process_index = process_index
     self.sampler = samplers.build_sampler(
         sampler, dataset.labels, seed=seed, num_classes=dataset.num_classes
@@ -214,20 +235,28 @@ class TrainBatches:
     """The augmented, normalised local batch of ``step`` (a pure function of it)."""
     idx = self.indices(step)
     rng = np.random.default_rng([self.seed, 1, step, self.process_index])
+    if self.decoder == 'dali':  # The same crop draws from the files' headers; DALI decodes.
+      encoded, boxes = [], []
+      for i in idx:
+        data, (height, width) = self.dataset.encoded(int(i))
+        encoded.append(data)
+        boxes.append(augment.random_resized_crop_params(height, width, rng))
+      labels = np.asarray(self.dataset.labels[idx], np.int32)
+      return {
+          batch_keys.ENCODED: encoded,
+          batch_keys.CROP: np.asarray(boxes, np.int32),
+          batch_keys.LABEL: labels,
+          **self._device_draws(len(labels), rng),
+      }
     crop = None
     if self.augment in _RESIZED_CROP:  # Per sample, as each image is loaded; draws first.
       crop = functools.partial(augment.random_resized_crop, rng=rng, size=self.image_size)
     images, labels = load_images(self.dataset, idx, crop)
-    if self.device_augment:  # The draws of _imagenet / _inat, in their order; applied on device.
-      flips = augment.flip_draws(len(labels), rng)
-      jitter = 0.4 if jitter_transforms(self.augment) else 0.0
-      ops, factors = augment.color_jitter_params(len(labels), rng, jitter, jitter, jitter)
+    if self.device_augment:
       return {
           batch_keys.IMAGE: images,
           batch_keys.LABEL: labels,
-          batch_keys.FLIP: flips,
-          batch_keys.JITTER_OPS: ops,
-          batch_keys.JITTER_FACTORS: factors,
+          **self._device_draws(len(labels), rng),
       }
     images = AUGMENTATIONS[self.augment](
         images, rng, mean=self.dataset.mean, std=self.dataset.std, crop_padding=self.crop_padding
@@ -239,6 +268,13 @@ class TrainBatches:
       batch[batch_keys.MIXUP_LABEL] = partner
       batch[batch_keys.MIXUP_LAMBDA] = np.full(len(labels), lam, np.float32)
     return batch
+
+  def _device_draws(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The draws of _imagenet / _inat after the crops, in their order; applied on device."""
+    flips = augment.flip_draws(batch_size, rng)
+    jitter = 0.4 if jitter_transforms(self.augment) else 0.0
+    ops, factors = augment.color_jitter_params(batch_size, rng, jitter, jitter, jitter)
+    return {batch_keys.FLIP: flips, batch_keys.JITTER_OPS: ops, batch_keys.JITTER_FACTORS: factors}
 
   def iterate(
       self,

@@ -465,6 +465,19 @@ class RecordsSource:
     image, label = decode(record)
     return {'image': image, 'label': label}
 
+  def encoded(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the record's JPEG file as uint8, (height, width)) of a 'jpeg' split (``decoder='dali'``)."""
+    index = int(index)
+    record = self._source()[int(index if self._indices is None else self._indices[index])]
+    _, height, width, _, image_format = decode_header(record)
+    if image_format != 'jpeg':
+      raise RecordsError(
+          f'{self.split_dir} holds raw pixels, which need no decoder: use '
+          "config.data.decoder='pillow' with raw records, or prepare --format=jpeg records "
+          'for DALI.'
+      )
+    return np.frombuffer(record, np.uint8, offset=HEADER.size), (height, width)
+
   def subset(self, indices: np.ndarray) -> 'RecordsSource':
     """The same source restricted to ``indices``, in that order."""
     indices = np.asarray(indices, np.int64)

@@ -20,6 +20,7 @@ from ltjax import models
 from ltjax import optim
 from ltjax.data import datasets
 from ltjax.data import longtail
+from ltjax.data import pipeline
 from ltjax.data import samplers
 from ltjax.losses import cc_sam
 from ltjax.losses import class_balanced
@@ -55,6 +56,7 @@ def name_tables() -> dict[str, tuple[str, ...]]:
       'data.selection': tuple(longtail.SELECTIONS),
       'data.sampler': tuple(samplers.SAMPLERS),
       'data.augment': tuple(data.AUGMENTATIONS),
+      'data.decoder': pipeline.DECODERS,
       'model.name': tuple(models.BACKBONES),
       'model.head': tuple(models.HEADS),
       'model.pretrained_head': tuple(models.pretrained.HEAD_MODES),
@@ -164,6 +166,12 @@ def check_values(config: ml_collections.ConfigDict, device_count: int | None = N
   if config.data.n_max < 0:
     problems.append(
         f"config.data.n_max={config.data.n_max} must be >= 0 (0: the source's per-class count)."
+    )
+  if config.data.get('decoder') == 'dali' and config.data.skip_corrupt:
+    problems.append(
+        "config.data.decoder='dali' cannot skip unreadable images (config.data.skip_corrupt="
+        "True): DALI decodes them in the training process. Use data.decoder='pillow', or fix "
+        'the files and set skip_corrupt=False.'
     )
   s2 = config.stage2
   if s2.num_epochs < 0:

@@ -32,6 +32,7 @@ import tqdm
 
 from ltjax import files
 from ltjax import data
+from ltjax.data import dali_decode
 from ltjax import models
 from ltjax import optim
 from ltjax.eval import metrics as eval_metrics
@@ -394,6 +395,7 @@ def load_data(config: ml_collections.ConfigDict, workdir: str) -> StageData:
       image_size=config.data.image_size,
       mixup_alpha=config.data.mixup_alpha,
       device_augment=config.data.device_augment,
+      decoder=config.data.decoder,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
   )
@@ -614,15 +616,20 @@ def device_batches(
   num_steps = stage_data.total_steps - start_step
   if cache is not None:
     return cache.train_batches(stage_data.batches, start_step, num_steps)
-  return sharding.prefetch_to_device(
-      stage_data.batches.iterate(
-          start_step,
-          num_steps,
-          num_threads=config.data.read_threads,
-          num_workers=config.data.num_workers,
-      ),
-      mesh,
+  local_batches = stage_data.batches.iterate(
+      start_step,
+      num_steps,
+      num_threads=config.data.read_threads,
+      num_workers=config.data.num_workers,
   )
+  if stage_data.batches.decoder == 'dali':  # Decoded here: a DALI pipeline does not pickle.
+    decode = dali_decode.DaliCropDecoder(
+        stage_data.batches.image_size,
+        stage_data.batches.local_batch_size,
+        device='gpu' if jax.default_backend() == 'gpu' else 'cpu',
+    )
+    local_batches = map(decode, local_batches)
+  return sharding.prefetch_to_device(local_batches, mesh)
 
 
 def is_eval_step(
