@@ -150,3 +150,43 @@ def test_cpu_steps_keep_convolutions_off_ynnpack(monkeypatch):
   monkeypatch.delenv('LTJAX_XLA_CPU_DEFAULTS')
   monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_experimental_ynn_fusion_type=')
   assert train.steps.compiler_options(mesh) is None
+
+
+def test_cifar_resnet_train_steps_fuse_elementwise_ops_with_the_same_numbers(monkeypatch):
+  """ResNet-32's CPU train step lets YNNPACK fuse elementwise ops; its update is the default's."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  monkeypatch.delenv('LTJAX_XLA_CPU_DEFAULTS', raising=False)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  objective = losses.simple_objective(
+      functools.partial(losses.softmax_cross_entropy, reduction='mean')
+  )
+  rng = np.random.default_rng(0)
+  batch = sharding.to_global(
+      {
+          'image': rng.normal(size=(8, 16, 16, 3)).astype(np.float32),
+          'label': rng.integers(0, 10, 8).astype(np.int32),
+      },
+      mesh,
+  )
+  after = {}
+  for name in ('resnet32', 'small_cnn'):
+    model = models.build_model(ml_collections.ConfigDict({'name': name, 'head': 'linear'}), 10)
+    state = train.create_train_state(
+        model, optim.torch_sgd(0.1, momentum=0.9), input_shape=(16, 16, 3), seed=0, mesh=mesh
+    )
+    assert train.steps.residual_train_step(state) == (name == 'resnet32')
+    if name != 'resnet32':
+      continue
+    options = train.steps.compiler_options(mesh, residual_stream=True)
+    assert options['xla_cpu_experimental_ynn_fusion_type'].endswith('LIBRARY_FUSION_TYPE_ELTWISE')
+    for label, opts in (('fused', options), ('default', None)):
+      step = jax.jit(
+          functools.partial(train.steps.train_step, objective=objective), compiler_options=opts
+      )
+      after[label], _ = step(state, batch)
+  chex.assert_trees_all_close(after['fused'].params, after['default'].params, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(
+      after['fused'].batch_stats, after['default'].batch_stats, rtol=1e-5, atol=1e-6
+  )

@@ -23,7 +23,7 @@ regex ``stage3_``.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -87,6 +87,10 @@ class BasicBlockA(nn.Module):
 
 class CifarResNet(nn.Module):
   """Backbone: images (B, H, W, 3) -> features (B, 4 * width)."""
+
+  # XLA:CPU train steps let YNNPACK fuse the residual stream's elementwise ops
+  # (ltjax.train.steps.compiler_options): 1.3x faster here, same numbers.
+  XLA_CPU_ELEMENTWISE_LIBRARY_FUSION: ClassVar[bool] = True
 
   stage_sizes: Sequence[int] = (5, 5, 5)
   width: int = 16  # Stem and first stage; the stages are width, 2 * width, 4 * width.
