@@ -13,12 +13,28 @@ loop receives them):
                     crops and sends uint8 crops and the flip/jitter draws; the train
                     step does the rest (ltjax.data.device_augment), measured apart as
                     device_augment/jit_b64_224 (on this CPU, which is then the device).
+  records_jpeg_rrc_224, records_raw_rrc_224
+                    the same list prepared by ``python -m ltjax.prepare`` (shorter side
+                    256, ltjax.data.records) as re-encoded JPEGs or raw pixels, read
+                    with data.device_augment.
+  jpeg_rrc_224_dali_cpu
+                    the JPEG files with data.decoder='dali' (when nvidia-dali is
+                    installed): the host reads the files and draws the boxes,
+                    DALI's CPU backend (all cores) decodes the crop windows and
+                    resizes, in the training process (ltjax.data.dali_decode).
 
 each at 0, 1 and 2 grain worker processes (0: one grain read thread in the
-training process). Beside them, the train-step rate of ResNet-32 (batch 128,
+training process). The JPEG and records rows carry ``ratio`` to the full-size
+host-only baseline ``jpeg_rrc_224`` of the same worker count in the same run,
+``images_per_s_per_core`` (``cores``: a pipeline with w workers uses w cores,
+with none one; DALI's threads all of them), and what that means for one H100 training ResNet-50 in bfloat16 at the
+rate recorded in step_time_h100.json (5022 images/s, not measured here; the
+CIFAR rows: ResNet-32, 19,680 images/s): ``h100_cores_needed`` at this rate
+per core and ``h100_input_wait_fraction``, the share of step time spent
+waiting for input if this pipeline fed it (1 - rate / step rate). Beside them, the train-step rate of ResNet-32 (batch 128,
 32x32) and ResNet-50 (224x224, small batch, converted to images/s) on the same
 CPU, measured in the same run, so the ratio pipeline/step says which bounds
-training.
+training on this machine.
 
     python benchmarks/input_pipeline.py [--quick] [--no_resnet50]
 
@@ -46,9 +62,26 @@ from ltjax import losses  # pylint: disable=wrong-import-position
 from ltjax import models  # pylint: disable=wrong-import-position
 from ltjax import optim  # pylint: disable=wrong-import-position
 from ltjax import train  # pylint: disable=wrong-import-position
+from ltjax.data import dali_decode  # pylint: disable=wrong-import-position
 from ltjax.data import device_augment  # pylint: disable=wrong-import-position
 from ltjax.data import listfile  # pylint: disable=wrong-import-position
+from ltjax.data import records  # pylint: disable=wrong-import-position
 from ltjax.train import sharding  # pylint: disable=wrong-import-position
+
+# Train steps on one H100, images/s (step_time_h100.json: resnet50_bf16/jax, resnet32/jax).
+H100_RESNET50_BF16 = 5022.0
+H100_RESNET32 = 19680.0
+
+
+def feeding(rate: float, cores: int, h100_step_rate: float) -> dict:
+  """Per-core rate, and what it means for an H100 step of ``h100_step_rate`` images/s."""
+  per_core = rate / cores
+  return {
+      'cores': cores,
+      'images_per_s_per_core': per_core,
+      'h100_cores_needed': h100_step_rate / per_core,
+      'h100_input_wait_fraction': max(0.0, 1 - rate / h100_step_rate),
+  }
 
 
 def cifar_source() -> data.ArrayDataset:
@@ -82,13 +115,21 @@ def jpeg_source(root: str, num_files: int = 64, num_lines: int = 4096):
   )
 
 
-def pipeline_rate(batches: data.TrainBatches, *, num_workers: int, num_batches: int):
-  """(images/s in steady state, seconds to the first batch)."""
+def pipeline_rate(batches: data.TrainBatches, *, num_workers: int, num_batches: int, decode=None):
+  """(images/s in steady state, seconds to the first batch).
+
+  The first 2 + 2 * num_workers batches (start-up, and the workers' filled
+  buffers of 2) are not timed.
+  """
+  warmup = 2 + 2 * num_workers
   t0 = time.perf_counter()
-  it = batches.iterate(0, num_batches + 2, num_threads=1, num_workers=num_workers)
+  it = batches.iterate(0, num_batches + warmup, num_threads=1, num_workers=num_workers)
+  if decode is not None:  # As the training loop applies data.decoder='dali'.
+    it = map(decode, it)
   next(it)
   first = time.perf_counter() - t0
-  next(it)  # Let the workers reach steady state.
+  for _ in range(warmup - 1):  # Let the workers reach steady state.
+    next(it)
   t1 = time.perf_counter()
   count = 0
   for batch in it:
@@ -158,7 +199,7 @@ def main():
   flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags.
   quiet = _common.wait_for_quiet(max_wait_s=args.wait_for_quiet)
   workers = [int(w) for w in args.workers.split(',')]
-  n_cifar, n_jpeg = (20, 4) if args.quick else (60, 12)
+  n_cifar, n_jpeg = (20, 6) if args.quick else (60, 30)
   rows = []
 
   resnet32_rate, resnet32_compile = step_rate('resnet32', 128, 32, 10, 3 if args.quick else 8)
@@ -201,31 +242,71 @@ def main():
                 first_batch_s=first,
                 reference='train_step/resnet32_b128',
                 ratio=rate / resnet32_rate,
+                **feeding(rate, max(w, 1), H100_RESNET32),
             )
         )
     )
 
   with tempfile.TemporaryDirectory() as root:
     source = jpeg_source(root)
+    prepared = {}
+    for image_format in ('jpeg', 'raw'):
+      out = os.path.join(root, f'records_{image_format}')
+      t0 = time.perf_counter()
+      records.prepare_split(
+          source,
+          out,
+          dataset='imagenet_lt',
+          split='train',
+          options=records.PrepareOptions(image_format=image_format, shorter_side=256),
+          workers=2,
+      )
+      prepare_s = time.perf_counter() - t0
+      prepared[image_format] = records.load_records_split(out, 'imagenet_lt', 'train')
+      rows.append(
+          _common.emit(
+              _common.record(
+                  f'prepare/{image_format}_256',
+                  'throughput',
+                  len(source) / prepare_s,
+                  'images/s',
+                  workers=2,
+                  bytes_per_image=prepared[image_format].meta['bytes'] / len(source),
+              )
+          )
+      )
+    cases = [
+        ('jpeg_rrc_224', source, False, 'pillow'),
+        ('jpeg_rrc_224_device_augment', source, True, 'pillow'),
+        ('records_jpeg_rrc_224', prepared['jpeg'], True, 'pillow'),
+        ('records_raw_rrc_224', prepared['raw'], True, 'pillow'),
+    ]
+    if dali_decode.available():  # DALI's CPU backend here; on a GPU host it decodes there.
+      cases.append(('jpeg_rrc_224_dali_cpu', source, True, 'dali'))
     for w in workers:
-      host_rate = None
-      for device_augment in (False, True):
-        jpegs = data.TrainBatches(
-            source,
+      baseline = None
+      for name, case_source, device_augment, decoder in cases:
+        batches = data.TrainBatches(
+            case_source,
             global_batch_size=64,
             seed=0,
             augment='imagenet',
             image_size=224,
             device_augment=device_augment,
+            decoder=decoder,
         )
-        rate, first = pipeline_rate(jpegs, num_workers=w, num_batches=n_jpeg)
-        name = 'jpeg_rrc_224_device_augment' if device_augment else 'jpeg_rrc_224'
-        extra = {}
-        if device_augment:  # Against the host-only path of the same run.
-          extra = {'reference': f'pipeline/jpeg_rrc_224/workers={w}', 'ratio': rate / host_rate}
+        decode = None
+        if decoder == 'dali':
+          decode = dali_decode.DaliCropDecoder(224, 64, device='cpu', num_threads=os.cpu_count())
+        rate, first = pipeline_rate(batches, num_workers=w, num_batches=n_jpeg, decode=decode)
+        baseline = baseline or rate
+        # A pipeline with w workers uses w cores, with none one; DALI's threads use them all.
+        cores = os.cpu_count() if decoder == 'dali' else max(w, 1)
+        extra = feeding(rate, cores, H100_RESNET50_BF16)
+        if name != 'jpeg_rrc_224':  # Against the full-size host-only path of the same run.
+          extra.update(reference=f'pipeline/jpeg_rrc_224/workers={w}', ratio=rate / baseline)
         elif resnet50_rate:
-          extra = {'reference': 'train_step/resnet50_b8_224', 'ratio': rate / resnet50_rate}
-        host_rate = rate
+          extra.update(reference='train_step/resnet50_b8_224', ratio=rate / resnet50_rate)
         rows.append(
             _common.emit(
                 _common.record(
