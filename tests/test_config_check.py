@@ -37,6 +37,7 @@ STAGE1 = {
     'data.selection': tuple(longtail.SELECTIONS),
     'data.sampler': tuple(samplers.SAMPLERS),
     'data.augment': tuple(data.AUGMENTATIONS),
+    'data.decoder': ('pillow', 'dali'),
     'model.name': tuple(models.BACKBONES),
     'model.head': tuple(models.HEADS),
     'model.pretrained_head': ('auto', 'skip'),
