@@ -58,17 +58,6 @@ flags.DEFINE_bool('verify', False, 'Only read every record of the finished split
 flags.mark_flags_as_required(['config', 'records_dir'])
 
 
-def dataset_splits(name: str) -> list[str]:
-  """The splits of a list-file data set, each list file once (iNaturalist: val is test)."""
-  layout = listfile.SPLITS[name]
-  seen, splits = set(), []
-  for split in ('train', 'val', 'test'):
-    if split in layout.files and layout.files[split] not in seen:
-      seen.add(layout.files[split])
-      splits.append(split)
-  return splits
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -88,7 +77,7 @@ def prepare(config) -> None:
         f'config.data.name={data.name!r} is not a list-file data set; prepared records are for '
         f'{sorted(listfile.SPLITS)} (the other sources are in memory or already ArrayRecord).'
     )
-  splits = flags.FLAGS.splits or dataset_splits(data.name)
+  splits = flags.FLAGS.splits or listfile.distinct_splits(data.name)
   if flags.FLAGS.verify:
     for split in splits:
       meta = records.verify(flags.FLAGS.records_dir, split)

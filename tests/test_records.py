@@ -326,3 +326,9 @@ def test_training_from_full_size_records_equals_training_from_the_files(folder, 
   np.testing.assert_array_equal(
       results['records']['per_class_accuracy'], results['files']['per_class_accuracy']
   )
+
+
+def test_prepare_writes_the_splits_training_reads():
+  """iNaturalist 2018 tests on its validation list: its records are 'train' and 'test'."""
+  assert listfile.distinct_splits('inat2018') == ['train', 'test']
+  assert listfile.distinct_splits(DATASET) == ['train', 'test', 'val']

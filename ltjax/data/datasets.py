@@ -494,7 +494,7 @@ def load_datasets(
   check_labels(test.labels, train.num_classes, f'{data_config.name} test')
   val = None
   layout = listfile.SPLITS.get(data_config.name)
-  if layout is not None and layout.files['val'] != layout.files['test']:
+  if layout is not None and 'val' in listfile.distinct_splits(data_config.name):
     val = load_split(
         data_config, 'val', skip_log_dir=skip_log_dir
     )  # ImageNet-LT / Places-LT ship a validation list.

@@ -536,6 +536,21 @@ def _missing_message(what: str, path: str, name: str, layout: SplitLayout) -> st
   )
 
 
+def distinct_splits(name: str) -> list[str]:
+  """The splits of data set ``name`` that have a list file of their own: train, test, val.
+
+  A split whose list file an earlier one has is left out: iNaturalist 2018 tests on its
+  validation list, so its splits are 'train' and 'test' (what ``load_datasets`` reads).
+  """
+  files_ = SPLITS[name].files
+  seen, splits = set(), []
+  for split in ('train', 'test', 'val'):
+    if split in files_ and files_[split] not in seen:
+      seen.add(files_[split])
+      splits.append(split)
+  return splits
+
+
 def split_file(name: str, split: str, root: str, list_dir: str | None = None) -> str | None:
   """Path of the split file of ``split`` of data set ``name`` (None without a directory)."""
   directory = os.fspath(list_dir) if list_dir else os.fspath(root)
