@@ -35,13 +35,11 @@ import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import ml_collections  # pylint: disable=wrong-import-position
 
-from ltjax import data  # pylint: disable=wrong-import-position
 from ltjax import losses  # pylint: disable=wrong-import-position
 from ltjax import models  # pylint: disable=wrong-import-position
 from ltjax import optim  # pylint: disable=wrong-import-position
 from ltjax import train  # pylint: disable=wrong-import-position
 from ltjax.data import dali_decode  # pylint: disable=wrong-import-position
-from ltjax.data import records  # pylint: disable=wrong-import-position
 from ltjax.train import sharding  # pylint: disable=wrong-import-position
 
 
@@ -108,29 +106,16 @@ def main():
   with tempfile.TemporaryDirectory() as root:
     source = input_pipeline.jpeg_source(root, num_files=files, num_lines=lines)
     t0 = time.perf_counter()
-    prepared = {}
-    for image_format in ('raw', 'jpeg'):
-      out = os.path.join(root, f'records_{image_format}')
-      records.prepare_split(
-          source,
-          out,
-          dataset='imagenet_lt',
-          split='train',
-          options=records.PrepareOptions(image_format=image_format, shorter_side=256),
-          workers=os.cpu_count() or 1,
-      )
-      prepared[image_format] = records.load_records_split(out, 'imagenet_lt', 'train')
+    prepared = {
+        image_format: input_pipeline.prepared_records(
+            source, root, image_format, workers=os.cpu_count() or 1
+        )
+        for image_format in ('raw', 'jpeg')
+    }
     _common.log(f'data made in {time.perf_counter() - t0:.1f} s')
 
     state, step, mesh = build_step(model_name, size, batch, dtype, source.mean, source.std)
-    host = data.TrainBatches(
-        source,
-        global_batch_size=batch,
-        seed=0,
-        augment='imagenet',
-        image_size=size,
-        device_augment=True,
-    ).batch(0)
+    host = input_pipeline.imagenet_batches(source, batch, size, device_augment=True).batch(0)
     fixed = sharding.to_global(host, mesh)
     synthetic, state = run_steps(state, step, iter(lambda: fixed, None), steps, warmup)
     rows.append(_common.emit(_common.record('step/synthetic', 'throughput', synthetic, 'images/s')))
@@ -143,14 +128,8 @@ def main():
     if dali_decode.available():
       cases.append(('jpeg_files_dali', source, 'dali'))
     for name, case_source, decoder in cases:
-      batches = data.TrainBatches(
-          case_source,
-          global_batch_size=batch,
-          seed=0,
-          augment='imagenet',
-          image_size=size,
-          device_augment=True,
-          decoder=decoder,
+      batches = input_pipeline.imagenet_batches(
+          case_source, batch, size, device_augment=True, decoder=decoder
       )
       local = batches.iterate(0, steps + warmup, num_threads=1, num_workers=args.workers)
       if decoder == 'dali':
@@ -173,14 +152,8 @@ def main():
 
     if dali_decode.available():
       decode = dali_decode.DaliCropDecoder(size, batch, device='gpu' if gpu else 'cpu')
-      batches = data.TrainBatches(
-          source,
-          global_batch_size=batch,
-          seed=0,
-          augment='imagenet',
-          image_size=size,
-          device_augment=True,
-          decoder='dali',
+      batches = input_pipeline.imagenet_batches(
+          source, batch, size, device_augment=True, decoder='dali'
       )
       hosts = [batches.batch(s) for s in range(3)]
       decode(hosts[0])

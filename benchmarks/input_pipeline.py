@@ -115,6 +115,32 @@ def jpeg_source(root: str, num_files: int = 64, num_lines: int = 4096):
   )
 
 
+def prepared_records(source, root: str, image_format: str, workers: int):
+  """``source`` prepared as records (shorter side 256) under ``root``, read back."""
+  out = os.path.join(root, f'records_{image_format}')
+  records.prepare_split(
+      source,
+      out,
+      dataset='imagenet_lt',
+      split='train',
+      options=records.PrepareOptions(image_format=image_format, shorter_side=256),
+      workers=workers,
+  )
+  return records.load_records_split(out, 'imagenet_lt', 'train')
+
+
+def imagenet_batches(source, batch_size: int, size: int = 224, **kwargs) -> data.TrainBatches:
+  """The ImageNet train transform's batches of ``source`` (seed 0)."""
+  return data.TrainBatches(
+      source,
+      global_batch_size=batch_size,
+      seed=0,
+      augment='imagenet',
+      image_size=size,
+      **kwargs,
+  )
+
+
 def pipeline_rate(batches: data.TrainBatches, *, num_workers: int, num_batches: int, decode=None):
   """(images/s in steady state, seconds to the first batch).
 
@@ -139,10 +165,7 @@ def pipeline_rate(batches: data.TrainBatches, *, num_workers: int, num_batches: 
 
 def device_augment_rate(source, repeats: int) -> float:
   """Images/s of the jitted device half of the transform on one batch of 64 (this CPU)."""
-  batches = data.TrainBatches(
-      source, global_batch_size=64, seed=0, augment='imagenet', image_size=224, device_augment=True
-  )
-  batch = jax.device_put(batches.batch(0))
+  batch = jax.device_put(imagenet_batches(source, 64, device_augment=True).batch(0))
   apply = jax.jit(lambda b: device_augment.apply(b, source.mean, source.std))
   jax.block_until_ready(apply(batch))
   times = []
@@ -251,18 +274,9 @@ def main():
     source = jpeg_source(root)
     prepared = {}
     for image_format in ('jpeg', 'raw'):
-      out = os.path.join(root, f'records_{image_format}')
       t0 = time.perf_counter()
-      records.prepare_split(
-          source,
-          out,
-          dataset='imagenet_lt',
-          split='train',
-          options=records.PrepareOptions(image_format=image_format, shorter_side=256),
-          workers=2,
-      )
+      prepared[image_format] = prepared_records(source, root, image_format, workers=2)
       prepare_s = time.perf_counter() - t0
-      prepared[image_format] = records.load_records_split(out, 'imagenet_lt', 'train')
       rows.append(
           _common.emit(
               _common.record(
@@ -286,15 +300,7 @@ def main():
     for w in workers:
       baseline = None
       for name, case_source, device_augment, decoder in cases:
-        batches = data.TrainBatches(
-            case_source,
-            global_batch_size=64,
-            seed=0,
-            augment='imagenet',
-            image_size=224,
-            device_augment=device_augment,
-            decoder=decoder,
-        )
+        batches = imagenet_batches(case_source, 64, device_augment=device_augment, decoder=decoder)
         decode = None
         if decoder == 'dali':
           decode = dali_decode.DaliCropDecoder(224, 64, device='cpu', num_threads=os.cpu_count())

@@ -79,6 +79,7 @@ FORMATS = ('raw', 'jpeg')
 # magic, label (int32), height, width (uint16), channels, format (uint8).
 HEADER = struct.Struct('<4siHHBB')
 MAGIC = b'LTR1'
+_JPEG_START = b'\xff\xd8\xff'  # What Pillow recognises a JPEG file by.
 _FORMAT_CODES = {'raw': 0, 'jpeg': 1}
 META = 'meta.json'
 LABELS = 'labels.npy'
@@ -189,11 +190,9 @@ def _stored(source: listfile.ListFileSource, index: int, options: PrepareOptions
     image = np.asarray(augment.resize_shorter(image, options.shorter_side), np.uint8)
   if options.image_format == 'raw':
     return encode(image, label, 'raw'), label, read_index
-  path = source.path(read_index)
-  with listfile._open_image(path) as original:  # pylint: disable=protected-access
-    original_format = original.format
-  if not resized and original_format == 'JPEG':
-    payload = files.read_bytes(path)  # The original file: no second lossy encoding.
+  original = None if resized else source.encoded(read_index)[0]
+  if original is not None and original[:3].tobytes() == _JPEG_START:
+    payload = original.tobytes()  # The original file: no second lossy encoding.
   else:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, 'JPEG', quality=options.jpeg_quality)
@@ -455,20 +454,22 @@ class RecordsSource:
   def __len__(self) -> int:
     return len(self.labels)
 
-  def __getitem__(self, index: int) -> dict:
-    """One record {'image': (H, W, 3) uint8, 'label': int} (the source protocol)."""
+  def _record(self, index: int) -> bytes:
+    """The stored record of this source's record ``index``."""
     index = int(index)
     if not -len(self) <= index < len(self):
       raise IndexError(f'Index {index} out of range for {len(self)} records.')
     index %= len(self)
-    record = self._source()[int(index if self._indices is None else self._indices[index])]
-    image, label = decode(record)
+    return self._source()[int(index if self._indices is None else self._indices[index])]
+
+  def __getitem__(self, index: int) -> dict:
+    """One record {'image': (H, W, 3) uint8, 'label': int} (the source protocol)."""
+    image, label = decode(self._record(index))
     return {'image': image, 'label': label}
 
   def encoded(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
     """(the record's JPEG file as uint8, (height, width)) of a 'jpeg' split (``decoder='dali'``)."""
-    index = int(index)
-    record = self._source()[int(index if self._indices is None else self._indices[index])]
+    record = self._record(index)
     _, height, width, _, image_format = decode_header(record)
     if image_format != 'jpeg':
       raise RecordsError(
@@ -539,10 +540,11 @@ def load_records_split(
         f'{split_dir} holds {meta["dataset"]} records, not {dataset} (config.data.name): point '
         'config.data.records_dir at the records of this data set.'
     )
-  if list_file is not None and files.isfile(list_file) and sha256(list_file) != meta['list_sha256']:
+  now = sha256(list_file) if list_file is not None and files.isfile(list_file) else None
+  if now is not None and now != meta['list_sha256']:
     raise RecordsError(
         f'{split_dir} was prepared from another version of the list file {list_file} (SHA-256 '
-        f'{meta["list_sha256"][:12]}..., now {sha256(list_file)[:12]}...). Prepare again into a '
+        f'{meta["list_sha256"][:12]}..., now {now[:12]}...). Prepare again into a '
         f'new directory: {prepare_command(dataset, "<new dir>")}.'
     )
   labels = np.load(os.path.join(split_dir, LABELS), allow_pickle=False)
