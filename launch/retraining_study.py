@@ -13,7 +13,6 @@ overlaid plots in ``<output>``, and prints the table. ``--override`` values
 are Python literals (numbers, tuples, booleans) or else strings.
 """
 
-import ast
 import os
 import sys
 
@@ -37,19 +36,6 @@ flags.mark_flags_as_required(['stage1_workdir'])
 FLAGS = flags.FLAGS
 
 
-def _overrides(pairs) -> dict:
-  out = {}
-  for pair in pairs or ():
-    key, sep, value = pair.partition('=')
-    if not sep:
-      raise app.UsageError(f'--override needs key=value, got {pair!r}.')
-    try:
-      out[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key] = value
-  return out
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -66,7 +52,7 @@ def main(argv):
       FLAGS.stage1_workdir,
       output,
       methods=FLAGS.methods,
-      overrides=_overrides(FLAGS.override),
+      overrides=cli.parse_overrides(FLAGS.override, literal_values=True),
   )
   print(result['table'])
   print(f'Wrote {", ".join(result["files"])}')

@@ -7,6 +7,7 @@ share lives here: the ``--compilation_cache`` flag and its JAX settings, and
 recipes (``ltjax.config_files``) before absl parses the flags.
 """
 
+import ast
 import os
 import sys
 
@@ -44,3 +45,23 @@ def run(main, config_flag: str | None = None) -> None:
       print(f'Error (FileNotFoundError): {e}', file=sys.stderr, flush=True)
       sys.exit(stopping.EXIT_BAD_INPUT)
   app.run(main)
+
+
+def parse_overrides(pairs, *, literal_values: bool = False) -> dict:
+  """``--override key=value`` flags -> {key: value}; a pair without '=' is a usage error.
+
+  ``literal_values``: values are Python literals where they parse (``20``, ``(160,)``), else
+  strings; otherwise every value stays a string.
+  """
+  out = {}
+  for pair in pairs or ():
+    key, sep, value = pair.partition('=')
+    if not sep:
+      raise app.UsageError(f'--override needs key=value, got {pair!r}.')
+    out[key] = value
+    if literal_values:
+      try:
+        out[key] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        pass
+  return out

@@ -63,16 +63,6 @@ flags.DEFINE_bool(
 )
 
 
-def _overrides(pairs) -> dict:
-  out = {}
-  for pair in pairs or ():
-    key, sep, value = pair.partition('=')
-    if not sep:
-      raise app.UsageError(f'--override needs key=value, got {pair!r}.')
-    out[key] = value
-  return out
-
-
 def _outdir(name: str, workdir: str, index: int, count: int) -> str:
   if count == 1:
     return FLAGS.output or files.join(workdir, 'report')
@@ -109,7 +99,7 @@ def main(argv):
     raise app.UsageError('Comparing several workdirs needs --output=<directory>.')
   if FLAGS.checkpoint not in ('best', 'latest') and not FLAGS.checkpoint.isdigit():
     raise app.UsageError(f"--checkpoint={FLAGS.checkpoint!r}: use 'best', 'latest' or a step.")
-  overrides = _overrides(FLAGS.override)
+  overrides = cli.parse_overrides(FLAGS.override)
   outdirs = [
       _outdir(name, workdir, i, len(workdirs))
       for i, (name, workdir) in enumerate(zip(names, workdirs))
