@@ -183,19 +183,8 @@ def eval_step(
 # convolutions; keeping YNNPACK for dots and reductions only halves a ResNet-32
 # CPU step (benchmarks/README.md). Setting the option in XLA_FLAGS yourself, or
 # LTJAX_XLA_CPU_DEFAULTS=0, keeps XLA's own choice.
-#
-# Residual networks: XLA:CPU's own fusion copies the elementwise chain of a
-# residual stream (BN apply, ReLU, the shortcut additions of the blocks before)
-# into every transposed copy of a block input that a convolution's weight
-# gradient reads, recomputing up to six blocks per copy: 0.8 s of a 1.15 s
-# ResNet-32 step (batch 128). Letting YNNPACK fuse the elementwise ops too
-# avoids the recomputation: that step takes 0.89 s, same numbers to 3e-6
-# (benchmarks/README.md). It slows the plain small CNN (44 -> 51 ms) and does
-# not change ResNet-50, so only backbones that set
-# ``XLA_CPU_ELEMENTWISE_LIBRARY_FUSION`` get it, in their train step.
 _YNN_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
 _YNN_WITHOUT_CONVOLUTIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'
-_YNN_RESIDUAL = _YNN_WITHOUT_CONVOLUTIONS + ',LIBRARY_FUSION_TYPE_ELTWISE'
 
 
 @functools.cache
@@ -210,12 +199,8 @@ def _compiles_with(device, option: str, value: str) -> bool:
     return False
 
 
-def compiler_options(mesh: Mesh, *, residual_stream: bool = False) -> dict[str, str] | None:
-  """XLA options for the train/eval steps on ``mesh``'s platform (None: XLA's defaults).
-
-  ``residual_stream``: a train step of a backbone that asks for YNNPACK's
-  elementwise fusion on CPU (``residual_train_step``).
-  """
+def compiler_options(mesh: Mesh) -> dict[str, str] | None:
+  """XLA options for the train/eval steps on ``mesh``'s platform (None: XLA's defaults)."""
   device = mesh.devices.flat[0]
   if (
       device.platform != 'cpu'
@@ -223,17 +208,9 @@ def compiler_options(mesh: Mesh, *, residual_stream: bool = False) -> dict[str, 
       or os.environ.get('LTJAX_XLA_CPU_DEFAULTS', '1') == '0'
   ):
     return None
-  value = _YNN_RESIDUAL if residual_stream else _YNN_WITHOUT_CONVOLUTIONS
-  if not _compiles_with(device, _YNN_OPTION, value):
+  if not _compiles_with(device, _YNN_OPTION, _YNN_WITHOUT_CONVOLUTIONS):
     return None
-  return {_YNN_OPTION: value}
-
-
-def residual_train_step(state: TrainState) -> bool:
-  """Whether the state's backbone sets ``XLA_CPU_ELEMENTWISE_LIBRARY_FUSION`` (CIFAR ResNets)."""
-  model = getattr(state.apply_fn, '__self__', None)  # The Classifier of ``model.apply``.
-  backbone = getattr(model, 'backbone', None)
-  return bool(getattr(backbone, 'XLA_CPU_ELEMENTWISE_LIBRARY_FUSION', False))
+  return {_YNN_OPTION: _YNN_WITHOUT_CONVOLUTIONS}
 
 
 def make_train_step(
@@ -266,7 +243,7 @@ def make_train_step(
       in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=(0,),
-      compiler_options=compiler_options(mesh, residual_stream=residual_train_step(state)),
+      compiler_options=compiler_options(mesh),
   )
 
 
