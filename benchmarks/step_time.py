@@ -302,8 +302,13 @@ class JaxRunner:
     return metrics
 
 
-def make_jax_step(case: dict[str, Any], mesh, seed: int = 0) -> JaxRunner:
-  """The ltjax train step of ``case``, compiled (phases timed), with its state and batch."""
+def make_jax_step(
+    case: dict[str, Any], mesh, seed: int = 0, compiler_options: dict[str, str] | None = None
+) -> JaxRunner:
+  """The ltjax train step of ``case``, compiled (phases timed), with its state and batch.
+
+  ``compiler_options``: XLA options that replace make_train_step's (None: keep them).
+  """
   state = train.create_train_state(
       build_jax_model(case),
       optim.torch_sgd(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
@@ -319,7 +324,7 @@ def make_jax_step(case: dict[str, Any], mesh, seed: int = 0) -> JaxRunner:
   t0 = time.perf_counter()
   lowered = step.lower(state, batch)
   t1 = time.perf_counter()
-  compiled = lowered.compile()  # With the jit's compiler options (make_train_step's).
+  compiled = lowered.compile(compiler_options)  # None: the jit's (make_train_step's).
   t2 = time.perf_counter()
   info = {
       'trace_lower_s': t1 - t0,
