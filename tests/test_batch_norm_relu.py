@@ -39,8 +39,8 @@ def _inputs(rng, shape=(6, 5, 4, 8), dtype=np.float32):
   return y, shortcut
 
 
-def _both(train_mode, dtype=jnp.float32):
-  kwargs = dict(use_running_average=not train_mode, momentum=0.9, epsilon=1e-5, dtype=dtype)
+def _both(train_mode, dtype=jnp.float32, momentum=0.9):
+  kwargs = dict(use_running_average=not train_mode, momentum=momentum, epsilon=1e-5, dtype=dtype)
   return BatchNormReLU(**kwargs), UnfusedBatchNormReLU(**kwargs)
 
 
@@ -51,7 +51,7 @@ def test_values_and_running_averages_equal_flax(with_shortcut, train_mode):
   y, shortcut = _inputs(rng)
   variables = _variables(rng, y.shape[-1])
   args = (y, shortcut) if with_shortcut else (y,)
-  fused, reference = _both(train_mode)
+  fused, reference = _both(train_mode, momentum=0.8)
   out, new = fused.apply(variables, *args, mutable=['batch_stats'])
   ref_out, ref_new = reference.apply(variables, *args, mutable=['batch_stats'])
   chex.assert_trees_all_close(out, ref_out, rtol=1e-5, atol=1e-5)
@@ -66,9 +66,9 @@ def test_values_and_running_averages_equal_flax(with_shortcut, train_mode):
     np.testing.assert_allclose(out, np.maximum(pre, 0), rtol=1e-5, atol=1e-5)
     stats = variables['batch_stats']
     np.testing.assert_allclose(
-        new['batch_stats']['mean'], 0.9 * stats['mean'] + 0.1 * mean, rtol=1e-5
+        new['batch_stats']['mean'], 0.8 * stats['mean'] + 0.2 * mean, rtol=1e-5
     )
-    np.testing.assert_allclose(new['batch_stats']['var'], 0.9 * stats['var'] + 0.1 * var, rtol=1e-5)
+    np.testing.assert_allclose(new['batch_stats']['var'], 0.8 * stats['var'] + 0.2 * var, rtol=1e-5)
 
 
 def test_initial_variables_are_flax_batch_norms():
@@ -80,12 +80,14 @@ def test_initial_variables_are_flax_batch_norms():
 
 
 @pytest.mark.parametrize('with_shortcut', [False, True])
-def test_gradients_equal_autodiff_of_flax_in_float64(x64, with_shortcut):
+@pytest.mark.parametrize('train_mode', [True, False])
+def test_gradients_equal_autodiff_of_flax_in_float64(x64, with_shortcut, train_mode):
+  """Training mode (the closed form) and inference mode (frozen BN, autodiff)."""
   rng = np.random.default_rng(1)
   y, shortcut = _inputs(rng, dtype=np.float64)
   variables = _variables(rng, y.shape[-1], dtype=np.float64)
   weights = jnp.asarray(rng.normal(size=y.shape))  # A loss that weighs every output.
-  fused, reference = _both(True, dtype=jnp.float64)
+  fused, reference = _both(train_mode, dtype=jnp.float64)
 
   def loss(module, params, y, shortcut):
     args = (y, shortcut) if with_shortcut else (y,)
@@ -113,21 +115,59 @@ def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients():
   rng = np.random.default_rng(2)
   y, shortcut = _inputs(rng)
   variables = _variables(rng, y.shape[-1])
-  module = BatchNormReLU(use_running_average=False, dtype=jnp.bfloat16)
+  weights = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
 
-  def loss(y, shortcut):
+  def loss(module, y, shortcut):
     out, _ = module.apply(variables, y, shortcut, mutable=['batch_stats'])
-    return jnp.sum(out.astype(jnp.float32)), out
+    return jnp.sum(weights * out.astype(jnp.float32)), out
 
-  (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
-      y.astype(jnp.bfloat16), shortcut.astype(jnp.bfloat16)
-  )
+  def value_and_grads(module, dtype):
+    return jax.value_and_grad(functools.partial(loss, module), argnums=(0, 1), has_aux=True)(
+        y.astype(dtype), shortcut.astype(dtype)
+    )
+
+  (_, out), grads = value_and_grads(BatchNormReLU(False, dtype=jnp.bfloat16), jnp.bfloat16)
+  (_, ref), ref_grads = value_and_grads(UnfusedBatchNormReLU(False), jnp.float32)
   assert out.dtype == jnp.bfloat16
   assert grads[0].dtype == grads[1].dtype == jnp.bfloat16
-  ref, _ = UnfusedBatchNormReLU(use_running_average=False).apply(
-      variables, y, shortcut, mutable=['batch_stats']
-  )
   np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=0.02, atol=0.05)
+  for g, r in zip(grads, ref_grads):  # bfloat16 rounding; a wrong term would be O(1).
+    scale = float(jnp.max(jnp.abs(r)))
+    np.testing.assert_allclose(np.asarray(g, np.float32) / scale, r / scale, atol=0.05)
+
+
+def test_statistics_come_from_the_input_before_the_cast_to_dtype():
+  """float32 input, bfloat16 module: flax takes the statistics from the float32 input."""
+  rng = np.random.default_rng(4)
+  y, _ = _inputs(rng)
+  variables = _variables(rng, y.shape[-1])
+  fused, reference = _both(True, dtype=jnp.bfloat16)
+  out, new = fused.apply(variables, y, mutable=['batch_stats'])
+  ref_out, ref_new = reference.apply(variables, y, mutable=['batch_stats'])
+  assert out.dtype == ref_out.dtype == jnp.bfloat16
+  chex.assert_trees_all_close(new, ref_new, rtol=1e-6, atol=1e-6)
+
+
+def test_a_batch_sharded_over_eight_devices_gives_the_single_device_numbers():
+  """Statistics over the global batch: jit inserts the cross-device sums."""
+  rng = np.random.default_rng(5)
+  y, shortcut = _inputs(rng, shape=(16, 4, 4, 8))
+  variables = _variables(rng, y.shape[-1])
+  module = BatchNormReLU(use_running_average=False)
+
+  def grads(params, y, shortcut):
+    def loss(params, y, shortcut):
+      out, new = module.apply({**variables, 'params': params}, y, shortcut, mutable=['batch_stats'])
+      return jnp.sum(jnp.sin(out)), new
+
+    return jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(params, y, shortcut)
+
+  mesh = sharding.make_mesh()
+  assert mesh.size == 8
+  sharded = jax.device_put((y, shortcut), sharding.batch_sharded(mesh))
+  on_mesh = jax.jit(grads)(variables['params'], *sharded)
+  one_device = jax.jit(grads)(variables['params'], y, shortcut)
+  chex.assert_trees_all_close(on_mesh, one_device, rtol=1e-5, atol=1e-6)
 
 
 def test_a_nan_input_stays_visible():

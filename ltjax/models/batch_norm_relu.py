@@ -16,7 +16,10 @@ The backward pass is the textbook BatchNorm gradient through the ReLU mask
 
 with n the number of reduced elements. The values equal ``nn.BatchNorm``
 followed by ``nn.relu`` within float rounding (tests compare values,
-gradients and running averages against them).
+gradients and running averages against them). One difference: where rounding
+makes ``E[y^2] - E[y]^2`` negative (|mean| / std above ~1e3 in float32) and the
+clip at 0 applies, autodiff of flax drops the variance term of the gradient
+and this backward keeps it; the forward values are meaningless there anyway.
 
 Why not let autodiff derive it: on XLA:CPU, the ResNet-32 train step (batch
 128) spends most of its time outside the convolutions otherwise. Autodiff of
@@ -107,7 +110,11 @@ class BatchNormReLU(nn.Module):
   (flax's names and initial values), so checkpoints and parameter paths do
   not change. Defaults are PyTorch's BatchNorm2d (momentum 0.1 = flax 0.9,
   eps 1e-5). In inference mode (``use_running_average``) it is plain jnp,
-  differentiated by autodiff.
+  differentiated by autodiff. In training mode: reverse-mode differentiation
+  only (``jax.jvp`` and ``jax.jacfwd`` do not apply to a custom VJP), and the
+  updated running averages carry no gradient. Not supported (nothing in ltjax
+  uses them): ``axis_name`` (pmap; jit-sharded batches need none), ``mask``,
+  a feature axis other than the last, ``use_fast_variance=False``.
   """
 
   use_running_average: bool
@@ -123,9 +130,9 @@ class BatchNormReLU(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, features, self.param_dtype)
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, features, jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, features, jnp.float32)
-    y = y.astype(self.dtype)
+    # As flax: statistics of the input as given (at least float32), output in self.dtype.
     if shortcut is not None:
-      shortcut = shortcut.astype(self.dtype)
+      shortcut = shortcut.astype(y.dtype)
     if self.use_running_average:
       a = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
       pre = (y.astype(_compute_dtype(y)) - ra_mean.value) * a + bias
@@ -136,7 +143,7 @@ class BatchNormReLU(nn.Module):
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
-    return z
+    return z.astype(self.dtype)
 
 
 class UnfusedBatchNormReLU(nn.BatchNorm):
