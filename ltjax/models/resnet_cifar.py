@@ -38,7 +38,8 @@ _CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 def _norm_relu(train: bool, dtype: Any, name: str) -> BatchNormReLU:
   # BN + (shortcut) + ReLU in one op with a closed-form backward: nn.BatchNorm's
-  # variables and values; the XLA:CPU train step is ~1.2x faster with it.
+  # variables and values; ResNet-32's XLA:CPU train step is 1.6x faster than with
+  # nn.BatchNorm + nn.relu (benchmarks/batch_norm_relu.py).
   # PyTorch BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
   return BatchNormReLU(
       use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
