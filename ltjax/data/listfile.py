@@ -68,6 +68,7 @@ from PIL import Image
 
 from ltjax import files
 from ltjax.data import longtail
+from ltjax.data import source_index
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -414,10 +415,7 @@ class ListFileSource:
 
   def __getitem__(self, index: int) -> dict:
     """One record {'image': (H, W, 3) uint8, 'label': int} (the source protocol)."""
-    index = int(index)
-    if not -len(self) <= index < len(self):
-      raise IndexError(f'Index {index} out of range for {len(self)} records.')
-    index, image = self.read(index % len(self))
+    index, image = self.read(source_index.record_number(index, len(self)))
     return {'image': image, 'label': int(self.labels[index])}
 
   def read(self, index: int) -> tuple[int, np.ndarray]:

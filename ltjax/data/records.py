@@ -74,6 +74,7 @@ from PIL import Image
 from ltjax import files
 from ltjax.data import augment
 from ltjax.data import listfile
+from ltjax.data import source_index
 
 FORMATS = ('raw', 'jpeg')
 # magic, label (int32), height, width (uint16), channels, format (uint8).
@@ -456,11 +457,7 @@ class RecordsSource:
 
   def _record(self, index: int) -> bytes:
     """The stored record of this source's record ``index``."""
-    index = int(index)
-    if not -len(self) <= index < len(self):
-      raise IndexError(f'Index {index} out of range for {len(self)} records.')
-    index %= len(self)
-    return self._source()[int(index if self._indices is None else self._indices[index])]
+    return self._source()[source_index.record_number(index, len(self), self._indices)]
 
   def __getitem__(self, index: int) -> dict:
     """One record {'image': (H, W, 3) uint8, 'label': int} (the source protocol)."""

@@ -31,6 +31,8 @@ import types
 from absl import logging
 import numpy as np
 
+from ltjax.data import source_index
+
 # Per-channel mean/std in [0, 1] units. CIFAR: the LDAM lineage's constants.
 NORMALIZATION = {
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
@@ -188,11 +190,7 @@ class TfdsSource:
 
   def __getitem__(self, index: int) -> dict:
     """One record {'image': (H, W, C) uint8, 'label': int} (the source protocol)."""
-    index = int(index)
-    if not -len(self) <= index < len(self):
-      raise IndexError(f'Index {index} out of range for {len(self)} records.')
-    index %= len(self)
-    record = self._data_source()[index if self._indices is None else int(self._indices[index])]
+    record = self._data_source()[source_index.record_number(index, len(self), self._indices)]
     image = np.asarray(record[self.image_key])
     if image.ndim == 2:
       image = image[..., None]
