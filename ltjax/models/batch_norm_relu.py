@@ -72,14 +72,19 @@ def _compute_dtype(y: jax.Array):
   return jnp.promote_types(y.dtype, jnp.float32)  # float32, or float64 under x64.
 
 
-def _forward(y, scale, bias, shortcut, epsilon):
+def _normalize_relu(y, mean, inv, scale, bias, shortcut):
+  """relu((y - mean) * inv * scale + bias + shortcut), computed in at least float32."""
   yf = y.astype(_compute_dtype(y))
-  mean, var = _statistics(yf)
-  inv = jax.lax.rsqrt(var + epsilon)
   pre = (yf - mean) * (scale * inv) + bias
   if shortcut is not None:
     pre = pre + shortcut.astype(yf.dtype)
-  z = _relu(pre).astype(y.dtype)
+  return _relu(pre)
+
+
+def _forward(y, scale, bias, shortcut, epsilon):
+  mean, var = _statistics(y.astype(_compute_dtype(y)))
+  inv = jax.lax.rsqrt(var + epsilon)
+  z = _normalize_relu(y, mean, inv, scale, bias, shortcut).astype(y.dtype)
   return (z, mean, var), (y, z, mean, inv, scale, shortcut is not None)
 
 
@@ -134,11 +139,8 @@ class BatchNormReLU(nn.Module):
     if shortcut is not None:
       shortcut = shortcut.astype(y.dtype)
     if self.use_running_average:
-      a = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
-      pre = (y.astype(_compute_dtype(y)) - ra_mean.value) * a + bias
-      if shortcut is not None:
-        pre = pre + shortcut.astype(pre.dtype)
-      return _relu(pre).astype(self.dtype)
+      inv = jax.lax.rsqrt(ra_var.value + self.epsilon)
+      return _normalize_relu(y, ra_mean.value, inv, scale, bias, shortcut).astype(self.dtype)
     z, mean, var = batch_norm_relu(y, scale, bias, shortcut, self.epsilon)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
