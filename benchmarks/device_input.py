@@ -79,7 +79,6 @@ def main():
   parser.add_argument('--workers', type=int, default=max(1, (os.cpu_count() or 2) - 2))
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags.
-  gpu = jax.default_backend() == 'gpu'
   if args.smoke:
     model_name, size, batch, dtype, steps, warmup, files, lines = (
         'small_cnn',
@@ -133,7 +132,7 @@ def main():
       )
       local = batches.iterate(0, steps + warmup, num_threads=1, num_workers=args.workers)
       if decoder == 'dali':
-        decode = dali_decode.DaliCropDecoder(size, batch, device='gpu' if gpu else 'cpu')
+        decode = dali_decode.DaliCropDecoder(size, batch)
         local = map(decode, local)
       rate, state = run_steps(state, step, sharding.prefetch_to_device(local, mesh), steps, warmup)
       rows.append(
@@ -151,7 +150,7 @@ def main():
       )
 
     if dali_decode.available():
-      decode = dali_decode.DaliCropDecoder(size, batch, device='gpu' if gpu else 'cpu')
+      decode = dali_decode.DaliCropDecoder(size, batch)
       batches = input_pipeline.imagenet_batches(
           source, batch, size, device_augment=True, decoder='dali'
       )
@@ -163,9 +162,7 @@ def main():
       rate = 3 * batch / (time.perf_counter() - t0)
       rows.append(
           _common.emit(
-              _common.record(
-                  f'dali/{"gpu" if gpu else "cpu"}_decode', 'throughput', rate, 'images/s'
-              )
+              _common.record(f'dali/{decode.device}_decode', 'throughput', rate, 'images/s')
           )
       )
 

@@ -29,6 +29,7 @@ which also runs on the CPU without a GPU).
 
 import os
 
+import jax
 import numpy as np
 
 from ltjax.data.batch_keys import CROP
@@ -63,10 +64,20 @@ class DaliCropDecoder:
   Attributes:
     size: the output side (``data.image_size``).
     batch_size: the host-local batch size (every batch has it).
-    device: 'gpu' (decode with nvJPEG on the first local GPU) or 'cpu'.
+    device: 'gpu' (decode with nvJPEG on the first local GPU) or 'cpu'; by
+      default 'gpu' when JAX runs on GPUs, else 'cpu'.
   """
 
-  def __init__(self, size: int, batch_size: int, *, device: str, num_threads: int | None = None):
+  def __init__(
+      self,
+      size: int,
+      batch_size: int,
+      *,
+      device: str | None = None,
+      num_threads: int | None = None,
+  ):
+    if device is None:
+      device = 'gpu' if jax.default_backend() == 'gpu' else 'cpu'
     if device not in ('cpu', 'gpu'):
       raise ValueError(f"DALI device must be 'cpu' or 'gpu', not {device!r}.")
     self.size = int(size)

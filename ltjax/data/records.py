@@ -387,10 +387,10 @@ def _finish(source, split_dir: str, plan: dict) -> dict:
   for index, read_index, _, _ in replaced:
     expected[index] = source.labels[read_index]
   problems = []
+  histogram = np.bincount(labels, minlength=source.num_classes)
   if counted != len(source) or len(labels) != len(source):
     problems.append(f'{counted} records (manifests: {len(labels)}) for {len(source)} list lines')
   else:
-    histogram = np.bincount(labels, minlength=source.num_classes)
     if not np.array_equal(histogram, np.bincount(expected, minlength=source.num_classes)):
       problems.append("the label histogram differs from the list file's")
     differ = np.flatnonzero(labels != expected)
@@ -408,7 +408,7 @@ def _finish(source, split_dir: str, plan: dict) -> dict:
       'class_names': list(source.class_names),
       'mean': list(source.mean),
       'std': list(source.std),
-      'label_histogram': np.bincount(labels, minlength=source.num_classes).tolist(),
+      'label_histogram': histogram.tolist(),
       'replaced': replaced,
       'bytes': sum(m['bytes'] for m in manifests),
   }

@@ -624,9 +624,7 @@ def device_batches(
   )
   if stage_data.batches.decoder == 'dali':  # Decoded here: a DALI pipeline does not pickle.
     decode = dali_decode.DaliCropDecoder(
-        stage_data.batches.image_size,
-        stage_data.batches.local_batch_size,
-        device='gpu' if jax.default_backend() == 'gpu' else 'cpu',
+        stage_data.batches.image_size, stage_data.batches.local_batch_size
     )
     local_batches = map(decode, local_batches)
   return sharding.prefetch_to_device(local_batches, mesh)
