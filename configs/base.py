@@ -135,6 +135,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.head_scale = 1.0  # 'cosine': logits = scale * cos.
   config.model.head_tau = 1.0  # 'tau_norm': w_c / ||w_c||^tau.
   config.model.head_seed = 0  # 'etf': seed of the random orthonormal basis.
+  # Initial classifier kernel of 'linear' heads: 'torch' (PyTorch's nn.Linear default) or
+  # 'kaiming_normal' (LDAM-DRW's ResNet-32, whose _weights_init re-initialises the Linear).
+  config.model.head_init = 'torch'
   config.model.lwr_projection_dim = 0  # 'lwr': output width of the projection MLP (0: d).
   config.model.bn_scale_init = 1.0  # Initial BN scale of the ResNets (EWB's fixed-BN analysis).
   # Channels of a ResNet's stem and first stage (doubling per stage); 0: the architecture's

@@ -13,6 +13,7 @@ import pytest
 from configs import base
 from ltjax import models
 from ltjax.models import heads
+from ltjax.train import config_check
 
 D, C, B = 12, 5, 7
 
@@ -271,3 +272,78 @@ def test_every_head_builds_from_the_config(head):
   )
   assert logits.shape == (2, 10) and logits.dtype == jnp.float32
   assert 'head' in variables['params']
+
+
+# ----------------------------------------------------------------- model.head_init
+
+# A large kernel so the sample moments pin the distribution: fan_in 512, 1000 classes.
+FAN_IN, CLASSES = 512, 1000
+
+
+def _head_params(head_init, head='linear', seed=0):
+  config = base.get_config().model
+  config.head, config.head_init = head, head_init
+  module = models.build_model(config, CLASSES).head
+  return module.init(jax.random.key(seed), jnp.zeros((1, FAN_IN)))['params']
+
+
+def test_head_init_kaiming_normal_std_is_sqrt_two_over_fan_in():
+  kernel = np.asarray(_head_params('kaiming_normal')['kernel'], np.float64)
+  assert kernel.shape == (FAN_IN, CLASSES)
+  n = kernel.size
+  std = np.sqrt(2.0 / FAN_IN)  # fan_in = the Linear's in_features, not the class count
+  # Std within ~10 standard errors (se of a sample std ~ std / sqrt(2n)); mean within 5.
+  np.testing.assert_allclose(kernel.std(), std, rtol=10 / np.sqrt(2 * n))
+  assert abs(kernel.mean()) < 5 * std / np.sqrt(n)
+  # Untruncated normal (PyTorch's kaiming_normal_; flax's kaiming_normal truncates at 2 std):
+  # P(|x| > 2 std) = 4.55%.
+  np.testing.assert_allclose(np.mean(np.abs(kernel) > 2 * std), 0.0455, atol=0.002)
+
+
+def test_head_init_torch_is_uniform_in_one_over_sqrt_fan_in():
+  kernel = np.asarray(_head_params('torch')['kernel'], np.float64)
+  bound = 1.0 / np.sqrt(FAN_IN)
+  assert np.all(np.abs(kernel) <= bound)
+  assert np.abs(kernel).max() > 0.999 * bound
+  np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3.0), rtol=0.01)
+  assert abs(kernel.mean()) < 5 * bound / np.sqrt(3.0 * kernel.size)
+  # The module default is the config default.
+  direct = heads.LinearHead(CLASSES).init(jax.random.key(0), jnp.zeros((1, FAN_IN)))
+  np.testing.assert_array_equal(direct['params']['kernel'], kernel.astype(np.float32))
+
+
+@pytest.mark.parametrize('head', models.HEAD_INIT_HEADS)
+def test_head_init_sets_the_kernel_and_leaves_the_bias(head):
+  torch_params = _head_params('torch', head)
+  kaiming_params = _head_params('kaiming_normal', head)
+  # Bias: PyTorch's default under both (LDAM-DRW re-initialises only the weight).
+  np.testing.assert_array_equal(torch_params['bias'], kaiming_params['bias'])
+  assert np.all(np.abs(np.asarray(kaiming_params['bias'])) <= 1.0 / np.sqrt(FAN_IN))
+  assert not np.array_equal(torch_params['kernel'], kaiming_params['kernel'])
+  # The heads sharing LinearHead's parameters start from its very kernel.
+  np.testing.assert_array_equal(
+      kaiming_params['kernel'], _head_params('kaiming_normal', 'linear')['kernel']
+  )
+  if head == 'lwr':  # the projection MLP is not the classifier: PyTorch's default always
+    chex.assert_trees_all_equal(torch_params['projection'], kaiming_params['projection'])
+
+
+@pytest.mark.parametrize('head', sorted(set(models.HEADS) - set(models.HEAD_INIT_HEADS)))
+def test_head_init_refused_for_heads_with_their_own_init(head):
+  config = base.get_config().model
+  config.head, config.head_init = head, 'kaiming_normal'
+  with pytest.raises(ValueError, match="leave model.head_init='torch'"):
+    models.build_model(config, 10)
+  config.head_init = 'torch'  # the default stays valid (LDAM recipes use 'cosine')
+  models.build_model(config, 10)
+
+
+def test_head_init_unknown_name_is_refused():
+  config = base.get_config()
+  config.model.head_init = 'kaiming_uniform'
+  with pytest.raises(ValueError, match='head_init'):
+    models.build_model(config.model, 10)
+  with pytest.raises(ValueError, match='model.head_init'):
+    config_check.check_names(config)
+  with pytest.raises(ValueError, match='head_init'):
+    heads.LinearHead(C, head_init='kaiming_uniform').init(jax.random.key(0), _features())

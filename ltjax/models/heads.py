@@ -15,6 +15,10 @@ drops into the re-training heads that share its parameter names.
   LWRHead          kernel, bias, projection/{hidden,output}/{kernel,bias}
                                                             w_c.f + b_c
 
+The heads with a linear kernel (Linear, LWS, TauNorm, LWR) take ``head_init``,
+the kernel's init (``HEAD_INITS``: PyTorch's nn.Linear default or LDAM-DRW's
+Kaiming normal); the cosine and ETF heads have their own, fixed inits.
+
 Sources (papers and official code; the code facts are collected in
 docs/references.md):
   * Cosine classifier: LORT (Lu et al., arXiv:2403.00250) Table 1 "Vanilla
@@ -46,7 +50,8 @@ def torch_linear_init(fan_in: int):
   """PyTorch's default ``nn.Linear`` init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
   The CC-SAM and weight-balancing code keep this default for the classifier
-  (their kaiming init runs before the classifier is built), so it is ours too.
+  (their kaiming init runs before the classifier is built), so it is ours too:
+  ``head_init='torch'``, the default.
   """
   bound = 1.0 / math.sqrt(fan_in)
 
@@ -56,26 +61,63 @@ def torch_linear_init(fan_in: int):
   return init
 
 
-def linear_params(module: nn.Module, fan_in: int, num_classes: int):
-  """``kernel`` (fan_in, C) and ``bias`` (C,) of ``module``, with PyTorch's Linear init.
+def kaiming_normal_linear_init(fan_in: int):
+  """N(0, 2 / fan_in), untruncated: ``kaiming_normal_`` on an ``nn.Linear`` weight.
+
+  PyTorch's defaults (mode 'fan_in', nonlinearity 'leaky_relu' with a = 0, so
+  gain sqrt(2)) give std sqrt(2 / fan_in), fan_in = the Linear's in_features.
+  The ResNet-32 of LDAM-DRW (kaidic/LDAM-DRW @2536330, models/resnet_cifar.py:
+  ``_weights_init`` applied by ``self.apply`` after the classifier is built;
+  DDC and Saddle ship the same file) re-initialises its ``nn.Linear`` weight
+  so and leaves the bias at PyTorch's default.
+  """
+  std = math.sqrt(2.0 / fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return std * jax.random.normal(key, shape, dtype)
+
+  return init
+
+
+# config.model.head_init -> builder(fan_in) of the initialiser of a linear head's kernel.
+# The bias keeps PyTorch's default under every entry (LDAM-DRW's re-init leaves it).
+HEAD_INITS = {
+    'torch': torch_linear_init,
+    'kaiming_normal': kaiming_normal_linear_init,
+}
+
+
+def linear_params(module: nn.Module, fan_in: int, num_classes: int, head_init: str = 'torch'):
+  """``kernel`` (fan_in, C) and ``bias`` (C,) of ``module``, a PyTorch Linear transposed.
 
   Shared by every head that is a linear layer underneath, so their parameters
-  keep LinearHead's names, shapes and init and load from its checkpoints.
+  keep LinearHead's names, shapes and init and load from its checkpoints. The
+  kernel's init is ``HEAD_INITS[head_init]``; the bias is always PyTorch's
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
   """
-  kernel = module.param('kernel', torch_linear_init(fan_in), (fan_in, num_classes))
+  if head_init not in HEAD_INITS:
+    raise ValueError(f'Unknown head_init {head_init!r}; valid names: {sorted(HEAD_INITS)}.')
+  kernel_init = HEAD_INITS[head_init](fan_in)
+  kernel = module.param('kernel', kernel_init, (fan_in, num_classes))
   bias = module.param('bias', torch_linear_init(fan_in), (num_classes,))
   return kernel, bias
 
 
 class LinearHead(nn.Module):
-  """A linear classifier with bias, z = W f + b (computed in float32)."""
+  """A linear classifier with bias, z = W f + b (computed in float32).
+
+  Attributes:
+    num_classes: C.
+    head_init: the kernel's init, a key of ``HEAD_INITS`` (the bias is PyTorch's).
+  """
 
   num_classes: int
+  head_init: str = 'torch'
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
     features = features.astype(jnp.float32)
-    kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
+    kernel, bias = linear_params(self, features.shape[-1], self.num_classes, self.head_init)
     return features @ kernel + bias
 
 
@@ -156,15 +198,18 @@ class LWSHead(nn.Module):
   ``^head/scale$``), initialised to 1 so the head starts as the linear one.
 
   Parameters: ``kernel`` (d, C), ``bias`` (C,), ``scale`` (C,) init 1.
+  ``head_init`` sets the kernel's init as for LinearHead (it matters only when
+  the head starts fresh; a stage-1 checkpoint overrides it).
   """
 
   num_classes: int
+  head_init: str = 'torch'
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
     """(B, d) features -> (B, C) float32 logits."""
     features = features.astype(jnp.float32)
-    kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
+    kernel, bias = linear_params(self, features.shape[-1], self.num_classes, self.head_init)
     scale = self.param('scale', nn.initializers.ones, (self.num_classes,))
     return scale * (features @ kernel + bias)
 
@@ -213,16 +258,18 @@ class TauNormHead(nn.Module):
   Attributes:
     num_classes: C.
     tau: the exponent (0 = the linear head, 1 = unit-norm class vectors).
+    head_init: the kernel's init when the head starts fresh, as for LinearHead.
   """
 
   num_classes: int
   tau: float = 1.0
+  head_init: str = 'torch'
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
     """(B, d) features -> (B, C) float32 logits."""
     features = features.astype(jnp.float32)
-    kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
+    kernel, bias = linear_params(self, features.shape[-1], self.num_classes, self.head_init)
     return features @ tau_normalize(kernel, self.tau) + bias
 
 
@@ -417,6 +464,8 @@ class LWRHead(nn.Module):
   Attributes:
     num_classes: C.
     projection_features: the MLP's output width d_out (None = d).
+    head_init: the classifier kernel's init, as for LinearHead. The MLP is not
+      the classifier and keeps PyTorch's default under every value.
 
   Parameters: ``kernel`` (d, C), ``bias`` (C,) as LinearHead;
   ``projection/hidden/{kernel (d, d), bias (d,)}``,
@@ -425,12 +474,13 @@ class LWRHead(nn.Module):
 
   num_classes: int
   projection_features: int | None = None
+  head_init: str = 'torch'
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
     """(B, d) features -> (B, C) float32 logits."""
     features = features.astype(jnp.float32)
-    kernel, bias = linear_params(self, features.shape[-1], self.num_classes)
+    kernel, bias = linear_params(self, features.shape[-1], self.num_classes, self.head_init)
     projection = ProjectionMLP(features=self.projection_features, name='projection')
     if self.is_initializing():
       projection(kernel.T)  # creates the MLP's parameters; output unused
