@@ -15,6 +15,11 @@ def loss_config() -> ml_collections.ConfigDict:
   c.focal_gamma = 2.0  # focal, class_balanced 'focal' variant.
   c.cb_beta = 0.9999  # class_balanced: effective-number beta.
   c.cb_variant = 'softmax'  # class_balanced: softmax, sigmoid, focal, softmax_bce.
+  # How class weights (class_balanced, DRW / ADRW, ...) reduce over the batch:
+  # 'weight_sum': sum_i w_i l_i / sum_i w_i (PyTorch's CrossEntropyLoss(weight=));
+  # 'batch': sum_i w_i l_i / B (Cui et al.'s CB_loss, as weight balancing and EWB run it;
+  # / (B C) for cb_variant='sigmoid', as EWB's).
+  c.weighted_reduction = 'weight_sum'
   c.ldam_max_margin = 0.5  # ldam: largest margin (0.3 on iNat).
   c.ldam_scale = 30.0  # ldam: s (use model.head='cosine').
   c.la_tau = 1.0  # logit_adjusted: tau.

@@ -24,6 +24,7 @@ import pytest
 from ltjax.losses.class_balanced import class_balanced_loss
 from ltjax.losses.class_balanced import effective_number_weights
 from ltjax.losses.cross_entropy import softmax_cross_entropy
+from ltjax.losses.dot_regression import dot_regression_loss
 from ltjax.losses.focal import focal_loss
 from ltjax.losses.logit_adjusted import balanced_softmax_loss
 from ltjax.losses.logit_adjusted import ldam_loss
@@ -105,7 +106,8 @@ def np_bce_logits(z, t):
   return np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
 
 
-def np_cb(z, y, n, beta, variant, gamma, reduction, weighted_mean=None):
+def np_cb(z, y, n, beta, variant, gamma, reduction):
+  """PyTorch's weighted mean for 'mean' ('weight_sum'); np_cb_official has the 'batch' form."""
   z = np.asarray(z, np.float64)
   c = z.shape[-1]
   t = np.eye(c)[y]
@@ -121,10 +123,40 @@ def np_cb(z, y, n, beta, variant, gamma, reduction, weighted_mean=None):
   else:  # softmax_bce: BCE(softmax, onehot), mean over classes.
     bce = -(t * np_log_softmax(z) + (1 - t) * np.log(np_one_minus_softmax(z)))
     per = bce.mean(-1)
-  per = per * w
-  if weighted_mean is None:
-    weighted_mean = variant != 'softmax_bce'
-  return np_reduce(per, w if weighted_mean else None, reduction)
+  return np_reduce(per * w, w, reduction)
+
+
+def np_cb_official(z, y, n, beta, variant, gamma):
+  """The batch mean of the official CB_loss, written as that code computes it.
+
+  EWB utils/class_balanced_loss.py CB_loss + ``error.mean()``: 'softmax' (B,) w_i CE_i,
+  'sigmoid' (B, C) w_i BCE_ic, 'focal' (B,) w_i sum_c FL_ic, each averaged over its entries.
+  WB's 'softmax' (ltjax 'softmax_bce'): BCE(softmax, onehot, weight=w_i) over all B*C entries.
+  """
+  z = np.asarray(z, np.float64)
+  t = np.eye(z.shape[-1])[y]
+  w = np_cb_weights(n, beta)[y][:, None]  # Each sample's weight on its C entries.
+  if variant == 'softmax':
+    return (w[:, 0] * -(t * np_log_softmax(z)).sum(-1)).mean()
+  if variant == 'sigmoid':
+    return (w * np_bce_logits(z, t)).mean()
+  if variant == 'focal':
+    p = 1 / (1 + np.exp(-z))
+    modulator = np.where(t == 1, 1 - p, p) ** gamma
+    return (w * modulator * np_bce_logits(z, t)).sum() / t.sum()
+  bce = -(t * np_log_softmax(z) + (1 - t) * np.log(np_one_minus_softmax(z)))
+  return (w * bce).mean()
+
+
+def np_dot_regression(z, y, f, m, w=None, reduction='none'):
+  """(z_y - |f| |m_y|)^2 / (2 |f| |m_y|), times w_y; 'mean' is PyTorch's weighted mean."""
+  z, f, m = (np.asarray(a, np.float64) for a in (z, f, m))
+  s = np.linalg.norm(f, axis=1) * np.linalg.norm(m, axis=1)[y]
+  per = (z[np.arange(len(y)), y] - s) ** 2 / (2 * s)
+  wi = None if w is None else np.asarray(w, np.float64)[y]
+  if wi is not None:
+    per = per * wi
+  return np_reduce(per, wi, reduction)
 
 
 def np_ldam(z, y, n, max_m, s, w, reduction):
@@ -390,27 +422,55 @@ def test_focal_conventions_agree_without_weights_and_gamma0_is_ce():
   )
 
 
-def test_class_balanced_reductions_follow_the_official_code():
+@pytest.mark.parametrize('variant', ['softmax', 'sigmoid', 'focal', 'softmax_bce'])
+def test_class_balanced_weighted_reductions(x64, variant):
+  del x64
   z, y, n = CASES['random']
-  # Cui's TF code: sigmoid/focal sums normalised by the number of positives, B.
-  for variant in ('sigmoid', 'focal', 'softmax'):
-    got = class_balanced_loss(
-        z, y, class_counts=n, variant=variant, reduction='mean', weighted_mean=False
+  w = np_cb_weights(n, 0.9999)[y]
+  per = np_cb(z, y, n, 0.9999, variant, 2.0, 'none')  # w_i l_i.
+  mean = lambda r: float(
+      class_balanced_loss(
+          z, y, class_counts=n, variant=variant, reduction='mean', weighted_reduction=r
+      )
+  )
+  # 'weight_sum': PyTorch's sum_i w_i l_i / sum_i w_i.
+  np.testing.assert_allclose(mean('weight_sum'), per.sum() / w.sum(), rtol=1e-12)
+  # 'batch': what the official CB_loss computes, written independently.
+  np.testing.assert_allclose(
+      mean('batch'), np_cb_official(z, y, n, 0.9999, variant, 2.0), rtol=1e-12
+  )
+  # The two differ by sum_i w_i / B (EWB's sigmoid averages over the B * C entries).
+  entries = len(y) * (z.shape[-1] if variant == 'sigmoid' else 1)
+  np.testing.assert_allclose(mean('batch') / mean('weight_sum'), w.sum() / entries, rtol=1e-12)
+  # 'none' and 'sum' are the same under both.
+  for reduction in ('none', 'sum'):
+    np.testing.assert_allclose(
+        class_balanced_loss(z, y, class_counts=n, variant=variant, reduction=reduction),
+        class_balanced_loss(
+            z, y, class_counts=n, variant=variant, reduction=reduction, weighted_reduction='batch'
+        ),
+        rtol=1e-12,
     )
-    want = np_cb(z, y, n, 0.9999, variant, 2.0, 'none').sum() / len(y)
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-  # The weight-balancing demo: mean over all B * C weighted BCE entries.
-  t = np.eye(7)[y]
-  bce = -(t * np_log_softmax(z) + (1 - t) * np.log(np_one_minus_softmax(z)))
-  demo = (np_cb_weights(n, 0.9999)[y][:, None] * bce).mean()
-  got = class_balanced_loss(z, y, class_counts=n, variant='softmax_bce', reduction='mean')
-  np.testing.assert_allclose(got, demo, rtol=1e-5)
-  # The softmax variant with the weighted mean is CE(weight=w).
+
+
+def test_class_balanced_softmax_is_weighted_cross_entropy():
+  z, y, n = CASES['random']
+  w = np_cb_weights(n, 0.9999)
   np.testing.assert_allclose(
       class_balanced_loss(z, y, class_counts=n, variant='softmax', reduction='mean'),
-      softmax_cross_entropy(z, y, class_weights=np_cb_weights(n, 0.9999), reduction='mean'),
+      softmax_cross_entropy(z, y, class_weights=w, reduction='mean'),
       rtol=1e-5,
   )
+  # The official code's plain mean: sum_i w_i CE_i / B.
+  np.testing.assert_allclose(
+      class_balanced_loss(
+          z, y, class_counts=n, variant='softmax', reduction='mean', weighted_reduction='batch'
+      ),
+      np.mean(np.asarray(softmax_cross_entropy(z, y, class_weights=w))),
+      rtol=1e-5,
+  )
+  with pytest.raises(ValueError, match='weighted_reduction'):
+    class_balanced_loss(z, y, class_counts=n, reduction='mean', weighted_reduction='mean')
 
 
 def test_effective_number_weights(x64):
@@ -582,6 +642,90 @@ def test_feature_norm_regularizer():
   want = np.mean([0.5 * np.sum(x**2) for x in f])
   np.testing.assert_allclose(feature_norm_regularizer(f), want, rtol=1e-6)
   np.testing.assert_allclose(jax.grad(feature_norm_regularizer)(jnp.asarray(f)), f / 4, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Dot regression (EWB's DotRegressionLoss)
+# ---------------------------------------------------------------------------
+
+
+def test_dot_regression_hand_computed_example():
+  f = np.array([[3.0, 4.0], [1.0, 0.0]])  # |f| = 5, 1.
+  m = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])  # |m_c| = 1, 2, sqrt(2).
+  z = np.array([[0.5, 7.0, -1.0], [2.0, 0.0, 1.0]])
+  y = np.array([1, 2])
+  # s = (5 * 2, 1 * sqrt(2)); DR = (z_y - s)^2 / (2 s).
+  want = np.array([(7.0 - 10.0) ** 2 / 20.0, (1.0 - np.sqrt(2)) ** 2 / (2 * np.sqrt(2))])
+  np.testing.assert_allclose(want, [0.45, 0.0606601717798], rtol=1e-10)
+  got = dot_regression_loss(z, y, features=f, class_vectors=m)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(np_dot_regression(z, y, f, m), want, rtol=1e-12)
+  np.testing.assert_allclose(
+      dot_regression_loss(z, y, features=f, class_vectors=m, reduction='mean'),
+      want.mean(),
+      rtol=1e-6,
+  )
+  # Class weights (EWB's CB 'dr' variant multiplies w_y): PyTorch's weighted mean.
+  cw = np.array([1.0, 2.0, 0.5])
+  np.testing.assert_allclose(
+      dot_regression_loss(z, y, features=f, class_vectors=m, class_weights=cw, reduction='mean'),
+      (2.0 * want[0] + 0.5 * want[1]) / 2.5,
+      rtol=1e-6,
+  )
+  # A logit on the target is a zero loss.
+  z_at = z.copy()
+  z_at[0, 1], z_at[1, 2] = 10.0, np.sqrt(2)
+  np.testing.assert_allclose(
+      dot_regression_loss(z_at, y, features=f, class_vectors=m), 0.0, atol=1e-6
+  )
+
+
+def test_dot_regression_against_numpy_and_finite_differences(x64):
+  del x64
+  rng = np.random.default_rng(3)
+  f = rng.normal(size=(6, 5))
+  m = rng.normal(size=(4, 5))
+  y = np.array([0, 3, 1, 1, 2, 3])
+  cw = rng.uniform(0.5, 2.0, 4)
+  w_bias = rng.normal(size=4)
+  z = f @ m.T + w_bias  # The logits of the affine head (m, b).
+  for weights in (None, cw):
+    for reduction in ('none', 'mean', 'sum'):
+      np.testing.assert_allclose(
+          dot_regression_loss(
+              z, y, features=f, class_vectors=m, class_weights=weights, reduction=reduction
+          ),
+          np_dot_regression(z, y, f, m, weights, reduction),
+          rtol=1e-12,
+      )
+  # The target s is detached: the gradient in z is the finite difference with f, m fixed.
+  loss = jax.jit(
+      lambda x: dot_regression_loss(
+          x, jnp.asarray(y), features=f, class_vectors=m, class_weights=cw, reduction='mean'
+      )
+  )
+  grad = jax.jit(jax.grad(loss))(jnp.asarray(z))
+  np.testing.assert_allclose(grad, _finite_difference_grad(loss, z), rtol=1e-6, atol=1e-9)
+  # Analytically: w_i (z_iy - s_i) / s_i / sum_i w_i at the true class, 0 elsewhere.
+  s = np.linalg.norm(f, axis=1) * np.linalg.norm(m, axis=1)[y]
+  want = np.zeros_like(z)
+  want[np.arange(6), y] = cw[y] * (z[np.arange(6), y] - s) / s / cw[y].sum()
+  np.testing.assert_allclose(grad, want, rtol=1e-10, atol=1e-14)
+  # No gradient through the norms: none reaches the features or class vectors directly.
+  g_f, g_m = jax.grad(
+      lambda a, b: dot_regression_loss(z, y, features=a, class_vectors=b, reduction='sum'),
+      argnums=(0, 1),
+  )(jnp.asarray(f), jnp.asarray(m))
+  np.testing.assert_array_equal(g_f, 0.0)
+  np.testing.assert_array_equal(g_m, 0.0)
+
+
+def test_dot_regression_checks_shapes():
+  z, y = np.zeros((3, 4)), np.zeros(3, int)
+  with pytest.raises(ValueError, match='features'):
+    dot_regression_loss(z, y, features=np.ones((2, 5)), class_vectors=np.ones((4, 5)))
+  with pytest.raises(ValueError, match='class_vectors'):
+    dot_regression_loss(z, y, features=np.ones((3, 5)), class_vectors=np.ones((5, 4)))
 
 
 # ---------------------------------------------------------------------------

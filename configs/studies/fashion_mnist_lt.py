@@ -272,7 +272,12 @@ def get_config():
               'trainable': 'head/.*',
               'bn': 'update',
               'max_norm': 0.1,
-              'loss': {'name': 'class_balanced', 'cb_variant': 'softmax_bce', 'cb_beta': 0.9999},
+              'loss': {
+                  'name': 'class_balanced',
+                  'cb_variant': 'softmax_bce',
+                  'cb_beta': 0.9999,
+                  'weighted_reduction': 'batch',  # WB's CB_loss: the weighted mean over B*C.
+              },
               'optim': {'lr': 0.01, 'weight_decay': 0.1},
               'schedule': {'name': 'cosine'},
           },

@@ -5,9 +5,11 @@ hyper-parameters)`` returning per-example losses or a reduction (see the
 modules); class statistics are arguments, never state.
 
   cross_entropy.py   the softmax cross-entropy (PyTorch's conventions) the CE-based
-                     losses share
+                     losses share; WEIGHTED_REDUCTIONS, the normalisers of a
+                     class-weighted mean
   focal.py, class_balanced.py, logit_adjusted.py, retargeting.py
                      the classification losses of the baselines and papers
+  dot_regression.py  the dot-regression loss of a fixed (ETF) classifier, as EWB
   regularizers.py    feature-norm (FR) and logit weight repulsion (LWR)
   schedules.py       DRW / ADRW class weights, TLA, LWR's lambda(t)
   mixup.py           the lambda-mixture of a loss over a mixed batch's labels
@@ -22,7 +24,9 @@ from ltjax.losses.adversarial import adversarial_feature_losses
 from ltjax.losses.adversarial import adversarial_mix
 from ltjax.losses.class_balanced import class_balanced_loss
 from ltjax.losses.class_balanced import effective_number_weights
+from ltjax.losses.cross_entropy import WEIGHTED_REDUCTIONS
 from ltjax.losses.cross_entropy import softmax_cross_entropy
+from ltjax.losses.dot_regression import dot_regression_loss
 from ltjax.losses.focal import focal_loss
 from ltjax.losses.logit_adjusted import balanced_softmax_loss
 from ltjax.losses.logit_adjusted import ldam_loss

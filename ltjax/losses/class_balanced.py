@@ -20,21 +20,47 @@ Variants of ``class_balanced_loss`` (w_i = w_{y_i}; t = one-hot(y); s = 2t - 1):
                  (ShadeAlsha/LTR-weight-balancing utils/class_balanced_loss.py,
                  docs/references.md, 'Weight balancing: stage 2'): binary
                  cross-entropy between the softmax probabilities and the
-                 one-hot target, every entry of sample i weighted by w_{y_i},
-                 averaged over all B*C entries.
+                 one-hot target, every entry of sample i weighted by w_{y_i};
+                 the demo averages over all B*C entries, the 'batch' mean.
 
-Reduction 'mean' (``weighted_mean``):
-  True   sum_i l_i / sum_i w_i, PyTorch's weighted mean (docs/references.md,
-         'Conventions: weighted cross-entropy'), the library default for
-         class-weighted losses; for 'softmax' this is
-         ``nn.CrossEntropyLoss(weight=w)`` as used by LDAM-DRW and DDC.
-  False  sum_i l_i / B. This is the official code's normalisation for
-         'sigmoid' and 'focal' (Cui's TF code divides the weighted sum by the
-         number of positive labels, i.e. B), for Cui's 'softmax' (TF
-         per-example weights, mean over examples), and for 'softmax_bce' (the
-         mean over B*C entries of the demo).
-  None   (default) False for 'softmax_bce' (it exists to reproduce the demo),
-         True otherwise.
+Reduction 'mean' (``weighted_reduction``, config ``loss.weighted_reduction``;
+l_i is the variant's unweighted per-example loss above, before w_i):
+
+  'weight_sum'  sum_i w_i l_i / sum_i w_i, PyTorch's weighted mean
+                (docs/references.md, 'Conventions: weighted cross-entropy'), the
+                library default for class-weighted losses; for 'softmax' this is
+                ``nn.CrossEntropyLoss(weight=w)`` as used by LDAM-DRW and DDC.
+  'batch'       what the official CB_loss computes, a plain mean of the weighted
+                losses:
+                  'softmax', 'focal', 'softmax_bce'   sum_i w_i l_i / B
+                  'sigmoid'                           sum_i w_i l_i / (B C)
+                so 'batch' = 'weight_sum' * sum_i w_i / B (/ (B C) for 'sigmoid').
+
+What each official code computes ('mean' of a batch; w_i normalised as above):
+
+  HN410/Exploring-Weight-Balancing-on-Long-Tailed-Recognition-Problem@f8131b5
+  (EWB), utils/class_balanced_loss.py ``CB_loss`` called with reduction='none'
+  and averaged by ``error.mean()`` in utils/eval_funcs.py ``process_all_data``:
+    'softmax'  w_i CE_i, shape (B,), mean                  = 'softmax' / B
+    'sigmoid'  w_i BCE_ic, shape (B, C), mean over B*C     = 'sigmoid' / (B C)
+    'focal'    w_i sum_c FL_ic, shape (B,), mean           = 'focal' / B
+    'dr'       w_i DR_i, mean (dot_regression.py)          = / B
+  ShadeAlsha/LTR-weight-balancing@e89f292 (WB), utils/class_balanced_loss.py
+  ``CB_loss``:
+    'softmax'  ``F.binary_cross_entropy(softmax(z), t, weight=w_i)``, mean over
+               B*C                                         = 'softmax_bce' / B
+    'sigmoid'  passes ``weights=`` to ``binary_cross_entropy_with_logits``, a
+               TypeError: it never ran
+    'focal'    sum_{i,c} w_i FL_ic / sum_{i,c} t_ic         = 'focal' / B
+  Cui et al.'s TF code (richardaecn/class-balanced-loss@1d78572,
+  src/cifar_main.py ``_tower_fn``): all three divide by B ('softmax' through
+  ``tf.losses.softmax_cross_entropy``'s SUM_BY_NONZERO_WEIGHTS, 'sigmoid' and
+  'focal' by the number of positive labels), so Cui's 'sigmoid' is C times
+  EWB's, which 'batch' follows.
+
+The focal modulator of the official codes, exp(-gamma t z - gamma log(1 +
+exp(-z))) (EWB: ... - gamma (log(exp(z) + 1) - z)), equals (1 - p_t)^gamma but
+overflows for z << 0 (EWB: z >> 0); here it is exp(gamma log_sigmoid(-s z)).
 
 Cui et al. also initialise the classifier bias of the sigmoid/focal variants
 to -log((1 - pi) / pi) with pi = 0.1; that is a head initialisation, not part
@@ -52,6 +78,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltjax.losses.cross_entropy import check_reduction
+from ltjax.losses.cross_entropy import check_weighted_reduction
 from ltjax.losses.cross_entropy import class_counts_array
 from ltjax.losses.cross_entropy import compute_dtype
 from ltjax.losses.cross_entropy import concrete_or_none
@@ -133,7 +160,7 @@ def class_balanced_loss(
     variant: str = 'softmax',
     gamma: float = 2.0,
     reduction: str = 'none',
-    weighted_mean: bool | None = None,
+    weighted_reduction: str = 'weight_sum',
 ) -> jax.Array:
   """Class-balanced loss of Cui et al. (see the module docstring for variants).
 
@@ -146,14 +173,15 @@ def class_balanced_loss(
     gamma: focusing parameter of 'focal' (ignored otherwise).
     reduction: 'none' -> (B,) weighted per-example losses, 'mean' or 'sum' ->
       scalar.
-    weighted_mean: normaliser of 'mean': True -> sum_i w_{y_i}, False -> B,
-      None -> the variant's default (False for 'softmax_bce', else True).
+    weighted_reduction: normaliser of 'mean': 'weight_sum' -> sum_i w_{y_i},
+      'batch' -> the official CB_loss's (B; B * C for 'sigmoid').
 
   Returns:
     Per-example losses (B,) or their reduction, in the logits' dtype (at least
     float32).
   """
   check_reduction(reduction)
+  check_weighted_reduction(weighted_reduction)
   if variant not in VARIANTS:
     raise ValueError(f'Unknown variant {variant!r}; valid: {VARIANTS}.')
   logits = jnp.asarray(logits)
@@ -177,6 +205,8 @@ def class_balanced_loss(
     bce = -(targets * log_p + (1.0 - targets) * log_one_minus_softmax(logits))
     per_example = jnp.mean(bce, axis=-1)
   losses = weights * per_example
-  if weighted_mean is None:
-    weighted_mean = variant != 'softmax_bce'
-  return reduce_losses(losses, weights if weighted_mean else None, reduction)
+  if weighted_reduction == 'weight_sum':
+    return reduce_losses(losses, weights, reduction)
+  if reduction == 'mean' and variant == 'sigmoid':  # EWB: the mean of the (B, C) entries.
+    return jnp.sum(losses) / (losses.shape[0] * num_classes)
+  return reduce_losses(losses, None, reduction)

@@ -2,7 +2,20 @@
 
 Also holds the small helpers the other loss modules share (reduction, dtype,
 validation of class counts, per-example class weights); they are not exported
-from ``ltjax.losses``.
+from ``ltjax.losses``, except ``WEIGHTED_REDUCTIONS``.
+
+Class-weighted means. The losses here take PyTorch's weighted mean; config
+``loss.weighted_reduction`` (``WEIGHTED_REDUCTIONS``) chooses, for every loss the
+objective gives class weights to, between (w_i = w_{y_i}, l_i unweighted)
+
+  'weight_sum'  sum_i w_i l_i / sum_i w_i   ``torch.nn.CrossEntropyLoss(weight=w)``
+                                            (LDAM-DRW, DDC); the default
+  'batch'       sum_i w_i l_i / B           the plain mean of the weighted losses,
+                                            as Cui et al.'s CB_loss in the weight
+                                            balancing and EWB code (see
+                                            class_balanced.py for its variants)
+
+so 'batch' = 'weight_sum' * sum_i w_i / B; without weights both are the plain mean.
 """
 
 import jax
@@ -10,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 REDUCTIONS = ('none', 'mean', 'sum')
+# config loss.weighted_reduction: the normaliser of a class-weighted mean (module docstring).
+WEIGHTED_REDUCTIONS = ('weight_sum', 'batch')
 
 
 def softmax_cross_entropy(
@@ -65,6 +80,13 @@ def softmax_cross_entropy(
 def check_reduction(reduction: str) -> None:
   if reduction not in REDUCTIONS:
     raise ValueError(f'Unknown reduction {reduction!r}; valid: {REDUCTIONS}.')
+
+
+def check_weighted_reduction(weighted_reduction: str) -> None:
+  if weighted_reduction not in WEIGHTED_REDUCTIONS:
+    raise ValueError(
+        f'Unknown weighted_reduction {weighted_reduction!r}; valid: {WEIGHTED_REDUCTIONS}.'
+    )
 
 
 def compute_dtype(logits: jax.Array) -> jnp.dtype:

@@ -15,6 +15,16 @@ The objective is ``objective(logits, labels, *, features, head_params, head_fn,
 step, mixup=None) -> (loss, metrics)``; the train step calls it inside the
 gradient (``head_fn`` maps features to logits with the live parameters; ``mixup``
 is ``(partner labels, lambda)`` of a mixed batch, see ``mixup.py``).
+
+Class weights (the schedules' DRW / ADRW weights, the class-balanced loss's own)
+reduce over the batch by ``loss.weighted_reduction`` (``WEIGHTED_REDUCTIONS``,
+cross_entropy.py): 'weight_sum' = sum_i w_i l_i / sum_i w_i (PyTorch), 'batch' =
+sum_i w_i l_i / B (the official CB_loss; class_balanced.py for its variants).
+
+The dot-regression loss (``dot_regression.py``) also needs the features and the
+classifier's class vectors; those are read off the head as W = head(I) - head(0),
+which holds for every affine head (linear, LWS, tau-norm, ETF, LWR), not the
+cosine head.
 """
 
 from typing import Callable, NamedTuple
@@ -28,7 +38,9 @@ from ltjax.losses import cc_sam
 from ltjax.losses.adversarial import adversarial_feature_losses
 from ltjax.losses.adversarial import adversarial_mix
 from ltjax.losses.class_balanced import class_balanced_loss
+from ltjax.losses.cross_entropy import WEIGHTED_REDUCTIONS
 from ltjax.losses.cross_entropy import softmax_cross_entropy
+from ltjax.losses.dot_regression import dot_regression_loss
 from ltjax.losses.focal import focal_loss
 from ltjax.losses.logit_adjusted import balanced_softmax_loss
 from ltjax.losses.logit_adjusted import ldam_loss
@@ -44,73 +56,78 @@ from ltjax.losses.schedules import lwr_lambda
 from ltjax.losses.schedules import tla_gamma
 from ltjax.models import heads
 
-# (logits, labels, class_weights or None, epoch) -> scalar batch loss.
-BaseLoss = Callable[[jax.Array, jax.Array, jax.Array | None, jax.Array], jax.Array]
+# (logits, labels, class_weights or None, epoch, reduction) -> per-example losses ('none',
+# each multiplied by its class weight) or their PyTorch-weighted 'mean'; a geometric loss
+# also takes the keywords features and class_vectors.
+BaseLoss = Callable[..., jax.Array]
 
 
 class _Loss(NamedTuple):
   build: Callable[[ml_collections.ConfigDict, np.ndarray], BaseLoss]
-  reweightable: bool  # Accepts class weights (DRW/ADRW) with PyTorch's weighted mean.
+  reweightable: bool  # Accepts class weights (DRW/ADRW).
+  geometric: bool = False  # Needs the features and the head's class vectors (DR).
 
 
 def _ce(c, counts):
   del counts
-  return lambda z, y, w, epoch: softmax_cross_entropy(
-      z, y, label_smoothing=c.label_smoothing, class_weights=w, reduction='mean'
+  return lambda z, y, w, epoch, r: softmax_cross_entropy(
+      z, y, label_smoothing=c.label_smoothing, class_weights=w, reduction=r
   )
 
 
 def _focal(c, counts):
   del counts
-  return lambda z, y, w, epoch: focal_loss(
-      z, y, gamma=c.focal_gamma, class_weights=w, reduction='mean'
+  return lambda z, y, w, epoch, r: focal_loss(
+      z, y, gamma=c.focal_gamma, class_weights=w, reduction=r
   )
 
 
 def _class_balanced(c, counts):
-  return lambda z, y, w, epoch: class_balanced_loss(
+  # Its own weights: the 'batch' normaliser of each variant is class_balanced_loss's.
+  return lambda z, y, w, epoch, r: class_balanced_loss(
       z,
       y,
       class_counts=counts,
       beta=c.cb_beta,
       variant=c.cb_variant,
       gamma=c.focal_gamma,
-      reduction='mean',
+      reduction=r,
+      weighted_reduction=c.weighted_reduction,
   )
 
 
 def _ldam(c, counts):
-  return lambda z, y, w, epoch: ldam_loss(
+  return lambda z, y, w, epoch, r: ldam_loss(
       z,
       y,
       class_counts=counts,
       max_margin=c.ldam_max_margin,
       scale=c.ldam_scale,
       class_weights=w,
-      reduction='mean',
+      reduction=r,
   )
 
 
 def _balanced_softmax(c, counts):
   del c
-  return lambda z, y, w, epoch: balanced_softmax_loss(
-      z, y, class_counts=counts, class_weights=w, reduction='mean'
+  return lambda z, y, w, epoch, r: balanced_softmax_loss(
+      z, y, class_counts=counts, class_weights=w, reduction=r
   )
 
 
 def _logit_adjusted(c, counts):
-  return lambda z, y, w, epoch: logit_adjusted_loss(
-      z, y, class_counts=counts, tau=c.la_tau, class_weights=w, reduction='mean'
+  return lambda z, y, w, epoch, r: logit_adjusted_loss(
+      z, y, class_counts=counts, tau=c.la_tau, class_weights=w, reduction=r
   )
 
 
 def _vs(c, counts):
-  def loss(z, y, w, epoch):
+  def loss(z, y, w, epoch, r):
     gamma = c.vs_gamma
     if c.schedule in TLA_SCHEDULES:  # Truncated LA: beta -> 1 after the switch.
       gamma = tla_gamma(gamma, epoch, switch_epoch=c.switch_epoch)
     return vs_loss(
-        z, y, class_counts=counts, gamma=gamma, tau=c.vs_tau, class_weights=w, reduction='mean'
+        z, y, class_counts=counts, gamma=gamma, tau=c.vs_tau, class_weights=w, reduction=r
     )
 
   return loss
@@ -118,7 +135,14 @@ def _vs(c, counts):
 
 def _lort(c, counts):
   del counts
-  return lambda z, y, w, epoch: lort_loss(z, y, delta=c.lort_delta, reduction='mean')
+  return lambda z, y, w, epoch, r: lort_loss(z, y, delta=c.lort_delta, reduction=r)
+
+
+def _dot_regression(c, counts):
+  del c, counts
+  return lambda z, y, w, epoch, r, *, features, class_vectors: dot_regression_loss(
+      z, y, features=features, class_vectors=class_vectors, class_weights=w, reduction=r
+  )
 
 
 LOSSES: dict[str, _Loss] = {
@@ -130,7 +154,10 @@ LOSSES: dict[str, _Loss] = {
     'logit_adjusted': _Loss(_logit_adjusted, True),
     'vs': _Loss(_vs, True),
     'lort': _Loss(_lort, False),
+    'dot_regression': _Loss(_dot_regression, True, geometric=True),
 }
+# Heads whose logits are not affine in the features: no class vectors to read off.
+NON_AFFINE_HEADS = ('cosine',)
 
 # config.loss.schedule -> class weights as a function of (counts, epoch, loss config);
 # None = no re-weighting. 'tla' changes the VS loss itself (see _vs).
@@ -155,6 +182,19 @@ SCHEDULES: dict[str, Callable | None] = {
 TLA_SCHEDULES = ('tla', 'drw_tla', 'adrw_tla')
 # config.loss.lwr_schedule: LWR's weight over training.
 LWR_SCHEDULES = ('decay', 'constant')
+
+
+def _affine_class_vectors(head_fn, feature_dim: int) -> jax.Array:
+  """(C, d) class vectors of an affine head f -> f W + b: the rows of (head(I) - head(0))^T.
+
+  Read off the head, so they are the vectors that make the logits (the ETF's
+  r_c m_c, LWS's scaled columns) whatever its parameters are; constant for the
+  gradient (the loss only takes their norms, detached).
+  """
+  probe = jnp.concatenate([jnp.zeros((1, feature_dim)), jnp.eye(feature_dim)])
+  with jax.default_matmul_precision('float32'):  # Not TF32: the norms are the loss's target.
+    out = jax.lax.stop_gradient(head_fn(probe).astype(jnp.float32))
+  return (out[1:] - out[:1]).T
 
 
 def _classifier_vectors(head_params) -> jax.Array:
@@ -245,6 +285,16 @@ def build_objective(
     )
   if c.schedule in TLA_SCHEDULES and c.name != 'vs':
     raise ValueError(f"loss.schedule={c.schedule!r} truncates the VS loss; set loss.name='vs'.")
+  if c.weighted_reduction not in WEIGHTED_REDUCTIONS:
+    raise ValueError(
+        f'Unknown loss.weighted_reduction {c.weighted_reduction!r}; valid: '
+        f'{sorted(WEIGHTED_REDUCTIONS)}.'
+    )
+  if spec.geometric and head in NON_AFFINE_HEADS:
+    raise ValueError(
+        f'loss.name={c.name!r} needs the class vectors of an affine head; '
+        f'model.head={head!r} normalises its features. Use e.g. the etf or linear head.'
+    )
   counts = np.asarray(class_counts)
   base = spec.build(c, counts)
   cc = cc_sam_config if cc_sam_config is not None and cc_sam_config.flat_ratio > 0 else None
@@ -255,7 +305,21 @@ def build_objective(
   def objective(logits, labels, *, features, head_params, head_fn=None, step, mixup=None):
     epoch = step // steps_per_epoch  # Schedules switch at epoch boundaries, as the official code.
     weights = reweight(counts, epoch, c) if reweight is not None else None
-    loss = mixup_loss(lambda y: base(logits, y, weights, epoch), labels, mixup)
+    geometry = {}
+    if spec.geometric:
+      if head_fn is None:
+        raise ValueError(f'loss.name={c.name!r} needs head_fn (the class vectors of the head).')
+      geometry = {
+          'features': features,
+          'class_vectors': _affine_class_vectors(head_fn, features.shape[-1]),
+      }
+
+    def classification_loss(y):
+      if weights is not None and c.weighted_reduction == 'batch':
+        return jnp.mean(base(logits, y, weights, epoch, 'none', **geometry))  # sum w l / B.
+      return base(logits, y, weights, epoch, 'mean', **geometry)
+
+    loss = mixup_loss(classification_loss, labels, mixup)
     metrics = {'classification_loss': loss}
     if cc_flat is not None:
       flat, flat_metrics = cc_flat(logits, labels, features, head_params, mixup, step)

@@ -101,6 +101,8 @@ PROTOCOL = {
     'stage2.loss.lwr_weight': 0.0,
     'stage2.loss.adversarial_weight': 0.0,
     'stage2.loss.cb_variant': 'softmax_bce',  # Table 1: class-balanced "applied with BCE loss".
+    # BCE on the softmax as weight balancing's CB_loss computes it: the weighted mean over B*C.
+    'stage2.loss.weighted_reduction': 'batch',
     'posthoc.method': 'none',
 }
 
