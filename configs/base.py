@@ -213,6 +213,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.image_size = 0  # > 0: Resize(size * 256 / 224) + CenterCrop(size) at test.
   config.eval.many_threshold = 100  # many: n_c > this (training counts).
   config.eval.few_threshold = 20  # few: n_c < this.
+  # Many / medium / few: 'threshold' (the two thresholds above, OLTR's shot_acc) or 'rank'
+  # (classes sorted by training count, the first group_sizes[0] many, the next medium, the
+  # rest few: Saddle's large-scale split).
+  config.eval.groups = 'threshold'
+  config.eval.group_sizes = ()  # 'rank': (many, medium) class counts.
+  # With flip_tta: choose the best checkpoint on single-view accuracy while reporting the
+  # flip-averaged one (the WB demo); False: both on the reported accuracy.
+  config.eval.select_single_view = False
 
   # Post-hoc logit adjustment of the final model (ltjax.eval.posthoc): its value (gamma or tau)
   # is chosen on the validation split (data.val_per_class > 0) by balanced accuracy, then the

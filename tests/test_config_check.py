@@ -47,6 +47,7 @@ STAGE1 = {
     'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
     'cc_sam.direction': tuple(cc_sam.DIRECTIONS),
     'posthoc.method': tuple(final_adjustment.METHODS),
+    'eval.groups': ('threshold', 'rank'),
     **TRAINING,
 }
 STAGE2 = {
@@ -159,3 +160,20 @@ def test_all_out_of_range_values_are_reported_at_once():
     config_check.check_values(config)
   config_check.check_values(two_stage_config())
   config_check.check_values(tiny_config(**{'num_epochs': 0, 'num_train_steps': 5}))
+
+
+@pytest.mark.parametrize(
+    'groups,sizes,message',
+    [
+        ('rank', (), r"group_sizes=\(\) must be \(many, medium\) for eval.groups='rank'"),
+        ('rank', (3, 4, 5), r'group_sizes=\(3, 4, 5\) must be \(many, medium\)'),
+        ('rank', (-1, 4), r'group_sizes=\(-1, 4\) must be \(many, medium\)'),
+        ('threshold', (3, 4), r"group_sizes=\(3, 4\) is read only with eval.groups='rank'"),
+    ],
+)
+def test_group_sizes_are_checked_before_anything_runs(groups, sizes, message, tmp_path):
+  config = tiny_config(**{'eval.groups': groups, 'eval.group_sizes': sizes})
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+  config_check.check_values(tiny_config(**{'eval.groups': 'rank', 'eval.group_sizes': (3, 4)}))

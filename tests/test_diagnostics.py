@@ -80,6 +80,9 @@ def test_group_summary():
   assert summary['many'] == 3.5 and summary['medium'] == 7.0 and np.isnan(summary['few'])
   with pytest.raises(ValueError):
     dg.group_summary(values[:3], counts)
+  # By rank (eval.groups='rank'): the 2 largest counts many, the next 3 medium, the rest few.
+  summary = dg.group_summary(values, counts, groups='rank', group_sizes=(2, 3))
+  assert summary == {'many': 1.5, 'medium': 4.0, 'few': 6.5}
 
 
 def test_decile_summary():

@@ -21,6 +21,7 @@ from ltjax import models
 from ltjax import optim
 from ltjax import train
 from ltjax.train import loop
+from ltjax.train import predict
 from ltjax.train import sharding
 
 
@@ -223,3 +224,86 @@ def test_a_stage1_trainable_regex_matching_nothing_fails_before_training(tmp_pat
   with pytest.raises(ValueError, match=r"'\^backbone/stage4_' matches no parameter"):
     train.train_and_evaluate(tiny_config(trainable='^backbone/stage4_'), str(tmp_path))
   assert not os.path.exists(tmp_path / 'checkpoints')
+
+
+@pytest.mark.parametrize(
+    'flip_tta,select_single_view,best_eval',
+    [(True, True, 0), (True, False, 1), (False, True, 1)],
+)
+def test_select_single_view_chooses_the_best_checkpoint_on_unflipped_accuracy(
+    tmp_path, monkeypatch, flip_tta, select_single_view, best_eval
+):
+  # Scripted scores per evaluation: flip-averaged best at the 2nd, single-view at the 1st.
+  flip_averaged, single_view = [0.5, 0.9, 0.6], [0.8, 0.3, 0.4]
+  real_make_evaluator = loop.make_evaluator
+  real = []
+
+  def scripted(*args, **kwargs):
+    evaluate = real_make_evaluator(*args, **kwargs)
+
+    def evaluator(state, split):
+      metrics = evaluate(state, split)
+      real.append(dict(metrics))
+      i = len(real) - 1
+      metrics['balanced_accuracy'] = flip_averaged[i]
+      if predict.SINGLE_VIEW_BALANCED_ACCURACY in metrics:
+        metrics[predict.SINGLE_VIEW_BALANCED_ACCURACY] = single_view[i]
+      return metrics
+
+    return evaluator
+
+  monkeypatch.setattr(loop, 'make_evaluator', scripted)
+  config = tiny_config(
+      batch_size=64,
+      num_train_steps=0,
+      num_epochs=3,
+      eval_every_epochs=1,
+      **{
+          'data.augment': 'none',  # Unflipped training: a flip changes the predictions.
+          'optim.lr': 0.2,
+          'eval.flip_tta': flip_tta,
+          'eval.select_single_view': select_single_view,
+      },
+  )
+  workdir = str(tmp_path)
+  train.train_and_evaluate(config, workdir)
+  rows = [r for r in read_rows(workdir) if r['split'] == 'test']
+  assert len(rows) == len(real) == 3
+  checkpoints = train.Checkpoints(workdir)
+  assert checkpoints.best.best_step() == rows[best_eval]['step']
+  checkpoints.close()
+  # The rows report the flip-averaged numbers; the single-view one only where it is chosen on.
+  assert [r['balanced_accuracy'] for r in rows] == flip_averaged
+  computed = flip_tta and select_single_view
+  for row, metrics in zip(rows, real):
+    assert (predict.SINGLE_VIEW_BALANCED_ACCURACY in row) == computed
+    assert (predict.SINGLE_VIEW_BALANCED_ACCURACY in metrics) == computed
+  if computed:
+    assert [r[predict.SINGLE_VIEW_BALANCED_ACCURACY] for r in rows] == single_view
+    # Mirrored gratings are other classes: the unflipped accuracy differs from the averaged one.
+    assert any(m[predict.SINGLE_VIEW_BALANCED_ACCURACY] != m['balanced_accuracy'] for m in real)
+
+
+def test_selection_score_follows_the_single_view_key_only_with_flip_tta():
+  metrics = {'balanced_accuracy': 0.6, predict.SINGLE_VIEW_BALANCED_ACCURACY: 0.7}
+  config = tiny_config()
+  assert loop.selection_score(metrics, config.eval) == 0.6
+  config.eval.select_single_view = True
+  assert loop.selection_score(metrics, config.eval) == 0.6  # No flip: one view already.
+  config.eval.flip_tta = True
+  assert loop.selection_score(metrics, config.eval) == 0.7
+  config.eval.select_single_view = False
+  assert loop.selection_score(metrics, config.eval) == 0.6
+
+
+def test_rank_groups_in_a_run_and_group_sizes_beyond_the_classes_fail_before_training(tmp_path):
+  groups = {'eval.groups': 'rank', 'eval.group_sizes': (3, 4)}
+  _, results = train.train_and_evaluate(tiny_config(num_train_steps=2, **groups), str(tmp_path))
+  # Synthetic counts fall with the class index: many 0-2, medium 3-6, few 7-9.
+  per_class = np.array(results['per_class_accuracy'])
+  for name, members in (('many', [0, 1, 2]), ('medium', [3, 4, 5, 6]), ('few', [7, 8, 9])):
+    assert results[name] == pytest.approx(per_class[members].mean())
+  config = tiny_config(**{'eval.groups': 'rank', 'eval.group_sizes': (8, 5)})
+  with pytest.raises(ValueError, match=r'config.eval.group_sizes=\(8, 5\) .* 10 classes'):
+    train.train_and_evaluate(config, str(tmp_path / 'too_many'))
+  assert not os.path.exists(tmp_path / 'too_many' / 'checkpoints')

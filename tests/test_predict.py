@@ -4,15 +4,22 @@ import chex
 import jax
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
+from configs import base
 from helpers import synthetic_data_config
 from ltjax import data
+from ltjax import models
+from ltjax import train
+from ltjax.data.batch_keys import FEATURES
+from ltjax.data.batch_keys import FLIPPED
 from ltjax.data.batch_keys import LABEL
 from ltjax.data.batch_keys import MASK
 from ltjax.eval import metrics
 from ltjax.train import predict
 from ltjax.train import sharding
+from ltjax.train import steps
 
 MESHES = {
     '1_device': lambda: sharding.make_mesh(jax.devices()[:1]),
@@ -103,3 +110,79 @@ def test_evaluate_is_classification_metrics_of_the_argmax(mesh):
   assert 0.3 < expected['accuracy'] < 1.0
   assert not any(np.isnan(expected[g]) for g in ('many', 'medium', 'few'))
   np.testing.assert_equal(got, expected)
+
+
+def test_evaluate_adds_the_single_view_balanced_accuracy():
+  mesh = sharding.make_mesh()
+  rng = np.random.default_rng(2)
+  logits = rng.normal(size=(40, 4)).astype(np.float32)
+  single = rng.normal(size=(40, 4)).astype(np.float32)
+  labels = rng.integers(0, 4, 40).astype(np.int32)
+  train_counts = np.array([50, 30, 20, 10])
+  step = jax.jit(
+      lambda state, inputs: {'logits': inputs['logits'], predict.SINGLE_VIEW_LOGITS: inputs['s']}
+  )
+  got = predict.evaluate(
+      None,
+      step,
+      predict.array_batches({'logits': logits, 's': single, LABEL: labels}, 16),
+      mesh=mesh,
+      train_counts=train_counts,
+      eval_config=ml_collections.ConfigDict({'many_threshold': 30, 'few_threshold': 15}),
+  )
+  # The reported metrics are those of 'logits'; the single-view number rides beside them.
+  expected = metrics.classification_metrics(
+      np.argmax(logits, -1), labels, train_counts, many_threshold=30, few_threshold=15
+  )
+  assert got.pop(predict.SINGLE_VIEW_BALANCED_ACCURACY) == pytest.approx(
+      metrics.classification_metrics(np.argmax(single, -1), labels, train_counts)[
+          'balanced_accuracy'
+      ]
+  )
+  np.testing.assert_equal(got, expected)
+
+
+def flip_test_state(mesh):
+  config = base.get_config()
+  model = models.build_model(config.model, 10)
+  return train.create_train_state(model, optax.sgd(0.1), input_shape=(28, 28, 1), seed=0, mesh=mesh)
+
+
+def test_flip_eval_step_is_flip_tta_plus_the_unflipped_logits():
+  mesh = sharding.make_mesh()
+  state = flip_test_state(mesh)
+  dataset = data.load_datasets(synthetic_data_config()).test
+  batch = next(iter(predict.image_batches(dataset, batch_size=64)))
+  flip_and_single = steps.make_eval_step(state, mesh, flip_tta=True, single_view=True)
+  both = predict.predict(state, flip_and_single, [batch], mesh=mesh)
+  tta = predict.predict(state, steps.make_eval_step(state, mesh, flip_tta=True), [batch], mesh=mesh)
+  plain = predict.predict(state, steps.make_eval_step(state, mesh), [batch], mesh=mesh)
+  np.testing.assert_allclose(both['logits'], tta['logits'], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+      both[predict.SINGLE_VIEW_LOGITS], plain['logits'], rtol=1e-6, atol=1e-6
+  )
+  assert not np.allclose(tta['logits'], plain['logits'])  # The flip matters on gratings.
+
+
+def test_cached_head_single_view_step_drops_the_flipped_features():
+  mesh = sharding.make_mesh()
+  rng = np.random.default_rng(3)
+  features = rng.normal(size=(24, 5)).astype(np.float32)
+  flipped = rng.normal(size=(24, 5)).astype(np.float32)
+
+  @jax.jit
+  def head_step(state, inputs):
+    logits = inputs[FEATURES] @ state
+    if FLIPPED in inputs:
+      logits = (logits + inputs[FLIPPED] @ state) / 2
+    return {'logits': logits}
+
+  kernel = rng.normal(size=(5, 3)).astype(np.float32)
+  out = predict.predict(
+      kernel,
+      predict.with_single_view_head(head_step),
+      predict.array_batches({FEATURES: features, FLIPPED: flipped, LABEL: np.zeros(24, int)}, 8),
+      mesh=mesh,
+  )
+  np.testing.assert_allclose(out['logits'], (features + flipped) @ kernel / 2, rtol=1e-5)
+  np.testing.assert_allclose(out[predict.SINGLE_VIEW_LOGITS], features @ kernel, rtol=1e-5)

@@ -4,10 +4,11 @@ Pure functions, numpy in and numpy / Python floats / dicts out (JSON-ready via
 ``.tolist()``). Conventions: features (N, D); labels (N,) ints in [0, C);
 logits (N, C); a Flax classifier kernel (D, C) whose column c is class c's
 weight vector w_c; bias (C,); train_counts (C,). Groups come from *training*
-counts (``ltjax.data.class_groups``: many n_c > 100, few n_c < 20, medium the
-rest). A class absent from the evaluated set gives NaN in per-class outputs and
-is skipped (nan-mean) in summaries. The papers and their official code are
-listed in docs/references.md.
+counts (``ltjax.eval.metrics.class_groups``: by default many n_c > 100, few
+n_c < 20, medium the rest; or by rank of count, ``groups='rank'``). A class
+absent from the evaluated set gives NaN in per-class outputs and is skipped
+(nan-mean) in summaries. The papers and their official code are listed in
+docs/references.md.
 
 Logits -- LORT (Lu et al., arXiv:2403.00250, §3.2):
   logits_magnitude     Def. 1, Eq. (4): L_i = E[z_i | y = i] - E[z_i | y != i]
@@ -44,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltjax.data.longtail import class_groups
+from ltjax.eval.metrics import class_groups
 
 GROUPS = ('many', 'medium', 'few')
 
@@ -211,11 +212,17 @@ def regularized_std(logits, labels, num_classes: int, *, over: str = 'all') -> n
 
 
 def group_summary(
-    values, train_counts, *, many_threshold: int = 100, few_threshold: int = 20
+    values,
+    train_counts,
+    *,
+    groups: str = 'threshold',
+    group_sizes: Sequence[int] = (),
+    many_threshold: int = 100,
+    few_threshold: int = 20,
 ) -> dict:
   """{'many', 'medium', 'few'}: nan-mean of a per-class vector over each group.
 
-  Groups from training counts (``ltjax.data.class_groups``); NaN entries
+  Groups from training counts (``ltjax.eval.metrics.class_groups``); NaN entries
   (classes absent from the evaluated set) are skipped, and a group with no
   value gives NaN.
   """
@@ -223,8 +230,14 @@ def group_summary(
   counts = np.asarray(train_counts)
   if values.shape != counts.shape or values.ndim != 1:
     raise ValueError(f'values {values.shape} and train_counts {counts.shape} must ' 'both be (C,).')
-  groups = class_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
-  return {name: _nanmean(values[groups[name]]) for name in GROUPS}
+  masks = class_groups(
+      counts,
+      groups=groups,
+      group_sizes=group_sizes,
+      many_threshold=many_threshold,
+      few_threshold=few_threshold,
+  )
+  return {name: _nanmean(values[masks[name]]) for name in GROUPS}
 
 
 def decile_summary(values, train_counts, *, num_bins: int = 10) -> list:
@@ -461,7 +474,13 @@ def weight_cosine_matrix(kernel) -> np.ndarray:
 
 
 def head_tail_angles(
-    kernel, train_counts, *, many_threshold: int = 100, few_threshold: int = 20
+    kernel,
+    train_counts,
+    *,
+    groups: str = 'threshold',
+    group_sizes: Sequence[int] = (),
+    many_threshold: int = 100,
+    few_threshold: int = 20,
 ) -> dict:
   """Angles between class vectors, by group pair (LWR §1, Fig. 1; §3.2).
 
@@ -482,7 +501,13 @@ def head_tail_angles(
         f'train_counts {counts.shape} must be ({kernel.shape[1]},) ' 'like the kernel columns.'
     )
   angles = np.degrees(np.arccos(np.clip(weight_cosine_matrix(kernel), -1.0, 1.0)))
-  groups = class_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
+  masks = class_groups(
+      counts,
+      groups=groups,
+      group_sizes=group_sizes,
+      many_threshold=many_threshold,
+      few_threshold=few_threshold,
+  )
   upper = np.triu(np.ones(angles.shape, bool), k=1)
 
   def summary(mask):
@@ -497,7 +522,7 @@ def head_tail_angles(
   result = {}
   for i, a in enumerate(GROUPS):
     for b in GROUPS[i:]:
-      pairs = np.outer(groups[a], groups[b])
+      pairs = np.outer(masks[a], masks[b])
       # Within a group: unordered pairs once; across groups every (i, j).
       result[f'{a}-{b}'] = summary(pairs & upper if a == b else pairs)
   result['all'] = summary(upper)
@@ -630,6 +655,8 @@ def sharpness_curve(
     num_directions: int = 10,
     seed: int = 0,
     antithetic: bool = True,
+    groups: str = 'threshold',
+    group_sizes: Sequence[int] = (),
     many_threshold: int = 100,
     few_threshold: int = 20,
     block_rows: Optional[int] = None,
@@ -663,7 +690,8 @@ def sharpness_curve(
     num_directions: random directions averaged per radius.
     seed: seed of the directions (``jax.random.key``).
     antithetic: use the directions in +/- pairs.
-    many_threshold, few_threshold: group thresholds.
+    groups, group_sizes, many_threshold, few_threshold: the class groups
+      (``ltjax.eval.metrics.class_groups``).
     block_rows: rows per block (default: ~2^26 logits per block).
 
   Returns:
@@ -725,10 +753,13 @@ def sharpness_curve(
   with np.errstate(invalid='ignore', divide='ignore'):
     per_class = np.where(present > 0, sums / num_directions / present, np.nan)
   result = {'relative_radius': radii.tolist()}
-  summaries = [
-      group_summary(row, counts_train, many_threshold=many_threshold, few_threshold=few_threshold)
-      for row in per_class
-  ]
+  group_kwargs = dict(
+      groups=groups,
+      group_sizes=group_sizes,
+      many_threshold=many_threshold,
+      few_threshold=few_threshold,
+  )
+  summaries = [group_summary(row, counts_train, **group_kwargs) for row in per_class]
   for name in GROUPS:
     result[name] = [s[name] for s in summaries]
   result['all'] = [_nanmean(row) for row in per_class]

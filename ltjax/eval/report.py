@@ -66,10 +66,10 @@ MATRIX_KEYS = ('class_cosine_matrix', 'weight_cosine_matrix')
 
 
 def _per_class_with_summaries(
-    report: dict, name: str, values: np.ndarray, train_counts, thresholds: dict
+    report: dict, name: str, values: np.ndarray, train_counts, group_kwargs: dict
 ) -> None:
   report[name] = values
-  report[f'{name}_groups'] = diagnostics.group_summary(values, train_counts, **thresholds)
+  report[f'{name}_groups'] = diagnostics.group_summary(values, train_counts, **group_kwargs)
   report[f'{name}_deciles'] = diagnostics.decile_summary(values, train_counts)
 
 
@@ -84,6 +84,8 @@ def build_report(
     class_names: Sequence[str] | None = None,
     val: Mapping | None = None,
     open_test: Mapping | None = None,
+    groups: str = 'threshold',
+    group_sizes: Sequence[int] = (),
     many_threshold: int = 100,
     few_threshold: int = 20,
     sharpness_directions: int = 10,
@@ -102,7 +104,8 @@ def build_report(
     class_names: optional names.
     val: like ``test`` (accuracy only).
     open_test: {'features'} of open-set images (classes unseen in training).
-    many_threshold, few_threshold: the class groups.
+    groups, group_sizes, many_threshold, few_threshold: the class groups
+      (``ltjax.eval.metrics.class_groups``; ``metrics.group_options(config.eval)``).
     sharpness_directions: random directions per radius of the sharpness curve
       (0: no curve, e.g. for a head that is not affine in the features).
     meta: anything to record under 'meta' (workdir, checkpoint step, ...).
@@ -112,23 +115,28 @@ def build_report(
   """
   counts = np.asarray(train_counts)
   num_classes = len(counts)
-  thresholds = dict(many_threshold=many_threshold, few_threshold=few_threshold)
+  group_kwargs = dict(
+      groups=groups,
+      group_sizes=group_sizes,
+      many_threshold=many_threshold,
+      few_threshold=few_threshold,
+  )
   logits, features, labels = test['logits'], test['features'], test['label']
   predictions = np.argmax(logits, -1)
-  report = dict(metrics.classification_metrics(predictions, labels, counts, **thresholds))
+  report = dict(metrics.classification_metrics(predictions, labels, counts, **group_kwargs))
   _per_class_with_summaries(
       report,
       'logits_magnitude',
       diagnostics.logits_magnitude(logits, labels, num_classes),
       counts,
-      thresholds,
+      group_kwargs,
   )
   _per_class_with_summaries(
       report,
       'regularized_std',
       diagnostics.regularized_std(logits, labels, num_classes),
       counts,
-      thresholds,
+      group_kwargs,
   )
   report['fdr'] = diagnostics.fisher_discriminant_ratio(features, labels)
   report['cosine_similarity'] = diagnostics.cosine_similarity_stats(features, labels)
@@ -140,7 +148,7 @@ def build_report(
       'feature_norm',
       diagnostics.feature_norm_per_class(features, labels, num_classes),
       counts,
-      thresholds,
+      group_kwargs,
   )
   # EWB Fig. 3 looks at training features: the norm gap is a training-set effect.
   _per_class_with_summaries(
@@ -148,10 +156,10 @@ def build_report(
       'feature_norm_train',
       diagnostics.feature_norm_per_class(train['features'], train['label'], num_classes),
       counts,
-      thresholds,
+      group_kwargs,
   )
   _per_class_with_summaries(
-      report, 'weight_norm', diagnostics.weight_norm_per_class(kernel), counts, thresholds
+      report, 'weight_norm', diagnostics.weight_norm_per_class(kernel), counts, group_kwargs
   )
   report['batchnorm_scale'] = diagnostics.batchnorm_scale_stats(params)
   report['nc1'] = diagnostics.nc1(features, labels, num_classes)
@@ -166,7 +174,7 @@ def build_report(
   report['weight_cosine_matrix'] = diagnostics.weight_cosine_matrix(kernel)
   report['weight_angles'] = {
       pair: {k: v for k, v in stats.items() if k != 'angles'}
-      for pair, stats in diagnostics.head_tail_angles(kernel, counts, **thresholds).items()
+      for pair, stats in diagnostics.head_tail_angles(kernel, counts, **group_kwargs).items()
   }
   report['sharpness'] = None  # Needs an affine head (see ltjax.train.workdir_report.affine_head).
   if sharpness_directions > 0:
@@ -177,11 +185,11 @@ def build_report(
         bias,
         counts,
         num_directions=sharpness_directions,
-        **thresholds,
+        **group_kwargs,
     )
   if val is not None:
     report['val'] = metrics.classification_metrics(
-        np.argmax(val['logits'], -1), val['label'], counts, **thresholds
+        np.argmax(val['logits'], -1), val['label'], counts, **group_kwargs
     )
   if open_test is not None and len(open_test.get('features', ())):
     report['open_set'] = _open_set(test, train, open_test, num_classes)

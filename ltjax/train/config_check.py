@@ -22,6 +22,7 @@ from ltjax.data import datasets
 from ltjax.data import longtail
 from ltjax.data import pipeline
 from ltjax.data import samplers
+from ltjax.eval import metrics as eval_metrics
 from ltjax.losses import cc_sam
 from ltjax.losses import class_balanced
 from ltjax.losses import objective
@@ -67,6 +68,7 @@ def name_tables() -> dict[str, tuple[str, ...]]:
       'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
       'cc_sam.direction': tuple(cc_sam.DIRECTIONS),
       'posthoc.method': tuple(final_adjustment.METHODS),
+      'eval.groups': eval_metrics.GROUPINGS,
       'stage2.init_from': STAGE2_INIT,
       'stage2.head': STAGE2_HEAD_KEEP + tuple(models.HEADS),
       'stage2.bn': STAGE2_BN,
@@ -174,6 +176,21 @@ def check_values(config: ml_collections.ConfigDict, device_count: int | None = N
         "config.data.decoder='dali' cannot skip unreadable images (config.data.skip_corrupt="
         "True): DALI decodes them in the training process. Use data.decoder='pillow', or fix "
         'the files and set skip_corrupt=False.'
+    )
+  groups = config.eval.get('groups', 'threshold')
+  group_sizes = tuple(config.eval.get('group_sizes', ()))
+  if groups == 'rank' and (
+      len(group_sizes) != 2 or not all(isinstance(n, int) and n >= 0 for n in group_sizes)
+  ):
+    problems.append(
+        f"config.eval.group_sizes={group_sizes} must be (many, medium) for eval.groups='rank': "
+        'two class counts >= 0, e.g. (390, 445) for ImageNet-LT; the rest are few (their sum, '
+        'at most the number of classes, is checked when the data is loaded).'
+    )
+  elif groups != 'rank' and group_sizes:
+    problems.append(
+        f"config.eval.group_sizes={group_sizes} is read only with eval.groups='rank' "
+        f"(eval.groups={groups!r}): set eval.groups='rank', or group_sizes=()."
     )
   s2 = config.stage2
   if s2.num_epochs < 0:

@@ -109,8 +109,7 @@ def adjust_final_model(
       np.argmax(adjusted, -1),
       test['label'],
       train_counts,
-      many_threshold=config.eval.many_threshold,
-      few_threshold=config.eval.few_threshold,
+      **eval_metrics.group_options(config.eval),
   )
   result = {'method': config.posthoc.method, 'value': value, 'curve': curve, 'metrics': metrics}
   if jax.process_index() == 0:

@@ -251,6 +251,8 @@ def preflight_stage(stage: Stage, stage_data: StageData, *, first: bool) -> None
   """
   config = stage.config
   final_adjustment.check_validation_split(config, 'val' in stage_data.eval_splits)
+  # eval.group_sizes against the class count, before training rather than at its first evaluation.
+  eval_metrics.class_groups(stage_data.train_counts, **eval_metrics.group_options(config.eval))
   if first and config.data.verify_eval_images:
     splits = dict(stage_data.eval_splits)
     if stage_data.splits.open_test is not None:
@@ -485,13 +487,19 @@ def make_evaluator(
     stage_data: StageData,
     cache: feature_cache.FeatureCache | None,
 ) -> Evaluator:
-  """Metrics of a state on a split: on the cached features, or through the whole model."""
+  """Metrics of a state on a split: on the cached features, or through the whole model.
+
+  With ``eval.flip_tta`` and ``eval.select_single_view`` every split's metrics
+  also hold the single-view balanced accuracy (``selection_score``).
+  """
   evaluate = functools.partial(
       predict.evaluate, mesh=mesh, train_counts=stage_data.train_counts, eval_config=config.eval
   )
+  single_view = selects_single_view(config.eval)
   if cache is not None:
-    return lambda state, split: evaluate(state, cache.head_step, cache.eval_batches(split))
-  eval_step = make_eval_step(state, mesh, flip_tta=config.eval.flip_tta)
+    head_step = predict.with_single_view_head(cache.head_step) if single_view else cache.head_step
+    return lambda state, split: evaluate(state, head_step, cache.eval_batches(split))
+  eval_step = make_eval_step(state, mesh, flip_tta=config.eval.flip_tta, single_view=single_view)
   image_size = config.eval.image_size if config.eval.image_size > 0 else None
   return lambda state, split: evaluate(
       state,
@@ -500,6 +508,24 @@ def make_evaluator(
           stage_data.eval_splits[split], batch_size=config.eval_batch_size, image_size=image_size
       ),
   )
+
+
+def selects_single_view(eval_config: ml_collections.ConfigDict) -> bool:
+  """Whether the best checkpoint is chosen on single-view accuracy (needs flip-TTA to differ)."""
+  return bool(eval_config.flip_tta and eval_config.get('select_single_view', False))
+
+
+def selection_score(split_metrics: dict, eval_config: ml_collections.ConfigDict) -> float:
+  """The number the best checkpoint is chosen on, from the selection split's metrics.
+
+  Its balanced accuracy; with ``eval.flip_tta`` and ``eval.select_single_view``,
+  that of the unflipped images while the reported metrics stay flip-averaged:
+  the weight-balancing demo keeps the epoch of the best single-view test
+  accuracy and reports the flip-averaged accuracy of that epoch's model.
+  """
+  if selects_single_view(eval_config):
+    return split_metrics[predict.SINGLE_VIEW_BALANCED_ACCURACY]
+  return split_metrics['balanced_accuracy']
 
 
 def train(
@@ -593,7 +619,7 @@ def train(
           all_results = run_eval(state, done)
           results = all_results['test']
           progress.write(eval_line(done, steps_per_epoch, results))
-          checkpoints.save_best(state, all_results[select_split]['balanced_accuracy'])
+          checkpoints.save_best(state, selection_score(all_results[select_split], config.eval))
         if do_checkpoint:
           train_log.restart_clock()
         for hook in hooks:
@@ -714,6 +740,9 @@ def report(stage: Stage, state: TrainState, stage_data: StageData, results: dict
   )
   print(
       eval_metrics.format_per_class(
-          results['per_class_accuracy'], stage_data.train_counts, splits.train.class_names
+          results['per_class_accuracy'],
+          stage_data.train_counts,
+          splits.train.class_names,
+          **eval_metrics.group_options(config.eval),
       )
   )

@@ -14,6 +14,12 @@ A predict step is ``step(state, inputs) -> {name: (B, ...) array}``, with
 ``inputs`` the batch without LABEL and MASK: ``steps.make_eval_step``
 (logits and features of images), ``feature_cache.make_feature_step``
 (features only) or the feature cache's head step (logits of features).
+
+With ``eval.flip_tta`` and ``eval.select_single_view`` the loop's evaluation
+step also returns SINGLE_VIEW_LOGITS, the logits of the unflipped images
+(``steps.make_eval_step(single_view=True)``, ``with_single_view_head``): flip-TTA computes them
+anyway, so the single-view balanced accuracy the best checkpoint is chosen on
+(the weight-balancing demo's selection) costs no extra forward pass.
 """
 
 from typing import Callable, Iterable, Iterator
@@ -25,12 +31,18 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ltjax import data
+from ltjax.data.batch_keys import FLIPPED
 from ltjax.data.batch_keys import LABEL
 from ltjax.data.batch_keys import MASK
 from ltjax.eval import metrics
 from ltjax.train import sharding
+from ltjax.train import steps
 
 PredictStep = Callable[..., dict[str, jax.Array]]
+# A predict step's logits of the unflipped images, beside flip-averaged 'logits'.
+SINGLE_VIEW_LOGITS = steps.SINGLE_VIEW_LOGITS
+# ``evaluate``'s balanced accuracy of their argmax (a metrics.jsonl column).
+SINGLE_VIEW_BALANCED_ACCURACY = 'single_view_balanced_accuracy'
 
 
 def eval_batch_size(batch_size: int) -> int:
@@ -95,17 +107,41 @@ def evaluate(
 ) -> dict:
   """Accuracy metrics (``ltjax.eval.metrics``) of the argmax of ``step``'s 'logits'.
 
-  Of the step's outputs, only the predicted classes come back to the host.
+  Groups from ``eval_config`` (``metrics.group_options``). A step that also
+  returns SINGLE_VIEW_LOGITS adds SINGLE_VIEW_BALANCED_ACCURACY, the balanced
+  accuracy of their argmax. Of the step's outputs, only the predicted classes
+  come back to the host.
   """
 
   def predicted_class(state, inputs):
-    return {'prediction': jnp.argmax(step(state, inputs)['logits'], -1)}
+    out = step(state, inputs)
+    classes = {'prediction': jnp.argmax(out['logits'], -1)}
+    if SINGLE_VIEW_LOGITS in out:
+      classes['single_view_prediction'] = jnp.argmax(out[SINGLE_VIEW_LOGITS], -1)
+    return classes
 
   out = predict(state, predicted_class, batches, mesh=mesh)
-  return metrics.classification_metrics(
-      out['prediction'],
-      out[LABEL],
-      train_counts,
-      many_threshold=eval_config.many_threshold,
-      few_threshold=eval_config.few_threshold,
+  result = metrics.classification_metrics(
+      out['prediction'], out[LABEL], train_counts, **metrics.group_options(eval_config)
   )
+  if 'single_view_prediction' in out:
+    result[SINGLE_VIEW_BALANCED_ACCURACY] = metrics.balanced_accuracy(
+        out['single_view_prediction'], out[LABEL], len(train_counts)
+    )
+  return result
+
+
+def with_single_view_head(head_step: PredictStep) -> PredictStep:
+  """A feature-cache head step that also returns SINGLE_VIEW_LOGITS.
+
+  The cache's batches carry FLIPPED features with ``eval.flip_tta``; the head
+  on FEATURES alone gives the unflipped images' logits (the head is cheap).
+  """
+
+  def step(state, inputs):
+    out = dict(head_step(state, inputs))
+    unflipped = {key: value for key, value in inputs.items() if key != FLIPPED}
+    out[SINGLE_VIEW_LOGITS] = head_step(state, unflipped)['logits']
+    return out
+
+  return step

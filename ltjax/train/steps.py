@@ -162,20 +162,32 @@ def train_step(
   return new_state, metrics
 
 
+# eval_step's logits of the unflipped images beside flip-averaged 'logits' (single_view=True).
+SINGLE_VIEW_LOGITS = 'single_view_logits'
+
+
 def eval_step(
-    state: TrainState, batch: dict[str, jax.Array], *, flip_tta: bool = False
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    *,
+    flip_tta: bool = False,
+    single_view: bool = False,
 ) -> dict[str, jax.Array]:
   """Logits and features in inference mode (BatchNorm running statistics).
 
   With ``flip_tta`` the logits are the mean of logits(x) and logits(hflip(x)),
-  as the weight-balancing and LORT evaluations report (features of x only).
+  as the weight-balancing and LORT evaluations report (features of x only);
+  ``single_view`` also returns logits(x) as SINGLE_VIEW_LOGITS (no extra pass).
   """
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   logits, features = state.apply_fn(variables, batch[IMAGE], train=False)
+  out = {'features': features}
+  if flip_tta and single_view:
+    out[SINGLE_VIEW_LOGITS] = logits
   if flip_tta:
     flipped, _ = state.apply_fn(variables, batch[IMAGE][:, :, ::-1], train=False)
     logits = (logits + flipped) / 2
-  return {'logits': logits, 'features': features}
+  return {'logits': logits, **out}
 
 
 # XLA:CPU (jaxlib 0.10) hands convolutions with more than 16 channels to
@@ -247,13 +259,15 @@ def make_train_step(
   )
 
 
-def make_eval_step(state: TrainState, mesh: Mesh, *, flip_tta: bool = False):
+def make_eval_step(
+    state: TrainState, mesh: Mesh, *, flip_tta: bool = False, single_view: bool = False
+):
   """Jits ``eval_step`` for ``mesh``; outputs stay sharded on the batch axis.
 
   A predict step for ``ltjax.train.predict``.
   """
   return jax.jit(
-      functools.partial(eval_step, flip_tta=flip_tta),
+      functools.partial(eval_step, flip_tta=flip_tta, single_view=single_view),
       in_shardings=(sharding.replicated_like(state, mesh), sharding.batch_sharded(mesh)),
       out_shardings=sharding.batch_sharded(mesh),
       compiler_options=compiler_options(mesh),

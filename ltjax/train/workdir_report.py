@@ -21,6 +21,7 @@ import optax
 from ltjax import data
 from ltjax import files
 from ltjax import models
+from ltjax.eval import metrics as eval_metrics
 from ltjax.eval import report as eval_report
 from ltjax.train import predict
 from ltjax.train import sharding
@@ -179,8 +180,7 @@ def report_for_workdir(
       class_names=splits.train.class_names,
       val=val,
       open_test=open_test,
-      many_threshold=config.eval.many_threshold,
-      few_threshold=config.eval.few_threshold,
+      **eval_metrics.group_options(config.eval),
       sharpness_directions=sharpness_directions if head is not None else 0,
       meta={
           'workdir': workdir,
