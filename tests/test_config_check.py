@@ -177,3 +177,14 @@ def test_group_sizes_are_checked_before_anything_runs(groups, sizes, message, tm
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
   config_check.check_values(tiny_config(**{'eval.groups': 'rank', 'eval.group_sizes': (3, 4)}))
+
+
+def test_head_init_is_checked_against_both_stages_heads():
+  config_check.check_names(tiny_config(**{'model.head_init': 'kaiming_normal'}))
+  with pytest.raises(ValueError, match=r"model.head='cosine'.*leave model.head_init='torch'"):
+    config_check.check_names(
+        tiny_config(**{'model.head': 'cosine', 'model.head_init': 'kaiming_normal'})
+    )
+  stage2 = two_stage_config(**{'model.head_init': 'kaiming_normal', 'stage2.head': 'etf'})
+  with pytest.raises(ValueError, match=r"stage2.head='etf'.*has its own init"):
+    config_check.check_names(stage2)

@@ -111,6 +111,16 @@ def check_names(config: ml_collections.ConfigDict) -> None:
     value = _get(config, key)
     if value not in valid:
       problems.append(f'Unknown {key} {value!r}; valid: {sorted(valid)}.')
+  # model.head_init applies to stage 2's head too (a new head there is built with it).
+  heads = {'model.head': config.model.head}
+  if config.stage2.num_epochs > 0 and config.stage2.head not in STAGE2_HEAD_KEEP:
+    heads['stage2.head'] = config.stage2.head
+  for key, head in heads.items():
+    if head in models.HEADS and config.model.get('head_init', 'torch') in models.HEAD_INITS:
+      try:
+        models.check_head_init(head, config.model.get('head_init', 'torch'))
+      except ValueError as error:
+        problems.append(f'{key}={head!r}: {error}')
   _raise(problems, 'config values name nothing')
 
 
