@@ -7,4 +7,8 @@ them from a checkout; the same files are installed with the wheel as the package
 ``python -m ltjax.train --config=configs/x.py`` finds them from any directory
 (``ltjax.config_files``). A recipe imports another as ``from ltjax.configs
 import base``, which works in both places.
+
+A paper recipe is a table of settings, each with its source (``provenance.py``:
+paper, official code at a commit, protocol, or "assumed: why"); ``common.py``
+holds the rows the recipes share (CIFAR-LT, the large-scale lists).
 """

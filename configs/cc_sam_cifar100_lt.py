@@ -9,7 +9,14 @@ Argument: ir (imbalance ratio, default 100; the released JSONs use 200).
 from ltjax.configs import cc_sam_cifar_lt
 from ltjax.configs import common
 
+ARGUMENTS = dict(ir=cc_sam_cifar_lt.ARGUMENTS['ir'])
+
+
+def settings(args):
+  return cc_sam_cifar_lt.settings(
+      common.parse_arg(f'dataset=cifar100,ir={args.ir}', **cc_sam_cifar_lt.ARGUMENTS)
+  )
+
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, ir=100.0)
-  return cc_sam_cifar_lt.get_config(f'dataset=cifar100,ir={args.ir}')
+  return settings(common.parse_arg(arg, **ARGUMENTS)).config()

@@ -13,19 +13,45 @@ has been measured with ltjax yet.
       --config.data.data_dir=/data/inat2018 --workdir=runs/ce_inat2018
 """
 
-from ltjax.configs import base
 from ltjax.configs import common
+from ltjax.configs import provenance as p
+
+ARGUMENTS = {}
+SADDLE = p.Repo('val-iisc/Saddle-LongTail', '48328fb')
+RUN_SH = SADDLE('run.sh (iNaturalist18 SGD, the CE line without DRW)')
+TRAIN = SADDLE('inat_train.py')
+
+
+def settings(args) -> p.Settings:
+  del args
+  s = common.large_scale_lt(p.Settings(), dataset='inat2018')
+  common.large_scale_run(s)
+  s.set('seed', 0, RUN_SH)
+  s.set('data.sampler', 'instance', TRAIN)
+  s.set('data.mixup_alpha', 0.0, TRAIN)
+  s.set('model.name', 'resnet50', RUN_SH)
+  s.set('model.head', 'linear', SADDLE('models/resnet.py'))
+  s.set('model.head_init', 'torch', SADDLE('models/resnet.py'))
+  s.set('loss.name', 'cross_entropy', RUN_SH)
+  s.set('loss.schedule', 'none', p.assumed('CE alone: the DRW of the run.sh line left out'))
+  s.set('batch_size', 256, RUN_SH)
+  s.set('num_epochs', 90, RUN_SH)
+  s.set('eval_every_epochs', 1, TRAIN)
+  s.set('eval.flip_tta', False, TRAIN)
+  s.set('eval.groups', 'threshold', common.OLTR_GROUPS)
+  s.set('optim.lr', 0.1, RUN_SH)
+  s.set('optim.momentum', 0.9, TRAIN)
+  s.set('optim.nesterov', False, TRAIN)
+  s.set('optim.weight_decay', 2e-4, TRAIN)
+  s.set('optim.weight_decay_mask', '.*', TRAIN)
+  s.set('schedule.name', 'cosine', RUN_SH)  # --cos_lr.
+  s.set('schedule.granularity', 'epoch', TRAIN)
+  s.set('schedule.epoch_offset', 0, TRAIN)
+  s.set('sam.rho', 0.0, TRAIN)
+  s.set('cc_sam.flat_ratio', 0.0, TRAIN)
+  s.set('stage2.num_epochs', 0, TRAIN)
+  return s
 
 
 def get_config(arg=None):
-  del arg
-  config = base.get_config()
-  common.large_scale_lt(config, dataset='inat2018')
-  common.large_scale_run(config)
-  config.model.name = 'resnet50'
-  config.batch_size = 256
-  config.num_epochs = 90
-  config.optim.lr = 0.1
-  config.optim.weight_decay = 2e-4
-  config.schedule.name = 'cosine'
-  return config
+  return settings(common.parse_arg(arg, **ARGUMENTS)).config()

@@ -14,22 +14,27 @@ Softmax'). This config trains from scratch (a baseline for the pipeline); add
       --workdir=runs/ce_places_lt
 """
 
-from ltjax.configs import base
+from ltjax.configs import ce_imagenet_lt
 from ltjax.configs import common
+from ltjax.configs import provenance as p
+
+ARGUMENTS = {}
+PIPELINE = p.assumed('a from-scratch baseline of the data pipeline: no paper row')
+
+
+def settings(args) -> p.Settings:
+  del args
+  s = common.large_scale_lt(p.Settings(), dataset='places_lt')
+  common.large_scale_run(s)
+  ce_imagenet_lt.decoupling_protocol(s)
+  s.set('model.name', 'resnet152', ce_imagenet_lt.BALMS('config/Places_LT/balms.yaml'))
+  s.set('batch_size', 256, PIPELINE)
+  s.set('num_epochs', 30, PIPELINE)
+  s.set('eval_every_epochs', 2, PIPELINE)
+  s.set('optim.lr', 0.1, PIPELINE)
+  s.set('optim.weight_decay', 5e-4, PIPELINE)
+  return s
 
 
 def get_config(arg=None):
-  del arg
-  config = base.get_config()
-  common.large_scale_lt(config, dataset='places_lt')
-  config.model.name = 'resnet152'
-  config.dtype = 'bfloat16'
-  config.batch_size = 256
-  config.eval_batch_size = 1000
-  config.num_epochs = 30
-  config.eval_every_epochs = 2
-  config.log_every_steps = 100
-  config.optim.lr = 0.1
-  config.optim.weight_decay = 5e-4
-  config.schedule.name = 'cosine'
-  return config
+  return settings(common.parse_arg(arg, **ARGUMENTS)).config()

@@ -1,15 +1,17 @@
-r"""DDC (Wang et al., NeurIPS 2023) on CIFAR-10/100-LT: CE/LDAM + ADRW, VS + TLA + DRW/ADRW.
+r"""DDC (Wang et al., NeurIPS 2023) on CIFAR-10/100-LT: every row of Table 1, baselines included.
 
 Paper: "A Unified Generalization Analysis of Re-Weighting and Logit-Adjustment
 for Imbalanced Learning", Table 1 (balanced accuracy, mean of 5 seeds), rows
-CE+ADRW, LDAM+ADRW, VS+TLA+DRW, VS+TLA+ADRW, "w/o SAM" and "w/ SAM". Losses and
+CE+ADRW, LDAM+ADRW, VS+TLA+DRW, VS+TLA+ADRW and the baselines CE, LDAM, VS,
+CE+DRW, LDAM+DRW, VS+DRW, "w/o SAM" and "w/ SAM". Losses and
 schedules: docs/references.md, 'DDC: losses and schedules', 'LDAM-DRW' and
 'Saddle-LongTail and SAM'; RandAug: 'AutoAugment and Cutout'.
 
 Common recipe (official code wang22ti/DDC, cifar_train_sam.py and
-utils/utils.py, on LDAM-DRW's): ResNet-32 ([5, 5, 5]; LDAM's cosine head for
-LDAM), batch 128, SGD lr 0.1, momentum 0.9, seeded per-class shuffle of the
-LT subsample, best-on-test. With E = 200 * f epochs, e = epoch + 1: lr * e / 5
+utils/utils.py, on LDAM-DRW's): ResNet-32 ([5, 5, 5]; its Linear classifier
+re-initialised Kaiming-normal as models/resnet_cifar.py does; LDAM's cosine
+head for LDAM), batch 128, SGD lr 0.1, momentum 0.9, seeded per-class shuffle
+of the LT subsample, evaluated every epoch, best-on-test. With E = 200 * f epochs, e = epoch + 1: lr * e / 5
 while e <= 5 f, x1e-2 after e > 160 f, x1e-4 after e > 180 f; re-weighting, TLA
 and the second SAM radius from the 0-indexed epoch 160 f (loss.switch_epoch).
 
@@ -49,8 +51,14 @@ How the methods take them (both sam values take nu, gamma and tau from here):
   ce_adrw      the CE line's rho and weight decay; ADRW from epoch 160 f.
   ldam_adrw    the LDAM+DRW line's rho and weight decay (max margin 0.5, s 30),
                ADRW in place of DRW.
-  nu of CE/LDAM+ADRW, and gamma, tau and nu with sam=false, are not
-  published: they are borrowed from the same setting's lines (an assumption).
+  ce, ldam_drw, vs  the baselines the script runs (its CE, LDAM+DRW and VS
+               lines: the VS rows take stage A's tau).
+  ldam, ce_drw, vs_drw  the other Table 1 baselines: the CE, LDAM+DRW or VS
+               line of the setting, without / with DRW.
+  nu of CE/LDAM+ADRW, everything the script does not run, and gamma, tau and
+  nu with sam=false, are not published: they are borrowed from the same
+  setting's lines (an assumption; each is marked so by
+  python -m ltjax.configs configs/ddc_cifar_lt.py:method=...).
 
 Not expressible yet (no config key):
   * the 400-epoch warm-up of the official schedule, lr * e / 5 up to e = 10
@@ -67,11 +75,20 @@ A while its VS line says 0.3; this recipe takes the VS line.
 Paper numbers (Table 1, mean of 5 seeds, as printed), columns CIFAR-10 LT-100,
 LT-10, Step-100, Step-10 | CIFAR-100 LT-100, LT-10, Step-100, Step-10:
   w/o SAM (sam=false)
+    CE           71.5 87.0 64.8 85.1 | 38.3 56.7 38.6 54.4
+    LDAM         73.8 86.4 65.8 85.0 | 39.9 55.7 39.2 50.5
+    VS           78.8 88.7 76.1 88.3 | 41.8 58.4 46.2 59.9
+    CE+DRW       75.8 87.9 72.2 88.0 | 40.8 58.1 45.4 59.1
+    LDAM+DRW     77.7 87.5 77.8 87.8 | 42.7 57.5 45.3 56.9
+    VS+DRW       80.1 88.6 78.2 88.1 | 41.3 57.6 44.0 58.0
     CE+ADRW      78.6 88.2 75.5 88.5 | 41.8 58.3 46.5 59.2
     LDAM+ADRW    79.1 87.6 78.5 88.1 | 43.0 58.0 45.8 57.6
     VS+TLA+DRW   80.8 88.8 80.0 89.2 | 43.0 58.9 46.8 60.0
     VS+TLA+ADRW  81.1 89.0 80.9 89.3 | 43.4 59.2 47.8 60.5
-  w/ SAM (sam=true; VS+TLA+DRW has no "w/ SAM" row)
+  w/ SAM (sam=true; CE, LDAM, VS+DRW and VS+TLA+DRW have no "w/ SAM" row)
+    CE+DRW       80.5 89.8 79.5 90.2 | 44.7 60.7 48.5 61.7
+    LDAM+DRW     81.6 89.4 81.2 89.4 | 45.2 59.9 49.1 59.3
+    VS           82.6 90.0 83.2 90.5 | 45.9 61.0 47.4 61.6
     CE+ADRW      82.6 90.1 82.8 90.2 | 44.9 61.0 48.9 62.1
     LDAM+ADRW    83.0 89.7 82.4 90.0 | 46.3 60.3 49.3 60.3
     VS+TLA+ADRW  83.6 90.3 83.8 90.8 | 46.4 61.9 49.1 62.3
@@ -101,15 +118,40 @@ add --config.data.name=tfds to read a prepared TFDS set instead (README, "Data")
       --config=configs/ddc_cifar_lt.py:method=vs_tla_adrw,sam=true,dataset=cifar100,ir=100 \
       --config.data.data_dir=DATA_DIR --workdir=runs/ddc_vs_tla_adrw_sam_cifar100_lt_ir100
 
-Arguments: method (ce_adrw, ldam_adrw, vs_tla_drw, vs_tla_adrw), sam (true,
-false), dataset (cifar10, cifar100), ir (100, 10: the scripted ratios),
+Arguments: method (vs_tla_adrw, ce_adrw, ldam_adrw, vs_tla_drw; the baselines
+ce, ldam, vs, ce_drw, ldam_drw, vs_drw), sam (true, false), dataset (cifar10, cifar100), ir (100, 10: the scripted ratios),
 profile (exp, step).
 """
 
-from ltjax.configs import base
+from ltjax.configs import ce_cifar_lt
 from ltjax.configs import common
+from ltjax.configs import provenance as p
 
-METHODS = ('ce_adrw', 'ldam_adrw', 'vs_tla_drw', 'vs_tla_adrw')
+# Table 1's rows: the baselines, then DDC's own.
+BASELINES = ('ce', 'ldam', 'vs', 'ce_drw', 'ldam_drw', 'vs_drw')
+METHODS = ('vs_tla_adrw', 'ce_adrw', 'ldam_adrw', 'vs_tla_drw') + BASELINES
+ARGUMENTS = dict(
+    method=METHODS,
+    sam=(True, False),
+    dataset=('cifar100', 'cifar10'),
+    ir=(100.0, 10.0),
+    profile=('exp', 'step'),
+)
+CODE = p.Repo('wang22ti/DDC', '4bd4fb3')
+PAPER = p.Paper('DDC (Wang et al., NeurIPS 2023)')
+TRAIN = CODE('cifar_train_sam.py')
+SCRIPT = CODE('bash_script.sh')
+LR_RULE = CODE('utils/utils.py adjust_learning_rate')
+BORROWED = p.assumed(
+    "Table 1 defers its per-row values to Appendix F (not available); the same setting's "
+    'line of bash_script.sh'
+)
+# Which line of bash_script.sh each method takes its values from, and the methods the script
+# itself runs (their values are the script's, with sam=true).
+LINES = {'ce': 'ce', 'ce_drw': 'ce', 'ce_adrw': 'ce', 'ldam': 'ldam', 'ldam_drw': 'ldam'}
+LINES.update(ldam_adrw='ldam', vs='vs', vs_drw='vs', vs_tla_drw='vs', vs_tla_adrw='vs')
+SCRIPTED = ('ce', 'ldam_drw', 'vs', 'vs_tla_adrw')
+SCHEDULES = {'drw': 'drw', 'adrw': 'adrw', 'tla_drw': 'drw_tla', 'tla_adrw': 'adrw_tla'}
 
 # bash_script.sh per (dataset, profile, IR): ce and ldam (rho, wd) of the CE and LDAM+DRW lines;
 # vs (gamma, tau, rho, wd) of the VS line (stage A of ADRW-T); adrw_t (nu, tau, rho from the
@@ -142,12 +184,7 @@ _SCRIPT = {
 }
 
 
-def get_config(arg=None):
-  args = common.parse_arg(
-      arg, method='vs_tla_adrw', sam=True, dataset='cifar100', ir=100.0, profile='exp'
-  )
-  if args.method not in METHODS:
-    raise ValueError(f'Unknown method {args.method!r}; valid: {METHODS}.')
+def settings(args) -> p.Settings:
   key = (args.dataset, args.profile, int(args.ir))
   if key not in _SCRIPT or args.ir != int(args.ir):
     raise ValueError(
@@ -157,49 +194,68 @@ def get_config(arg=None):
   script = _SCRIPT[key]
   factor = 2 if args.sam else 1  # The official epochs // 200.
   switch = 160 * factor
-
-  config = base.get_config()
-  common.cifar_lt(config, dataset=args.dataset, imbalance_ratio=args.ir, profile=args.profile)
-  config.model.name = 'resnet32'
-  config.batch_size = 128
-  config.num_epochs = 200 * factor
-  config.eval_every_epochs = 1  # DDC evaluates and keeps the best on test every epoch.
-  config.optim.lr = 0.1
-  config.optim.weight_decay = 2e-4
-  config.schedule.name = 'warmup_multistep'
-  config.schedule.granularity = 'epoch'
-  config.schedule.epoch_offset = 1  # DDC computes the lr from e = epoch + 1.
-  config.schedule.warmup_epochs = 5  # The 400-epoch ramp to 2 x lr is not expressible.
-  config.schedule.warmup_start_factor = 0.0
-  config.schedule.milestones = (160 * factor + 1, 180 * factor + 1)
-  config.schedule.gamma = 0.01
+  s = p.Settings()
+  common.cifar_lt(
+      s,
+      dataset=args.dataset,
+      imbalance_ratio=args.ir,
+      profile=args.profile,
+      ratio_source=PAPER('Table 1 columns (LT / Step, IR 100 / 10)'),
+  )
+  ce_cifar_lt.ldam_drw_protocol(s)  # DDC's code is LDAM-DRW's (its models/resnet_cifar.py).
+  epochs = SCRIPT if args.sam else p.protocol('LDAM-DRW 200 epochs (the README standard setting)')
+  s.set('seed', 0, TRAIN)
+  s.set('model.head_init', 'kaiming_normal', CODE('models/resnet_cifar.py _weights_init'))
+  s.set('num_epochs', 200 * factor, epochs)
+  s.set('eval_every_epochs', 1, TRAIN)  # Evaluates and keeps the best on test every epoch.
+  s.set('schedule.epoch_offset', 1, LR_RULE)  # The lr is computed from e = epoch + 1.
+  # The 400-epoch ramp to 2 x lr is not expressible: warm-up over epochs 1-5 as at 200.
+  s.set('schedule.warmup_epochs', 5, LR_RULE)
+  s.set('schedule.milestones', (160 * factor + 1, 180 * factor + 1), LR_RULE)
 
   nu, tau_b, rho_b = script['adrw_t']
-  gamma_a, _, rho_a, wd_a = script['vs']
-  config.loss.switch_epoch = switch
-  config.loss.adrw_nu = nu
-  config.loss.drw_beta = 0.9999
-  if args.method == 'ce_adrw':
-    config.loss.name = 'cross_entropy'
-    config.loss.schedule = 'adrw'
-    rho, wd = (script['ce'][0],) * 2, script['ce'][1]
-  elif args.method == 'ldam_adrw':
-    config.loss.name = 'ldam'
-    config.loss.ldam_max_margin = 0.5
-    config.loss.ldam_scale = 30.0
-    config.model.head = 'cosine'
-    config.loss.schedule = 'adrw'
-    rho, wd = (script['ldam'][0],) * 2, script['ldam'][1]
-  else:
-    config.loss.name = 'vs'
-    config.loss.vs_gamma = gamma_a
-    config.loss.vs_tau = tau_b
-    config.loss.schedule = 'drw_tla' if args.method == 'vs_tla_drw' else 'adrw_tla'
-    rho, wd = (rho_a, rho_b), wd_a
+  gamma_a, tau_a, rho_a, wd_a = script['vs']
+  line = LINES[args.method]
+  value_source = SCRIPT if args.method in SCRIPTED and args.sam else BORROWED
+  loss_source = PAPER(f'Table 1 row {args.method}')
+  s.set('loss.name', {'ce': 'cross_entropy', 'ldam': 'ldam', 'vs': 'vs'}[line], loss_source)
+  reweighting = args.method.partition('_')[2]  # '', 'drw', 'adrw', 'tla_drw', 'tla_adrw'.
+  schedule = SCHEDULES.get(reweighting, 'none')
+  s.set('loss.schedule', schedule, loss_source)
+  if schedule != 'none':
+    s.set(
+        'loss.switch_epoch', switch, CODE('cifar_train_sam.py (t_reweight = epochs // 200 * 160)')
+    )
+  if schedule in ('drw', 'drw_tla'):
+    s.set('loss.drw_beta', 0.9999, CODE('cifar_train_sam.py (DRW betas [0, 0.9999])'))
+  if schedule in ('adrw', 'adrw_tla'):
+    nu_source = SCRIPT if args.method == 'vs_tla_adrw' and args.sam else BORROWED
+    s.set('loss.adrw_nu', nu, nu_source)
+  if line == 'ldam':
+    s.set('model.head', 'cosine', CODE('models/resnet_cifar.py NormedLinear (use_norm for LDAM)'))
+    s.set('loss.ldam_max_margin', 0.5, TRAIN)
+    s.set('loss.ldam_scale', 30.0, TRAIN)
+  own = args.method.startswith('vs_tla')  # DDC's VS rows: one run for stage A + stage B.
+  if line == 'vs':
+    s.set('loss.vs_gamma', gamma_a, value_source)  # TLA sets it to 0 from the switch.
+    # DDC's own rows take stage B's tau (the ADRW-T line); the VS baselines stage A's.
+    s.set('loss.vs_tau', tau_b if own else tau_a, value_source)
 
   if args.sam:
-    config.data.augment = 'autoaugment'
-    config.optim.weight_decay = wd
-    config.sam.rho_boundaries = (switch,)
-    config.sam.rho_values = rho
-  return config
+    s.set('data.augment', 'autoaugment', CODE('cifar_train_sam.py (--randaug 1)'))
+    if own:
+      # The resumed stage B restores stage A's optimiser state, weight decay included.
+      rho, wd = (rho_a, rho_b), wd_a
+    elif line == 'vs':
+      rho, wd = (rho_a, rho_a), wd_a
+    else:
+      rho, wd = (script[line][0],) * 2, script[line][1]
+    s.set('optim.weight_decay', wd, value_source)
+    s.set('sam.rho_boundaries', (switch,), CODE('utils/utils.py adjust_rho'))
+    s.set('sam.rho_values', rho, value_source)
+    s.set('sam.perturb', '.*', CODE('utils/sam.py'))
+  return s
+
+
+def get_config(arg=None):
+  return settings(common.parse_arg(arg, **ARGUMENTS)).config()

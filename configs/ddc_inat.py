@@ -27,8 +27,11 @@ schedules'):
     epochs (an assumption: DDC does not say which line "Ours" used; Saddle's
     LDAM values are --config.optim.weight_decay=1e-4
     --config.sam.rho_values='(0.05,0.1,0.5,0.5)');
+  * many / medium / few as Saddle computes them: classes ranked by training
+    count, the first 842 many, the next 3,701 medium, the last 3,599 few
+    (eval.groups='rank'), not the thresholds' 842 / 4,076 / 3,224;
   * data: iNaturalist18_train.txt, iNaturalist18_val.txt as the test split
-    (best epoch on it, as Saddle); Saddle's iNat loader applies
+    (evaluated every epoch, the best epoch on it, as Saddle); Saddle's iNat loader applies
     RandomResizedCrop(224) + flip + ColorJitter(0.4, 0.4, 0.4) with the iNat
     mean/std, so data.augment='imagenet' (the Decoupling recipes use no jitter
     on iNat); test Resize(256) + CenterCrop(224).
@@ -56,18 +59,31 @@ Arguments: method (vs_tla_adrw: the paper's "Ours"; ldam_drw: its "SAM" row).
 
 from ltjax.configs import common
 from ltjax.configs import ddc_imagenet_lt
+from ltjax.configs import provenance as p
 
 METHODS = ddc_imagenet_lt.METHODS
+ARGUMENTS = ddc_imagenet_lt.ARGUMENTS
+SADDLE = ddc_imagenet_lt.SADDLE
+
+
+def settings(args) -> p.Settings:
+  ldam = args.method == 'ldam_drw'
+  s = common.large_scale_lt(p.Settings(), dataset='inat2018')
+  common.large_scale_run(s)
+  run_sh = SADDLE(f'run.sh (iNaturalist18 SAM, {"LDAM" if ldam else "CE"} line)')
+  train = SADDLE('inat_train_sam.py')
+  ddc_imagenet_lt.saddle_large_scale(s, args, run_sh=run_sh, train=train)
+  s.set('data.augment', 'imagenet', SADDLE('datasets/ina2018.py (ColorJitter)'))
+  s.set('optim.lr', 0.1, run_sh)
+  # "Ours" has a linear head and a CE-type loss: Saddle's CE+DRW+SAM line (an assumption).
+  line = run_sh if ldam else p.assumed("DDC does not say which line; Saddle's CE+DRW+SAM line")
+  s.set('optim.weight_decay', 1e-4 if ldam else 2e-4, line)
+  s.set('sam.rho_values', (0.05, 0.1, 0.5, 0.5) if ldam else (0.05, 0.1, 0.1, 0.2), line)
+  # Saddle's groups: ranks by training count, [0, 842) / [842, 4543) / [4543, 8142).
+  s.set('eval.groups', 'rank', SADDLE('inat_train_sam.py (head / med / tail class_idx)'))
+  s.set('eval.group_sizes', (842, 3701), SADDLE('inat_train_sam.py (head / med / tail class_idx)'))
+  return s
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, method='vs_tla_adrw')
-  # ImageNet-LT's recipe (same Saddle lineage), with iNaturalist's data and Saddle's iNat values.
-  config = ddc_imagenet_lt.get_config(arg)
-  ldam = args.method == 'ldam_drw'
-  common.large_scale_lt(config, dataset='inat2018')
-  config.data.augment = 'imagenet'  # Saddle's iNat loader jitters colours too.
-  config.optim.lr = 0.1
-  config.optim.weight_decay = 1e-4 if ldam else 2e-4
-  config.sam.rho_values = (0.05, 0.1, 0.5, 0.5) if ldam else (0.05, 0.1, 0.1, 0.2)
-  return config
+  return settings(common.parse_arg(arg, **ARGUMENTS)).config()

@@ -18,8 +18,9 @@ Recognition-Problem, utils/models.py and utils/network_arch_resnet.py):
   * the validation split is the list's own (0.01_val.txt), so no training
     images are held out; many/medium/few as CIFAR-100-LT (> 100, 20-100, < 20).
 Everything else (batch 64, SGD lr 0.01, cosine over 320 epochs, the ETF
-classifier, the post-hoc grids, flip averaging at test time) is the CIFAR
-recipe's, as the paper states its defaults once for all data sets.
+classifier, the post-hoc grids, a single view at test time, the validation
+split evaluated every epoch) is the CIFAR recipe's, as the paper states its
+defaults once for all data sets.
 
 Paper, Table 9 (Average, as printed; N/A / Add / Mult):
   variant      row               mini-ImageNet-LT
@@ -40,7 +41,8 @@ so the subsets differ from the paper's. No ltjax number yet.
       --config.data.data_dir=/data/imagenet/train --config.data.list_dir=/data/mini_imagenet_lt \
       --workdir=runs/ewb_wd_fr_etf_mini_imagenet_lt
 
-Arguments: variant, la, bn_scale (as configs/ewb_cifar_lt.py).
+Arguments: variant, la, bn_scale (as configs/ewb_cifar_lt.py). Every setting
+with its source: python -m ltjax.configs configs/ewb_mini_imagenet_lt.py
 
 Device time (estimate from the measured H100 step time x steps; input pipeline
 not included; benchmarks/README.md, 'Train step on the H100'): ResNet-34 at
@@ -51,21 +53,35 @@ at 4.1 GFLOPs: ~19 ms per 64 images); 169 steps x 320 epochs = 54,080 steps
 
 from ltjax.configs import common
 from ltjax.configs import ewb_cifar_lt
+from ltjax.configs import provenance as p
+
+ARGUMENTS = dict(variant=ewb_cifar_lt.VARIANTS, la=ewb_cifar_lt.LOGIT_ADJUSTMENTS, bn_scale=(0.1,))
+PAPER = ewb_cifar_lt.PAPER
+CODE = ewb_cifar_lt.CODE
+
+
+def settings(args) -> p.Settings:
+  s = ewb_cifar_lt.settings(
+      common.parse_arg(
+          f'variant={args.variant},la={args.la},bn_scale={args.bn_scale},dataset=cifar100',
+          **ewb_cifar_lt.ARGUMENTS,
+      )
+  )
+  s.remove('data.profile', 'data.n_max', 'data.crop_padding', 'data.tfds_name')  # CIFAR's.
+  common.large_scale_lt(s, dataset='mini_imagenet_lt')
+  transforms = CODE('utils/data_units.py (mini-ImageNet transforms)')
+  s.set('data.augment', 'inat', transforms)  # RandomResizedCrop + flip, no ColorJitter.
+  s.set('data.selection', 'shuffle', common.LARGE_SCALE)  # Unused: the lists are long-tailed.
+  s.set('data.val_per_class', 0, PAPER("App. 7.3 (the list's own validation split)"))
+  s.set('model.name', 'resnet34', CODE('utils/network_arch_resnet.py ResnetEncoder (ImageNet)'))
+  if s['optim.weight_decay'].value:
+    s.set('optim.weight_decay', 3e-3, PAPER('App. 7.5.1'))
+  if 'loss.feature_norm_weight' in s:
+    s.set('loss.feature_norm_weight', 0.001, PAPER('App. 7.6'))
+  s.set('eval.many_threshold', 100, common.OLTR_GROUPS)
+  s.set('eval.few_threshold', 20, common.OLTR_GROUPS)
+  return s
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, variant='wd_fr_etf', la='mult', bn_scale=0.1)
-  config = ewb_cifar_lt.get_config(
-      f'variant={args.variant},la={args.la},bn_scale={args.bn_scale},dataset=cifar100'
-  )
-  common.large_scale_lt(config, dataset='mini_imagenet_lt')
-  config.data.augment = 'inat'  # RandomResizedCrop + flip, no ColorJitter.
-  config.data.selection = 'shuffle'  # Unused: the lists are already long-tailed.
-  config.data.val_per_class = 0  # The list's own validation split.
-  config.model.name = 'resnet34'
-  if config.optim.weight_decay:
-    config.optim.weight_decay = 3e-3
-  if config.loss.feature_norm_weight:
-    config.loss.feature_norm_weight = 0.001
-  config.eval.many_threshold, config.eval.few_threshold = 100, 20
-  return config
+  return settings(common.parse_arg(arg, **ARGUMENTS)).config()

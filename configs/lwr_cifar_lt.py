@@ -29,7 +29,7 @@ paper does not state the MLP's output width: lwr_projection_dim 0 keeps it d).
 Not stated by the paper, so ltjax's choices: batch 128 and no warm-up (the
 LDAM-DRW lineage of its baselines); the standard crop + flip (the paper cites
 Equalization Loss's augmentation without restating it); seeded per-class
-shuffle; DRW (ce_drw) switching at the first lr decay, epoch 140, with
+shuffle; evaluated every epoch, single view; DRW (ce_drw) switching at the first lr decay, epoch 140, with
 effective-number beta 0.9999; focal gamma 2 and LA tau 1 (their papers'
 defaults). Groups: many > 100, few < 20.
 
@@ -40,15 +40,31 @@ Arguments: ir (imbalance ratio), loss (bs, ce_drw, focal, la), lwr (bool),
 fixed_lambda (bool: loss.lwr_schedule='constant'), no_projection (bool:
 model.head='linear', the repulsion on W itself), theta.
 
+R_LWR as ltjax reads Eq. 5, whose numerator index is unbound: the numerator is
+j = i, R = sum_i [logsumexp_j s_ij - s_ii] (why: ltjax.losses.regularizers.
+lwr_regularizer and docs/references.md, 'LWR: paper only'). Every setting with
+its source: python -m ltjax.configs configs/lwr_cifar_lt.py
+
 Device time (estimate: measured ResNet-32 float32 step time at batch 128 on one
 H100, 6.50 ms (benchmarks/README.md, 'Train step on the H100') x steps; input
 pipeline not included): 16,800 steps at IR 100 (30,400 at IR 10), about 2
 (3.5) min.
 """
 
-from ltjax.configs import base
 from ltjax.configs import common
+from ltjax.configs import provenance as p
 
+ARGUMENTS = dict(
+    ir=(100.0, 50.0, 10.0),
+    loss=('bs', 'ce_drw', 'focal', 'la'),
+    lwr=(True, False),
+    fixed_lambda=(False, True),
+    no_projection=(False, True),
+    theta=(0.4, 0.2),
+)
+PAPER = p.Paper('LWR (Ha, Park, Choi)')
+SEC4 = PAPER('Sec. 4 Implementation Details')
+SEC33 = PAPER('Sec. 3.3')
 # loss argument -> (loss.name, loss.schedule).
 LOSSES = {
     'bs': ('balanced_softmax', 'none'),
@@ -56,53 +72,81 @@ LOSSES = {
     'focal': ('focal', 'none'),
     'la': ('logit_adjusted', 'none'),
 }
+UNSTATED = 'the paper does not state it'
 
 
-def lwr_loss(config, args, *, drw_switch_epoch: int) -> None:
+def lwr_loss(s: p.Settings, args, *, drw_switch_epoch: int) -> p.Settings:
   """L_bal (+ lambda(t) R_LWR) from the parsed arguments; shared by lwr_imagenet_lt."""
-  if args.loss not in LOSSES:
-    raise ValueError(f'Unknown loss {args.loss!r}; valid: {sorted(LOSSES)}.')
-  config.loss.name, config.loss.schedule = LOSSES[args.loss]
+  loss_source = SEC4 if args.loss == 'bs' else PAPER('Table 3 (the other base losses)')
+  name, schedule = LOSSES[args.loss]
+  s.set('loss.name', name, loss_source)
+  s.set('loss.schedule', schedule, loss_source)
   if args.loss == 'ce_drw':
-    config.loss.switch_epoch = drw_switch_epoch  # The first lr decay, as LDAM-DRW.
-    config.loss.drw_beta = 0.9999
-  config.loss.focal_gamma = 2.0
-  config.loss.la_tau = 1.0
+    first_decay = p.assumed(f'{UNSTATED}: the first lr decay, as LDAM-DRW switches')
+    s.set('loss.switch_epoch', drw_switch_epoch, first_decay)
+    s.set('loss.drw_beta', 0.9999, p.assumed(f"{UNSTATED}: LDAM-DRW's effective-number beta"))
+  if args.loss == 'focal':
+    s.set('loss.focal_gamma', 2.0, p.assumed(f"{UNSTATED}: the focal loss paper's default"))
+  if args.loss == 'la':
+    s.set('loss.la_tau', 1.0, p.assumed(f"{UNSTATED}: the logit-adjustment paper's default"))
   if not args.lwr:
-    config.model.head = 'linear'
-    config.loss.lwr_weight = 0.0
-    return
-  config.model.head = 'linear' if args.no_projection else 'lwr'
-  config.model.lwr_projection_dim = 0  # = d.
-  config.loss.lwr_weight = 1.0
-  config.loss.lwr_theta = args.theta
-  config.loss.lwr_tau = 0.1
-  config.loss.lwr_schedule = 'constant' if args.fixed_lambda else 'decay'
+    s.set('model.head', 'linear', PAPER('Table 4 row Balanced Softmax'))
+    s.set('loss.lwr_weight', 0.0, PAPER('Table 4 row Balanced Softmax'))
+    return s
+  projection = PAPER('Table 4 (R_LWR without / with proj)') if args.no_projection else SEC33
+  s.set('model.head', 'linear' if args.no_projection else 'lwr', projection)
+  s.set('model.lwr_projection_dim', 0, p.assumed(f'{UNSTATED} (output width): d'))
+  s.set('loss.lwr_weight', 1.0, PAPER('Eq. 7-8 (lambda(t) = (1 - t/T)^2: lambda0 = 1)'))
+  s.set('loss.lwr_theta', args.theta, PAPER('Sec. 4 and Table 5 (theta)'))
+  s.set('loss.lwr_tau', 0.1, SEC33)
+  lambda_source = PAPER('Table 4 (fixed lambda(t) = 1)') if args.fixed_lambda else PAPER('Eq. 7')
+  s.set('loss.lwr_schedule', 'constant' if args.fixed_lambda else 'decay', lambda_source)
+  return s
+
+
+def lwr_protocol(s: p.Settings, args) -> p.Settings:
+  """What every LWR recipe shares: SGD momentum 0.9, no warm-up, one stage, no TTA."""
+  s.set('seed', 0, p.assumed(f'{UNSTATED}'))
+  s.set('data.sampler', 'instance', SEC4)
+  s.set('data.mixup_alpha', 0.0, SEC4)
+  s.set('model.head_init', 'torch', p.assumed(f"{UNSTATED}: PyTorch's nn.Linear default"))
+  s.set('eval_every_epochs', 1, p.assumed(f'{UNSTATED}: every epoch, as the CIFAR-LT repos'))
+  s.set('eval.flip_tta', False, p.assumed(f'{UNSTATED}: single view'))
+  s.set('eval.groups', 'threshold', common.OLTR_GROUPS)
+  s.set('optim.momentum', 0.9, SEC4)
+  s.set('optim.nesterov', False, SEC4)
+  s.set('optim.weight_decay_mask', '.*', p.assumed(f"{UNSTATED}: torch.optim.SGD's all"))
+  s.set('schedule.name', 'warmup_multistep', SEC4)  # Step decays; no warm-up.
+  s.set('schedule.granularity', 'epoch', SEC4)
+  s.set('schedule.epoch_offset', 0, SEC4)  # "decays at the 140th and 170th epoch".
+  s.set('schedule.warmup_epochs', 0, p.assumed(f'{UNSTATED}: none'))
+  s.set('schedule.gamma', 0.1, SEC4)
+  s.set('sam.rho', 0.0, SEC4)
+  s.set('cc_sam.flat_ratio', 0.0, SEC4)
+  s.set('stage2.num_epochs', 0, SEC4)
+  return s
+
+
+def settings(args) -> p.Settings:
+  s = p.Settings()
+  common.cifar_lt(
+      s,
+      dataset='cifar100',
+      imbalance_ratio=args.ir,
+      ratio_source=PAPER('Table 1 columns (IF 100 / 50 / 10)'),
+  )
+  s.set('dtype', 'float32', SEC4)
+  s.set('data.selection', 'shuffle', common.CIFAR_LT)  # Cao et al.'s seeded shuffle.
+  s.set('data.subsample_seed', 0, common.CIFAR_LT)
+  s.set('model.name', 'resnet32', SEC4)
+  s.set('batch_size', 128, p.assumed(f"{UNSTATED}: the LDAM-DRW lineage's batch"))
+  s.set('num_epochs', 200, SEC4)
+  s.set('optim.lr', 0.1, SEC4)
+  s.set('optim.weight_decay', 5e-4, SEC4)
+  s.set('schedule.milestones', (140, 170), SEC4)
+  lwr_protocol(s, args)
+  return lwr_loss(s, args, drw_switch_epoch=140)
 
 
 def get_config(arg=None):
-  args = common.parse_arg(
-      arg,
-      ir=100.0,
-      loss='bs',
-      lwr=True,
-      fixed_lambda=False,
-      no_projection=False,
-      theta=0.4,
-  )
-  config = base.get_config()
-  common.cifar_lt(config, dataset='cifar100', imbalance_ratio=args.ir)
-  config.model.name = 'resnet32'
-  config.batch_size = 128
-  config.num_epochs = 200
-  config.eval_every_epochs = 10
-  config.optim.lr = 0.1
-  config.optim.weight_decay = 5e-4
-  config.schedule.name = 'warmup_multistep'
-  config.schedule.granularity = 'epoch'
-  config.schedule.epoch_offset = 0
-  config.schedule.warmup_epochs = 0
-  config.schedule.milestones = (140, 170)
-  config.schedule.gamma = 0.1
-  lwr_loss(config, args, drw_switch_epoch=140)
-  return config
+  return settings(common.parse_arg(arg, **ARGUMENTS)).config()

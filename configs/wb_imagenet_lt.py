@@ -16,8 +16,9 @@ stage 1' and 'Weight balancing: stage 2') on ResNeXt-50:
   stage 1 (200 epochs)  plain CE, batch 64, SGD lr 0.01, momentum 0.9, weight
                         decay 5e-3 on every parameter, cosine to 0 stepped at
                         each epoch start. 200 epochs: the paper's count (the
-                        authors, issue #15: the paper's numbers used 200
-                        epochs, the demo 320).
+                        authors, issues #3 and #15: the paper's numbers
+                        used 200 epochs, the demo 320); evaluated every
+                        epoch, the best chosen on single-view accuracy.
   stage 2 (10 epochs)   from the best stage-1 checkpoint, only the classifier
                         trains (BN statistics keep updating), the demo's CB
                         loss (softmax-BCE form, beta 0.9999), SGD lr 0.01,
@@ -47,17 +48,35 @@ backbone needs no backward pass); ~1.4 h in all (float32: ~2.4 h).
       --workdir=runs/wb_imagenet_lt
 """
 
-from ltjax.configs import base
 from ltjax.configs import common
+from ltjax.configs import provenance as p
 from ltjax.configs import wb_cifar_lt
+
+ARGUMENTS = {}
+
+
+def large_scale(dataset: str, model: str) -> p.Settings:
+  """Weight balancing on a list-file data set: the demo's recipe on the authors' backbone."""
+  s = common.large_scale_lt(p.Settings(), dataset=dataset)
+  common.large_scale_run(s)
+  # Issue #7 of the official repository: "the same code", ResNeXt-50 on ImageNet-LT and
+  # ResNet-50 on iNaturalist.
+  s.set(
+      'model.name', model, p.paper("WB, as its authors state in the official repository's issue #7")
+  )
+  s.set('num_epochs', 200, wb_cifar_lt.EPOCHS[200])
+  wb_cifar_lt.weight_balancing(s)
+  # Tuned per data set by Bayesian optimisation and never published (issues #9, #13).
+  unpublished = p.assumed("tuned per data set and never published: the demo's CIFAR value")
+  s.set('optim.weight_decay', 5e-3, unpublished)
+  s.set('stage2.optim.weight_decay', 0.1, unpublished)
+  return s
+
+
+def settings(args) -> p.Settings:
+  del args
+  return large_scale('imagenet_lt', 'resnext50_32x4d')
 
 
 def get_config(arg=None):
-  del arg
-  config = base.get_config()
-  common.large_scale_lt(config, dataset='imagenet_lt')
-  common.large_scale_run(config)
-  config.model.name = 'resnext50_32x4d'
-  config.num_epochs = 200
-  wb_cifar_lt.weight_balancing(config)
-  return config
+  return settings(common.parse_arg(arg, **ARGUMENTS)).config()

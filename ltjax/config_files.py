@@ -27,6 +27,8 @@ import re
 RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 # The folder the recipes have at the top of the repository, as the commands name them.
 PREFIX = 'configs'
+# Modules beside the recipes that are none: the base keys and the recipes' helpers.
+HELPERS = ('base.py', 'common.py', 'provenance.py')
 
 
 def recipe_names() -> list[str]:
@@ -35,7 +37,8 @@ def recipe_names() -> list[str]:
   for directory, subdirs, files in os.walk(RECIPES, followlinks=True):
     subdirs[:] = sorted(d for d in subdirs if not d.startswith(('_', '.')))
     for name in sorted(files):
-      if name.endswith('.py') and not name.startswith('_'):
+      top_level_helper = directory == RECIPES and name in HELPERS
+      if name.endswith('.py') and not name.startswith('_') and not top_level_helper:
         relative = os.path.relpath(os.path.join(directory, name), RECIPES)
         names.append('/'.join([PREFIX, *relative.split(os.sep)]))
   return names

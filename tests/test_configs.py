@@ -1,6 +1,5 @@
 """configs/ (ltjax.configs): each recipe builds from base keys only, plans its stages, trains."""
 
-import glob
 import importlib
 import json
 import os
@@ -13,15 +12,16 @@ from helpers import REPO
 from helpers import write_places_folder
 from ltjax import data
 from ltjax import models
+from ltjax import config_files
 from ltjax import train
 from ltjax.configs import base
 from ltjax.configs import ce_cifar_lt
 from ltjax.configs import ce_places_lt
 
 RECIPES = sorted(
-    os.path.basename(p)[:-3]
-    for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
-    if os.path.basename(p) not in ('__init__.py', 'base.py', 'common.py')
+    name[len('configs/') : -len('.py')]
+    for name in config_files.recipe_names()
+    if name.count('/') == 1
 )
 
 

@@ -13,16 +13,15 @@ to 2 min (ResNet-152 with SAM) per recipe:
 The backbones' numbers are tested in test_models.py (against torchvision).
 """
 
-import glob
 import importlib
 import os
 
 import numpy as np
 import pytest
 
-from helpers import REPO
 from helpers import write_cifar_folder
 from helpers import write_list_folder
+from ltjax import config_files
 from ltjax import train
 from ltjax.data import listfile
 from ltjax.train import loop
@@ -30,9 +29,9 @@ from ltjax.train import preflight
 from ltjax.train import stages
 
 RECIPES = sorted(
-    os.path.basename(p)[:-3]
-    for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
-    if os.path.basename(p) not in ('__init__.py', 'base.py', 'common.py')
+    name[len('configs/') : -len('.py')]
+    for name in config_files.recipe_names()
+    if name.count('/') == 1
 )
 
 

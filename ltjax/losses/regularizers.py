@@ -58,6 +58,19 @@ _NORM_EPS = 1e-12  # As torch.nn.functional.normalize: a zero row stays zero.
 def lwr_regularizer(weights: jax.Array, *, theta: float = 0.4, tau: float = 0.1) -> jax.Array:
   """Logit weight repulsion R_LWR (paper Eq. 5 with temperature tau).
 
+  R = sum_i [log sum_j exp(s_ij) - s_ii], s_ij = 1[cos_ij > theta] cos_ij / tau.
+
+  Eq. 5 (and Eq. 3) leave the numerator's j unbound: the sum over i runs
+  outside the log and the denominator's sum binds its own j. ltjax reads the
+  numerator as j = i, each class picking itself out among all classes, for
+  three reasons: (1) Eq. 4's gradient of R, -sum_{j != i} C_ij (w_j - (w_i .
+  w_j) w_i) / |w_i|, is the gradient of this form, with C_ij the softmax weight
+  of j in row i; (2) reading the numerator as a sum over every j instead adds
+  -sum_ij s_ij, which pulls the class vectors together, the opposite of a
+  repulsion; (3) Table 5's boundary cases hold: theta = -1 repels every pair,
+  and theta = 1 switches every indicator off (cos_ii = 1 is not > 1), so R is
+  the constant C log C with no gradient -- "equal to the baseline".
+
   Args:
     weights: (C, d) one row per class: the classifier weight vectors or their
       projections. A Flax ``Dense`` kernel is (d, C): pass ``kernel.T``.
