@@ -11,12 +11,14 @@ import pytest
 
 from helpers import Interrupt
 from helpers import REPO
+from ltjax import files
 from ltjax.study import aggregate
 from ltjax.study import cells
 from ltjax.study import runner
 from ltjax.train import loop
 from ltjax.train import results as run_results
 from ltjax.train import stopping
+from ltjax.train import workdir_lock
 
 TINY = {  # ce_default's recipe, made smoke-sized on the synthetic gratings.
     'data': {'name': 'synthetic', 'imbalance_ratio': 4.0, 'augment': 'none', 'n_max': 40},
@@ -199,3 +201,55 @@ def test_a_stop_request_ends_the_study_instead_of_failing_the_cell(tmp_path, mon
   with pytest.raises(stopping.Stopped):
     runner.run(tiny_study(), str(tmp_path), log=lambda line: None)
   assert not os.path.exists(tmp_path / 'ce' / 'seed0' / 'failed.txt')
+
+
+def test_a_cell_held_by_another_lock_holder_is_skipped_not_failed(tmp_path, monkeypatch):
+  study, workdir = tiny_study(), str(tmp_path)
+  held = cells.cells(study, workdir)[1]  # crt seed 0, being trained by another study command.
+  trained = []
+
+  def train(config, cell_workdir, **kwargs):  # The real run's locking, without the training.
+    del config, kwargs
+    with workdir_lock.workdir_lock(cell_workdir):
+      trained.append(cell_workdir)
+      files.write_json(os.path.join(cell_workdir, run_results.FILENAME), {})
+
+  monkeypatch.setattr(loop, 'train_and_evaluate', train)
+  log = []
+  with workdir_lock.WorkdirLock(held.workdir):
+    failed = runner.run(study, workdir, log=log.append)
+    assert failed == []
+    assert held.workdir not in trained and len(trained) == 3
+    assert not os.path.exists(os.path.join(held.workdir, runner.FAILED_FILENAME))
+    assert not os.path.exists(os.path.join(held.workdir, runner.CELL_FILENAME))  # Untouched.
+    assert any('[2/4] crt seed 0: running elsewhere' in line for line in log), log
+    assert not any('FAILED' in line for line in log)
+  # Once the other command let it go, the next run trains it.
+  assert runner.run(study, workdir, log=log.append) == [] and trained[-1] == held.workdir
+
+
+def test_two_study_commands_at_once_share_the_cells(tmp_path, monkeypatch):
+  study, workdir = tiny_study(), str(tmp_path)
+  study.seeds = (0,)
+  real = loop.train_and_evaluate
+  second_log = []
+
+  def with_a_second_command(config, cell_workdir, **kwargs):
+    def hook(step, state):
+      del state
+      # While the first command trains ce seed 0, a second one runs on the same study.
+      if step == 2 and not second_log:
+        second_log.append('started')
+        assert runner.run(study, workdir, log=second_log.append) == []
+
+    return real(config, cell_workdir, hooks=[hook], **kwargs)
+
+  monkeypatch.setattr(loop, 'train_and_evaluate', with_a_second_command)
+  first_log = []
+  assert runner.run(study, workdir, log=first_log.append) == []
+  assert any('[1/2] ce seed 0: running elsewhere' in line for line in second_log), second_log
+  assert any('[2/2] crt seed 0: done in' in line for line in second_log), second_log
+  assert any('[2/2] crt seed 0: done, skipped' in line for line in first_log), first_log
+  for cell in cells.cells(study, workdir):
+    assert cell.state() == cells.DONE
+    assert not os.path.exists(os.path.join(cell.workdir, runner.FAILED_FILENAME))

@@ -25,6 +25,13 @@ Two things only a study can do:
 A cell that fails is recorded (``<cell>/failed.txt``, the traceback) and the
 study goes on; a rerun retries it. Ctrl-C or SIGTERM stops the study after the
 running cell saved its checkpoint (that cell resumes next time).
+
+Several study commands may run on one study at once (workers draining it on a
+cluster, or a command started twice): a cell is written only under its
+workdir's lock (``ltjax.train.workdir_lock``), and a cell another process holds
+(its ``WorkdirBusyError``) is skipped as running elsewhere -- neither trained
+twice nor recorded as failed. Its row is complete once that process finishes
+it (rerun, or ``--aggregate_only``).
 """
 
 import json
@@ -139,31 +146,64 @@ def write_report(cell: study_cells.Cell) -> str:
   return path
 
 
-def run_cell(cell: study_cells.Cell, finished: dict, *, report: bool, log: Callable) -> None:
-  """Trains (or resumes) one cell; writes cell.json first and the report last."""
+def run_cell(
+    cell: study_cells.Cell, finished: dict, *, report: bool, log: Callable, name: str = ''
+) -> bool:
+  """Trains (or resumes) one cell; writes cell.json first and the report last.
+
+  Every write holds the cell's lock: first for cell.json and a reused stage 1, then the run's
+  own (``loop.train_and_evaluate``), then for the report. A cell another process holds raises
+  WorkdirBusyError before anything is written. Returns False when the cell turned out finished
+  (by another process) once locked.
+  """
+  name = name or f'{cell.method} seed {cell.seed}'
   config = cell.config()
-  source = None
-  if cell.state() == study_cells.PENDING:
-    source = _reusable_stage1(config, finished)
+  with workdir_lock.workdir_lock(cell.workdir):
+    state = cell.state()  # Again, locked: another process may have run it since it was read.
+    if state == study_cells.DONE:
+      return False
+    log(f'{name}: {"resuming" if state == study_cells.PARTIAL else "starting"} in {cell.workdir}')
+    source = None
+    if state == study_cells.PENDING:
+      source = _reusable_stage1(config, finished)
+      if source is not None:
+        log(f'  stage 1 reused from {source.method}/seed{source.seed} (identical stage-1 config)')
+        _copy_stage1(source, cell.workdir)
+    record_path = files.join(cell.workdir, CELL_FILENAME)
+    cell_record = read_cell_record(cell)
+    cell_record.update(
+        method=cell.method,
+        seed=cell.seed,
+        recipe=cell.recipe,
+        overrides=cell.overrides,
+        command=cell.command(),
+    )
     if source is not None:
-      log(f'  stage 1 reused from {source.method}/seed{source.seed} (identical stage-1 config)')
-      _copy_stage1(source, cell.workdir)
-  files.makedirs(cell.workdir)
-  record_path = files.join(cell.workdir, CELL_FILENAME)
-  cell_record = read_cell_record(cell)
-  cell_record.update(
-      method=cell.method,
-      seed=cell.seed,
-      recipe=cell.recipe,
-      overrides=cell.overrides,
-      command=cell.command(),
-  )
-  if source is not None:
-    cell_record['stage1_from'] = os.path.relpath(source.workdir, os.path.dirname(cell.workdir))
-  run_results.write_json(record_path, cell_record)
+      cell_record['stage1_from'] = os.path.relpath(source.workdir, os.path.dirname(cell.workdir))
+    run_results.write_json(record_path, cell_record)
+  # Another process taking the cell in between is refused here or goes on from these files.
   loop.train_and_evaluate(config, cell.workdir)
-  if report:
-    write_report(cell)
+  with workdir_lock.workdir_lock(cell.workdir):
+    if report:
+      write_report(cell)
+    files.remove(files.join(cell.workdir, FAILED_FILENAME))
+  return True
+
+
+def _record_failure(cell: study_cells.Cell, text: str) -> bool:
+  """Writes ``<cell>/failed.txt`` unless another process holds the cell now (then False)."""
+  try:
+    with workdir_lock.workdir_lock(cell.workdir):
+      files.write_text(files.join(cell.workdir, FAILED_FILENAME), text)
+  except workdir_lock.WorkdirBusyError:
+    return False  # Its workdir is that process's now.
+  return True
+
+
+def _write_missing_report(cell: study_cells.Cell) -> None:
+  with workdir_lock.workdir_lock(cell.workdir):
+    if not files.exists(files.join(cell.workdir, REPORT_DIR, 'report.json')):
+      write_report(cell)
 
 
 def run(
@@ -178,30 +218,47 @@ def run(
   def remember(cell):
     finished.setdefault(stage1_fingerprint(cell.config()), cell)
 
-  failed = []
+  failed, elsewhere = [], []
   for i, cell in enumerate(all_cells):
     name = f'[{i + 1}/{len(all_cells)}] {cell.method} seed {cell.seed}'
-    state = cell.state()
-    if state == study_cells.DONE:
+    if cell.state() == study_cells.DONE:
       if report and not files.exists(files.join(cell.workdir, REPORT_DIR, 'report.json')):
-        write_report(cell)
+        try:
+          _write_missing_report(cell)
+        except workdir_lock.WorkdirBusyError as e:
+          log(f'{name}: its report is being written elsewhere ({e.holder})')
       log(f'{name}: done, skipped')
       remember(cell)
       continue
-    log(f'{name}: {"resuming" if state == study_cells.PARTIAL else "starting"} in {cell.workdir}')
     start = time.perf_counter()
     try:
-      run_cell(cell, finished, report=report, log=log)
+      ran = run_cell(cell, finished, report=report, log=log, name=name)
     except (KeyboardInterrupt, stopping.Stopped):
       raise  # A stop request ends the study; the cell resumes next time.
+    except workdir_lock.WorkdirBusyError as e:
+      # Another study command (or a scheduler's job) runs this cell: not a failure of it.
+      log(f'{name}: running elsewhere ({e.holder}); skipped')
+      elsewhere.append(cell)
+      continue
     except Exception:  # pylint: disable=broad-except
       # One broken cell must not cost the others; the traceback is kept with the cell.
-      files.makedirs(cell.workdir)
-      files.write_text(files.join(cell.workdir, FAILED_FILENAME), traceback.format_exc())
-      log(f'{name}: FAILED (traceback in {cell.workdir}/{FAILED_FILENAME}); going on')
+      where = (
+          f'traceback in {cell.workdir}/{FAILED_FILENAME}'
+          if _record_failure(cell, traceback.format_exc())
+          else 'another process holds it now'
+      )
+      log(f'{name}: FAILED ({where}); going on')
       failed.append(cell)
       continue
-    files.remove(files.join(cell.workdir, FAILED_FILENAME))
-    log(f'{name}: done in {time.perf_counter() - start:.0f} s')
+    if ran:
+      log(f'{name}: done in {time.perf_counter() - start:.0f} s')
+    else:
+      log(f'{name}: finished elsewhere, skipped')
     remember(cell)
+  if elsewhere:
+    log(
+        f'{len(elsewhere)} cells were running elsewhere and were skipped ('
+        + ', '.join(f'{c.method}/seed{c.seed}' for c in elsewhere)
+        + '): the table counts them once they finish (rerun this command, or --aggregate_only).'
+    )
   return failed
