@@ -28,6 +28,7 @@ from ltjax.study import aggregate
 from ltjax.study import cells
 from ltjax.study import runner
 from ltjax.train import stopping
+from ltjax.train.workdir_lock import WorkdirInUseError
 
 config_flags.DEFINE_config_file(
     'study', None, 'Path to a study file (configs/studies/*.py).', lock_config=True
@@ -63,10 +64,14 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger('absl').setLevel(std_logging.WARNING)
     try:
-      failed = runner.run(study, workdir, log=lambda line: print(line, flush=True))
+      with stopping.handling():  # One stop handler for every cell and between them.
+        failed = runner.run(study, workdir, log=lambda line: print(line, flush=True))
     except stopping.Stopped as e:
       print(f'{e} The study stopped; rerun the same command to continue it.', flush=True)
       sys.exit(stopping.EXIT_STOPPED)
+    except WorkdirInUseError as e:
+      print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
+      sys.exit(stopping.EXIT_WORKDIR_BUSY)
   summary = aggregate.summarize(study, workdir)
   for path in aggregate.write(summary, workdir):
     print(f'Wrote {path}')

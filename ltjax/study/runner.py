@@ -221,6 +221,7 @@ def run(
   failed, elsewhere = [], []
   for i, cell in enumerate(all_cells):
     name = f'[{i + 1}/{len(all_cells)}] {cell.method} seed {cell.seed}'
+    stopping.check(f'before the cell {cell.method} seed {cell.seed}')  # The command's handler.
     if cell.state() == study_cells.DONE:
       if report and not files.exists(files.join(cell.workdir, REPORT_DIR, 'report.json')):
         try:

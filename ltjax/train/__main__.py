@@ -18,8 +18,11 @@ the process (JAX configuration, multi-host initialisation).
 
 Exit codes (``ltjax.train.stopping``): 0 finished; 1 unexpected error; 2 bad
 input (config, data, workdir: fix it, a retry fails again); 3 diverged (a
-non-finite loss; the last good checkpoint is kept); 75 stopped by a signal or
-a preemption with the checkpoint saved (rerun the same command to resume).
+non-finite loss; the last good checkpoint is kept); 69 the workdir is held by
+another run that may still be alive (retry later: a lease not renewed for 3
+minutes is taken over); 75 stopped by a signal or a preemption, wherever it
+came (a step, an evaluation, the data loading, between stages), with
+everything finished saved (rerun the same command to resume).
 """
 
 import logging as std_logging
@@ -78,12 +81,14 @@ def main(argv):
   except FloatingPointError as e:
     logging.error('%s', e)
     sys.exit(stopping.EXIT_DIVERGED)
+  except WorkdirInUseError as e:  # Retryable: the holder may be alive, or its lease expiring.
+    print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
+    sys.exit(stopping.EXIT_WORKDIR_BUSY)
   except (
       ValueError,
       FileNotFoundError,
       PermissionError,
       UnreadableImageError,
-      WorkdirInUseError,
   ) as e:
     logging.exception('The run cannot start or go on:')
     print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
@@ -54,7 +55,7 @@ from ltjax.train.state import TrainState
 from ltjax.train.state import create_train_state
 from ltjax.train.steps import make_eval_step
 from ltjax.train.steps import make_train_step
-from ltjax.train.workdir_lock import workdir_lock
+from ltjax.train import workdir_lock
 from ltjax.train.writer import MetricWriter
 
 Hook = Callable[[int, TrainState], None]  # Called after every step with (step, state).
@@ -224,16 +225,22 @@ def train_and_evaluate(
     resume_check.check_resume(
         stage.config, stage.workdir, stage1=stage.name == stages.STAGE1, allow=resume_allow
     )
-  with workdir_lock(workdir):
+  # One stop handler for the whole command: a SIGTERM while the data load, between the
+  # stages or during an evaluation is seen at the next check, never lost (ltjax.train.stopping).
+  with stopping.handling(), workdir_lock.workdir_lock(workdir):
     stage_data = {}
     for stage in planned:
       stage_data[stage.name] = load_data(stage.config, stage.workdir)
+      stopping.check(f'while the data of {stage.name} loaded, before it trained')
       preflight_stage(stage, stage_data[stage.name], first=stage is planned[0])
     result = None
     for stage in planned:
+      stopping.check(f'before {stage.name} started')
       result = run_stage(
           stage, hooks=hooks, stage_data=stage_data.pop(stage.name), resume_allow=resume_allow
       )
+    stopping.check('after the last stage, before results.json was written')
+    check_lock(workdir)
     run_results.write_run(workdir, {stage.name: stage.workdir for stage in planned})
   return result
 
@@ -294,14 +301,6 @@ def run_stage(
   changed = resume_check.check_resume(
       config, stage.workdir, stage1=stage.name == stages.STAGE1, allow=resume_allow
   )
-  files.makedirs(stage.workdir)
-  if jax.process_index() == 0:
-    if changed:  # Allowed changes: the earlier config is kept beside the new one.
-      kept = resume_check.keep_recorded_config(stage.workdir)
-      print(
-          f'Resuming {stage.workdir} with changed {sorted(changed)}; the earlier config is {kept}.'
-      )
-    save_config(config, stage.workdir)  # launch/eval.py rebuilds the data and model from it.
   if stage_data is None:
     stage_data = load_data(config, stage.workdir)
   final_adjustment.check_validation_split(config, 'val' in stage_data.eval_splits)
@@ -310,6 +309,17 @@ def run_stage(
   )
   mesh = sharding.make_mesh()
   source = load_source(stage, stage_data, mesh)
+  source_record = stages.source_record(stage, source) if source is not None else None
+  if source_record is not None:
+    # A stage trained from another version of its source (stage 1 retrained since, e.g. with
+    # more epochs) is redone from the new one; its old directory is kept beside it.
+    why = stages.source_changed(stage, source_record)
+    if why is not None:
+      if jax.process_index() == 0:
+        kept = stages.set_aside(stage.workdir)
+        print(f'{why}: {stage.name} is trained again from it; the earlier one is kept in {kept}.')
+      multihost_sync('set_aside')
+      changed = {}  # A fresh stage: nothing is resumed.
   tx = stages.optimizer(
       stage,
       schedule,
@@ -318,8 +328,11 @@ def run_stage(
   )
   checkpoints = Checkpoints(stage.workdir, keep=config.keep_checkpoints)
   try:
-    state = initial_state(stage, stage_data, tx, source, checkpoints, mesh)
+    state = initial_state(stage, stage_data, tx, source, checkpoints, mesh, changed=changed)
     resumed = int(state.step) > 0
+    # The config is recorded only now, with the stage's checkpoint read into its state: a
+    # change the checkpoint cannot hold fails before anything is written.
+    record_config(stage, changed, source_record=None if resumed else source_record)
     head_only = stages.trains_head_only(stage, state.params)
     cache = feature_cache.for_stage(
         stage,
@@ -360,6 +373,7 @@ def run_stage(
   if config.posthoc.method != 'none' and config.stage2.num_epochs <= 0:  # The final model.
     posthoc = adjust(stage, state, stage_data, mesh, results)
     results = {**results, 'posthoc': posthoc}
+  check_lock(stage.workdir)
   run_results.write_json(
       files.join(stage.workdir, run_results.STAGE_FILENAME),
       run_results.stage_record(
@@ -374,6 +388,44 @@ def run_stage(
       ),
   )
   return state, results
+
+
+def record_config(stage: Stage, changed: dict, *, source_record: dict | None) -> None:
+  """Writes the stage's config.json (an allowed change keeps the earlier one) and, for a
+  stage starting from its source, source.json (process 0)."""
+  if jax.process_index() != 0:
+    return
+  files.makedirs(stage.workdir)
+  if changed:  # Allowed changes: the earlier config is kept beside the new one.
+    kept = resume_check.keep_recorded_config(stage.workdir)
+    print(f'Resuming {stage.workdir} with changed {sorted(changed)}; the earlier config is {kept}.')
+  save_config(stage.config, stage.workdir)  # launch/eval.py rebuilds the data and model from it.
+  if source_record is not None:
+    files.write_json(files.join(stage.workdir, stages.SOURCE_FILE), source_record, indent=1)
+
+
+def check_lock(workdir: str) -> None:
+  """Before a save: raises ``WorkdirLostError`` on every process if the workdir's lock was lost.
+
+  Only process 0 holds the lock; its answer is shared, so no host is left
+  waiting in the save's barrier while another stops.
+  """
+  error = None
+  try:
+    workdir_lock.check_held()
+  except workdir_lock.WorkdirLostError as e:
+    error = e
+  if stopping.any_process(error is not None):
+    raise error or workdir_lock.WorkdirLostError(
+        f"{workdir}: process 0 lost the workdir's lock; this process stops with it.",
+        workdir=workdir,
+    )
+
+
+def multihost_sync(name: str) -> None:
+  """Every process waits here until all have arrived (nothing on one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def input_stats(stage_data: StageData) -> tuple | None:
@@ -444,11 +496,15 @@ def initial_state(
     source: dict | None,
     checkpoints: Checkpoints,
     mesh,
+    *,
+    changed: dict | None = None,
 ) -> TrainState:
   """The stage's state: resumed from its own checkpoint, else from its source, else fresh.
 
   A fresh state (stage 1, no checkpoint yet) with ``config.model.pretrained``
   set starts from those torchvision weights (``ltjax.models.pretrained``).
+  ``changed``: the keys allowed to differ from the recorded config; a checkpoint
+  that cannot hold this config's state then fails here, naming them.
   """
   config = stage.config
   model = models.build_model(
@@ -457,6 +513,7 @@ def initial_state(
   state = create_train_state(
       model, tx, input_shape=stage_data.batches.image_shape(), seed=config.seed, mesh=mesh
   )
+  resume_check.check_checkpoint_structure(stage.workdir, state, changed or {})
   restored = checkpoints.restore(state)
   if restored is not None:
     logging.info('Resumed from %s/checkpoints at step %d.', stage.workdir, int(restored.step))
@@ -550,13 +607,33 @@ def train(
   writer = MetricWriter(workdir, resume_step=start_step if start_step > 0 else None)
   writer.write_hparams(config_check.flatten(config))
 
-  def run_eval(state, step):
-    """Evaluates every split, writes its rows; returns {split: metrics}."""
+  evaluations = Evaluations(workdir, resumed=start_step > 0)
+
+  def evaluate(state, step):
+    """Evaluates every split at ``step``, writes the rows, offers the state to best/.
+
+    Returns the test metrics. A stop request abandons it between batches: the
+    checkpoint of ``step`` was saved before, and the evaluation is redone on
+    resume (it is recorded as complete only at the end).
+    """
     out = {}
-    for name in stage_data.eval_splits:
-      out[name] = evaluator(state, name)
-      writer.write(step=step, epoch=step / steps_per_epoch, split=name, **out[name])
-    return out
+    try:
+      for name in stage_data.eval_splits:
+        out[name] = evaluator(state, name)
+        writer.write(step=step, epoch=step / steps_per_epoch, split=name, **out[name])
+    except stopping.Interrupted as e:
+      checkpoints.wait()
+      raise stopping.Stopped(
+          f'Stopped during the evaluation of step {step}: {e} The checkpoint of that step is '
+          f'saved in {workdir}/checkpoints; rerun the same command to resume.',
+          step,
+      ) from e
+    progress.write(eval_line(step, steps_per_epoch, out['test']))
+    check_lock(workdir)
+    checkpoints.save_best(state, selection_score(out[select_split], config.eval))
+    checkpoints.wait()  # Recorded as complete once its best/ offer is on disk.
+    evaluations.add(step)
+    return out['test']
 
   train_log = _TrainLog(writer, schedule, steps_per_epoch, workdir, checkpoints)
   clock = stopping.SaveClock(config.checkpoint_every_minutes)
@@ -576,7 +653,16 @@ def train(
   batches = iter(batches)
   results = None
   try:
-    with stopping.StopRequests() as stops:
+    with stopping.handling() as stops:
+      # A run killed (or stopped) during the evaluation of its checkpoint's step resumes
+      # with that evaluation: its metrics rows, its best/ offer and, for the last step,
+      # the stage's result would otherwise be lost.
+      if is_eval_step(start_step, config, steps_per_epoch, total_steps) and (
+          start_step not in evaluations
+      ):
+        logging.info('Evaluating step %d, whose evaluation did not complete.', start_step)
+        results = evaluate(state, start_step)
+        stops.check(f'after the evaluation of step {start_step}')
       for step in range(start_step, total_steps):
         waited = time.perf_counter()
         batch = next(batches, None)
@@ -606,6 +692,7 @@ def train(
           if lines and log_step:
             print(log_line(done, total_steps, steps_per_epoch, row), flush=True)
         if do_checkpoint:  # Saved before evaluating: a failed evaluation costs no training.
+          check_lock(workdir)
           checkpoints.save(state)
           clock.saved()
         if stop is not None:
@@ -616,10 +703,8 @@ def train(
               done,
           )
         if do_eval:
-          all_results = run_eval(state, done)
-          results = all_results['test']
-          progress.write(eval_line(done, steps_per_epoch, results))
-          checkpoints.save_best(state, selection_score(all_results[select_split], config.eval))
+          results = evaluate(state, done)
+          stops.check(f'after the evaluation of step {done}')
         if do_checkpoint:
           train_log.restart_clock()
         for hook in hooks:
@@ -659,11 +744,42 @@ def device_batches(
 def is_eval_step(
     done: int, config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int
 ) -> bool:
-  """Evaluate after the last step and every ``eval_every_epochs``-th epoch."""
+  """Evaluate after the last step and every ``eval_every_epochs``-th epoch (not at step 0)."""
+  if done <= 0:
+    return False
   epoch_end = done % steps_per_epoch == 0
   return done == total_steps or (
       epoch_end and (done // steps_per_epoch) % config.eval_every_epochs == 0
   )
+
+
+class Evaluations:
+  """The steps of a stage whose evaluation completed (rows written, best/ offered).
+
+  Kept in ``<workdir>/evaluated_steps.json`` (process 0 writes it; a new run
+  writes it empty before its first step), so a resumed run knows whether the
+  evaluation of its checkpoint's step finished. A resumed workdir without the
+  file was written before it existed: every step counts as evaluated there
+  (nothing is redone), as those runs did.
+  """
+
+  FILENAME = 'evaluated_steps.json'
+
+  def __init__(self, workdir: str, *, resumed: bool):
+    self.path = files.join(workdir, self.FILENAME)
+    recorded = files.exists(self.path)
+    self.legacy = resumed and not recorded
+    self.steps = set(files.read_json(self.path)) if recorded else set()
+    if not recorded and not resumed and jax.process_index() == 0:
+      files.write_json(self.path, [])
+
+  def __contains__(self, step: int) -> bool:
+    return self.legacy or step in self.steps
+
+  def add(self, step: int) -> None:
+    self.steps.add(int(step))
+    if jax.process_index() == 0:
+      files.write_json(self.path, sorted(self.steps))
 
 
 def eval_line(done: int, steps_per_epoch: int, results: dict) -> str:

@@ -37,6 +37,7 @@ from ltjax.data.batch_keys import MASK
 from ltjax.eval import metrics
 from ltjax.train import sharding
 from ltjax.train import steps
+from ltjax.train import stopping
 
 PredictStep = Callable[..., dict[str, jax.Array]]
 # A predict step's logits of the unflipped images, beside flip-averaged 'logits'.
@@ -82,10 +83,12 @@ def predict(
 ) -> dict[str, np.ndarray]:
   """``step``'s outputs over ``batches`` in order, on the host, padded rows dropped.
 
-  Returns every output (N, ...) plus LABEL (N,).
+  Returns every output (N, ...) plus LABEL (N,). Raises ``stopping.Interrupted``
+  between batches when the command was asked to stop.
   """
   chunks: dict[str, list[np.ndarray]] = {}
   for local in batches:
+    stopping.check_batch()  # A stop request abandons the pass (its caller redoes it).
     batch = sharding.to_global(local, mesh)
     out = dict(step(state, {k: v for k, v in batch.items() if k not in (LABEL, MASK)}))
     out[LABEL], out[MASK] = batch[LABEL], batch[MASK]

@@ -19,7 +19,9 @@ import json
 import os
 
 from etils import epath
+import jax
 import ml_collections
+import orbax.checkpoint as ocp
 
 from ltjax.train import checkpoint
 from ltjax.train import config_check
@@ -117,3 +119,48 @@ def keep_recorded_config(workdir: str) -> str | None:
   target = epath.Path(workdir) / f'config.{n}.json'
   path.rename(target)
   return os.fspath(target)
+
+
+def check_checkpoint_structure(workdir: str, state, changed: dict) -> None:
+  """Raises ValueError when ``workdir``'s newest checkpoint cannot hold ``state``.
+
+  Called before a resumed stage writes anything: an allowed change (``changed``,
+  from ``check_resume``) of a key that changes the model's parameters or the
+  optimiser's state (``model.name``, ``model.head``, ``optim.*``) would
+  otherwise rewrite ``config.json`` and then fail to read every checkpoint,
+  leaving the finished run unusable. Reads only the checkpoint's metadata.
+  """
+  root = epath.Path(workdir) / 'checkpoints'
+  steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+  if not changed or not steps:
+    return
+  path = root / str(steps[-1]) / 'default'
+  try:
+    recorded = ocp.StandardCheckpointer().metadata(path)
+  except Exception:  # pylint: disable=broad-except
+    return  # Unreadable metadata: a damaged checkpoint, which restoring handles.
+  recorded = getattr(recorded, 'item_metadata', recorded)
+  recorded = getattr(recorded, 'tree', recorded)
+
+  def shapes(tree):
+    return {
+        jax.tree_util.keystr(path): tuple(getattr(leaf, 'shape', ()) or ())
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+  # Parameters and statistics by path; the optimiser's state (optax's named tuples, stored
+  # as containers of their own) by its multiset of shapes.
+  before = shapes({k: recorded[k] for k in ('params', 'batch_stats')})
+  now = shapes({'params': state.params, 'batch_stats': state.batch_stats})
+  differences = sorted(set(before) ^ set(now)) + sorted(
+      k for k in set(before) & set(now) if before[k] != now[k]
+  )
+  if sorted(shapes(recorded['opt_state']).values()) != sorted(shapes(state.opt_state).values()):
+    differences.append('the optimiser state (opt_state)')
+  if differences:
+    raise ValueError(
+        f'The allowed change of {sorted(changed)} changes the model or its optimiser: the '
+        f'checkpoint {path.parent} holds another structure ({len(differences)} differences, '
+        f'e.g. {differences[0]}), so this run cannot resume it. Nothing was written. Train '
+        'the new setting in a new --workdir, or rerun without that key in --resume_allow.'
+    )

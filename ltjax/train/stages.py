@@ -15,10 +15,14 @@ properties of :class:`Stage`, never copied.
 """
 
 import dataclasses
+import hashlib
+import os
 
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
+import numpy as np
 
 from ltjax import files
 from ltjax import losses
@@ -222,13 +226,78 @@ def load_source(stage: Stage, *, num_classes: int, input_shape, sharding) -> dic
         f'{source.workdir}, which has none; train stage 1 first.'
     )
   logging.info(
-      '%s: initialised from %s (%s checkpoint, step %d).',
+      '%s starts from %s (%s checkpoint, step %d) unless it resumes its own checkpoint.',
       stage.name,
       source.workdir,
       source.which,
       int(restored['step']),
   )
   return restored
+
+
+# A stage that starts from another records what it started from: <workdir>/source.json.
+SOURCE_FILE = 'source.json'
+
+
+def source_record(stage: Stage, restored: dict) -> dict:
+  """What ``stage`` starts from: its source's workdir, checkpoint, step and content digest.
+
+  ``restored``: ``load_source``'s result. The digest (sha256 over every
+  parameter and statistic, in path order) tells a retrained source apart from
+  the one a finished stage started from, even at the same step.
+  """
+  digest = hashlib.sha256()
+  for name, leaf in named_leaves(
+      {'params': restored['params'], 'batch_stats': restored['batch_stats']}
+  ):
+    value = np.asarray(jax.device_get(leaf))
+    digest.update(f'{name}:{value.dtype}:{value.shape};'.encode())
+    digest.update(np.ascontiguousarray(value).tobytes())
+  return {
+      'workdir': stage.source.workdir,
+      'which': stage.source.which,
+      'step': int(restored['step']),
+      'sha256': digest.hexdigest(),
+  }
+
+
+def source_changed(stage: Stage, record: dict) -> str | None:
+  """Why ``stage``'s checkpoints were trained from another source than ``record`` (None: same).
+
+  None too for a stage with no checkpoint yet, and for one written before
+  stages recorded their source (nothing to compare; it resumes as it did).
+  """
+  path = files.join(stage.workdir, SOURCE_FILE)
+  if not files.exists(path) or not files.exists(files.join(stage.workdir, 'checkpoints')):
+    return None
+  if not files.listdir(files.join(stage.workdir, 'checkpoints')):
+    return None
+  recorded = files.read_json(path)
+  if (recorded['step'], recorded['sha256']) == (record['step'], record['sha256']):
+    return None
+  return (
+      f'{stage.name} was trained from the {recorded["which"]} checkpoint of '
+      f'{recorded["workdir"]} at step {recorded["step"]} (sha256 {recorded["sha256"][:12]}); '
+      f'that checkpoint is now step {record["step"]} (sha256 {record["sha256"][:12]})'
+  )
+
+
+def set_aside(workdir: str) -> str:
+  """Moves a stage's workdir to the next free ``<workdir>.<n>``; returns the new path.
+
+  Finished work is kept, never deleted: a stage whose source changed starts
+  over in a fresh directory beside it.
+  """
+  n = 1
+  while files.exists(f'{workdir}.{n}'):
+    n += 1
+  target = f'{workdir}.{n}'
+  if files.is_remote(workdir):  # A bucket has no rename: copy every object, then delete.
+    files.copytree(workdir, target)
+    epath.Path(workdir).rmtree()
+  else:
+    os.rename(workdir, target)
+  return target
 
 
 def merge_params(fresh, source, *, skip_prefix: str | None = None):
