@@ -351,3 +351,22 @@ def test_missing_file_messages(tmp_path):
 def test_config_check_accepts_the_names():
   for name in ('cifar10', 'cifar100'):
     assert name in data.datasets.SOURCES
+
+
+def test_a_refused_pickle_is_bad_input_naming_the_file(tmp_path):
+  # The commands exit 2 (bad input) on a ValueError; the refusal, a pickle.UnpicklingError
+  # only, ended them with 1 ("a bug").
+  marker = tmp_path / 'pwned'
+  payload = pickle.dumps({'data': SystemCall(f'touch {marker}')}, protocol=2)
+  with pytest.raises(ValueError, match=r'data_batch_1: refused .*read as data, not code'):
+    load_bytes(payload, tmp_path)
+  assert not marker.exists()
+  with pytest.raises(pickle.UnpicklingError):  # What it was, it still is.
+    load_bytes(payload, tmp_path)
+
+
+def test_keys_of_mixed_types_are_reported_not_sorted_into_a_type_error(tmp_path):
+  folder = write_cifar(tmp_path, 'cifar10', make_arrays())
+  dump({b'data': np.zeros((2, 3072), np.uint8), 7: 'x'}, os.path.join(folder, 'data_batch_4'))
+  with pytest.raises(ValueError, match=r"data_batch_4 has no \[b'labels'\]"):
+    data.load_split(pickle_config('cifar10', tmp_path), 'train')

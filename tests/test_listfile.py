@@ -4,11 +4,13 @@ import multiprocessing
 import operator
 import os
 import pickle
+import threading
 
 import numpy as np
 from PIL import Image
 import pytest
 
+from fake_bucket import fake_bucket
 from ltjax.data import listfile
 
 COUNTS = (100, 80, 50, 35, 20, 15)  # 300 images, a long tail over 6 of the 1000 classes.
@@ -86,7 +88,7 @@ def test_list_file_png_exact_grayscale_to_rgb(tmp_path):
   gray = rng.integers(0, 256, (4, 6), dtype=np.uint8)
   Image.fromarray(rgb).save(tmp_path / 'a b.png')  # A space in the path is fine.
   Image.fromarray(gray).save(tmp_path / 'g.png')
-  (tmp_path / 'list.txt').write_text('a b.png 1\n/g.png\t0\n')  # Leading '/' stays under root.
+  (tmp_path / 'list.txt').write_text('a b.png 1\n./g.png\t0\n')
   source = listfile.ListFileSource(
       tmp_path, tmp_path / 'list.txt', mean=(0.5,) * 3, std=(0.25,) * 3
   )
@@ -191,3 +193,100 @@ def test_skip_corrupt_returns_next_readable_and_records(with_corrupt, tmp_path_f
   )
   assert local[4]['label'] == 0 and local.skipped() == {str(with_corrupt / '4.jpg')}
   assert pickle.loads(pickle.dumps(local)).skipped() == set()
+
+
+def write_png(path, value=7):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.full((4, 5, 3), value, np.uint8)).save(path)
+
+
+def list_source(root, list_file, **kwargs):
+  return listfile.ListFileSource(root, list_file, mean=(0.5,) * 3, std=(0.25,) * 3, **kwargs)
+
+
+@pytest.mark.parametrize(
+    'line', ['../outside.png', 'sub/../../outside.png', '..', '/etc/hostname', '//x/a.png']
+)
+def test_a_path_outside_the_image_root_is_refused_naming_the_line(tmp_path, line):
+  root = tmp_path / 'root'
+  write_png(root / 'sub' / 'a.png')
+  write_png(tmp_path / 'outside.png')
+  # Line 3: the blank line counts, as an editor numbers the file.
+  (root / 'list.txt').write_text(f'sub/a.png 0\n\n{line} 1\n')
+  with pytest.raises(ValueError) as error:
+    list_source(root, root / 'list.txt')
+  message = str(error.value)
+  assert f'{root / "list.txt"}, line 3: {line!r}' in message, message
+  assert 'config.data.data_dir' in message, message  # What the paths are relative to.
+
+
+def test_paths_that_stay_under_the_root_and_symlinks_in_it_are_read(tmp_path):
+  # The rule is lexical: a link inside the root is followed wherever it points (an image
+  # folder linked in from shared storage is a common layout).
+  root, shared = tmp_path / 'root', tmp_path / 'shared'
+  write_png(root / 'sub' / 'a.png', 1)
+  write_png(shared / 'b.png', 2)
+  os.symlink(shared, root / 'linked')
+  (root / 'list.txt').write_text('sub/../sub/a.png 0\n./linked/b.png 1\n')
+  source = list_source(root, root / 'list.txt')
+  assert [int(source[i]['image'][0, 0, 0]) for i in range(2)] == [1, 2]
+
+
+def test_class_folders_cannot_lead_out_of_the_root(tmp_path):
+  # mini-ImageNet-LT lists name bare files '<wnid>_<n>.JPEG', read from <root>/<wnid>/.
+  (tmp_path / 'list.txt').write_text('n01_1.JPEG 0\n.._2.JPEG 0\n')
+  with pytest.raises(ValueError, match=r"list.txt, line 2: '.._2.JPEG'"):
+    list_source(tmp_path, tmp_path / 'list.txt', class_folders=True)
+
+
+def read_in_thread(read, fifo, what, timeout=20.0):
+  """``read()``'s exception (None if it returned); fails the test if ``read`` blocks."""
+  outcome = {}
+
+  def run():
+    try:
+      read()
+      outcome['error'] = None
+    except Exception as e:  # pylint: disable=broad-except
+      outcome['error'] = e
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  if thread.is_alive():  # Opening the FIFO blocks until a writer comes: be one, then fail.
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    thread.join(10)
+    pytest.fail(f'{what}: opening the FIFO blocked')
+  return outcome['error']
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no FIFOs here')
+def test_a_fifo_named_by_a_line_is_refused_instead_of_blocking(tmp_path):
+  write_png(tmp_path / 'a.png')
+  fifo = tmp_path / 'pipe.png'
+  os.mkfifo(fifo)
+  (tmp_path / 'list.txt').write_text('a.png 0\npipe.png 1\n')
+  source = list_source(tmp_path, tmp_path / 'list.txt')
+  for what, read in (('decode', lambda: source[1]), ('encoded (DALI)', lambda: source.encoded(1))):
+    error = read_in_thread(read, fifo, what)
+    assert isinstance(error, listfile.UnreadableImageError), (what, error)
+    assert 'not a regular file' in str(error), str(error)
+    assert f'line 2 of {tmp_path / "list.txt"}' in str(error), str(error)
+  assert read_in_thread(source.unreadable, fifo, 'verify') is None
+  bad = source.unreadable()  # data.verify_eval_images' check.
+  assert [i for i, _ in bad] == [1] and 'not a regular file' in bad[0][1], bad
+  skipping = list_source(tmp_path, tmp_path / 'list.txt', skip_corrupt=True)
+  assert read_in_thread(lambda: skipping[1], fifo, 'skip_corrupt') is None
+  assert skipping[1]['label'] == 0  # Skipped as unreadable: the next readable record.
+
+
+def test_remote_list_files_are_confined_too(tmp_path):
+  root = tmp_path / 'store'
+  write_png(root / 'bucket' / 'data' / 'img' / 'a.png', 3)
+  (root / 'bucket' / 'data' / 'list.txt').write_text('img/a.png 0\n')
+  (root / 'bucket' / 'data' / 'bad.txt').write_text('img/a.png 0\n../secret.png 1\n')
+  with fake_bucket(root):
+    source = list_source('gs://bucket/data', 'gs://bucket/data/list.txt')
+    assert int(source[0]['image'][0, 0, 0]) == 3  # Read through etils.epath: no os.stat.
+    with pytest.raises(ValueError, match=r"bad.txt, line 2: '../secret.png'"):
+      list_source('gs://bucket/data', 'gs://bucket/data/bad.txt')

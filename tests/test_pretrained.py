@@ -1,9 +1,12 @@
 """Tests for ltjax.models.pretrained: torchvision weights into ltjax's ResNets."""
 
+import os
+import pickle
 import pickletools
 import struct
 import subprocess
 import sys
+import threading
 import zipfile
 
 import jax
@@ -286,8 +289,8 @@ def test_model_pretrained_starts_a_fresh_stage_1_only(tmp_path, monkeypatch):
   initial, loads = [], []  # (stage name, step, params, batch_stats) of every initial state.
   real_initial_state, real_load = loop.initial_state, models.load_pretrained
 
-  def spy_initial_state(stage, *args):
-    start = real_initial_state(stage, *args)
+  def spy_initial_state(stage, *args, **kwargs):
+    start = real_initial_state(stage, *args, **kwargs)
     initial.append((stage.name, *jax.device_get((start.step, start.params, start.batch_stats))))
     return start  # Its buffers are donated to the first train step: copied above.
 
@@ -314,3 +317,75 @@ def test_model_pretrained_starts_a_fresh_stage_1_only(tmp_path, monkeypatch):
   resumed = [(name, int(step)) for name, step, _, _ in initial[2:]]
   assert resumed[0] == ('stage1', 1) and resumed[1][0] == 'stage2' and resumed[1][1] > 0
   assert len(loads) == 1
+
+
+def write_torch_zip(path, payload):
+  """A torch.save-style archive whose data.pkl is ``payload``."""
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr('w/data.pkl', payload)
+    archive.writestr('w/version', '3\n')
+
+
+def test_refused_and_corrupt_files_are_bad_input_naming_the_file(tmp_path):
+  # The commands exit 2 (bad input) on a ValueError; these ended them with 1 ("a bug").
+  evil = b'\x80\x02}X\x01\x00\x00\x00acos\nsystem\nX\x04\x00\x00\x00true\x85Rs.'
+  write_torch_zip(tmp_path / 'evil.pth', evil)
+  with pytest.raises(ValueError, match=r'evil\.pth: refused .* os\.system.*read as data, not code'):
+    pretrained.read_state_dict(tmp_path / 'evil.pth')  # Was a pickle.UnpicklingError only.
+  header = b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'
+  (tmp_path / 'w.safetensors').write_bytes(struct.pack('<Q', len(header) + 99) + header)
+  with pytest.raises(ValueError, match=r'w\.safetensors: corrupt safetensors file'):
+    pretrained.read_state_dict(tmp_path / 'w.safetensors')  # Was a SafetensorError.
+  write_torch_zip(tmp_path / 'keys.pth', pickle.dumps({1: 2.0, 'fc.bias': 3}, protocol=2))
+  with pytest.raises(ValueError, match=r'keys\.pth: .*names that are not strings: \[1\]'):
+    pretrained.read_state_dict(tmp_path / 'keys.pth')
+
+
+def test_a_value_that_is_no_tensor_is_listed_as_a_mismatch():
+  abstract = abstract_variables(build('resnet10', 10), 32)
+  state = random_state_dict('resnet10', 10)
+  state['fc.weight'] = 3  # Was an AttributeError when the head's shape was compared.
+  with pytest.raises(pretrained.PretrainedMismatchError, match=r'fc\.weight: expected .*found int'):
+    pretrained.load_torchvision(
+        abstract['params'], abstract['batch_stats'], state, allow_missing=False
+    )
+
+
+def test_damaged_archives_and_unsupported_dtypes_are_bad_input(tmp_path):
+  torch_zip = tmp_path / 'crc.pth'
+  write_torch_zip(torch_zip, pickle.dumps({'conv1.weight': 1.0}, protocol=2))
+  raw = bytearray(torch_zip.read_bytes())
+  raw[raw.index(b'conv1.weight')] ^= 1  # The member no longer matches its CRC.
+  torch_zip.write_bytes(bytes(raw))
+  with pytest.raises(ValueError, match=r'crc\.pth: corrupt torch archive'):
+    pretrained.read_state_dict(torch_zip)  # Was zipfile.BadZipFile.
+  header = b'{"a": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}'
+  (tmp_path / 'fp8.safetensors').write_bytes(struct.pack('<Q', len(header)) + header + b'\x00\x00')
+  with pytest.raises(ValueError, match=r'fp8\.safetensors: .*a dtype numpy lacks'):
+    pretrained.read_state_dict(tmp_path / 'fp8.safetensors')  # Was an AttributeError.
+  (tmp_path / 'folder.pth').mkdir()
+  with pytest.raises(ValueError, match=r'folder\.pth is not a regular file'):
+    pretrained.read_state_dict(tmp_path / 'folder.pth')  # Was IsADirectoryError.
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='no FIFOs here')
+def test_a_fifo_is_refused_instead_of_blocking(tmp_path):
+  fifo = tmp_path / 'w.pth'
+  os.mkfifo(fifo)
+  outcome = {}
+
+  def read():
+    try:
+      pretrained.read_state_dict(fifo)
+    except Exception as e:  # pylint: disable=broad-except
+      outcome['error'] = e
+
+  thread = threading.Thread(target=read, daemon=True)
+  thread.start()
+  thread.join(20)
+  if thread.is_alive():  # Opening the FIFO blocks until a writer comes: be one, then fail.
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    thread.join(10)
+    pytest.fail('opening the FIFO blocked')
+  assert isinstance(outcome.get('error'), ValueError), outcome
+  assert 'w.pth is not a regular file' in str(outcome['error'])

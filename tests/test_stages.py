@@ -21,7 +21,7 @@ def stage2_settings(config):
   s2 = config.stage2
   s2.num_epochs, s2.trainable, s2.bn, s2.head = 1, 'head/kernel', 'frozen', 'reinit'
   s2.max_norm, s2.max_norm_per_epoch, s2.feature_cache = 0.2, True, 'on'
-  s2.init_from = 'latest'
+  s2.init_from, s2.augment = 'latest', 'none'  # 'on' needs unaugmented images.
   return config
 
 
@@ -51,8 +51,8 @@ def test_plan_stages_and_stage_properties(tmp_path):
       stage2.feature_cache,
   ) == ('head/kernel', False, True, 0.2, True, 'on')
   # The other values of each setting.
-  config.stage2.trainable, config.stage2.bn, config.stage2.head = '', 'update', 'lws'
   config.stage2.max_norm_per_epoch, config.stage2.feature_cache = False, 'auto'
+  config.stage2.trainable, config.stage2.bn, config.stage2.head = '', 'update', 'lws'
   stage2 = stages.plan_stages(config, str(tmp_path))[1]
   assert (
       stage2.trainable,

@@ -65,8 +65,11 @@ ALLOWED_GLOBALS = {
 }
 
 
-class RefusedGlobalError(pickle.UnpicklingError):
-  """A pickle named a global outside ``ALLOWED_GLOBALS``; nothing was called."""
+class RefusedGlobalError(pickle.UnpicklingError, ValueError):
+  """A pickle named a global outside ``ALLOWED_GLOBALS``; nothing was called.
+
+  A ValueError too: a tampered file is bad input (the commands exit 2), not a bug.
+  """
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -93,10 +96,11 @@ class RestrictedUnpickler(pickle.Unpickler):
           else ''
       )
       raise RefusedGlobalError(
-          f'{self.path}: refused to load the global {module}.{name}{hint}. A CIFAR pickle '
-          'holds only dicts, lists, bytes, str, ints and numpy arrays; allowed globals: '
-          f'{sorted(f"{m}.{n}" for m, n in ALLOWED_GLOBALS)}. The file is not an official '
-          'CIFAR file: re-download it.'
+          f'{self.path}: refused to load the global {module}.{name}{hint}: a global would be '
+          'called while loading, and CIFAR files are read as data, not code (nothing of the '
+          'file ran). A CIFAR pickle holds only dicts, lists, bytes, str, ints and numpy '
+          f'arrays; allowed globals: {sorted(f"{m}.{n}" for m, n in ALLOWED_GLOBALS)}. The '
+          'file is not an official CIFAR file: re-download it.'
       )
     return found
 
@@ -209,6 +213,11 @@ def _bytes_keys(obj, path: str) -> dict:
   return {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
 
 
+def _sorted_keys(obj: dict) -> list:
+  # By repr: a tampered dict may mix key types, which sorted() alone cannot order.
+  return sorted(obj, key=repr)
+
+
 def _names(values, path: str, key: bytes) -> tuple[str, ...]:
   if not isinstance(values, (list, tuple)) or not all(isinstance(v, (bytes, str)) for v in values):
     raise ValueError(f'{path}: {key!r} is not a list of names.')
@@ -220,7 +229,7 @@ def _read_batch(path: str, label_key: bytes, num_classes: int) -> tuple[np.ndarr
   batch = _bytes_keys(load_pickle(path), path)
   missing = [k for k in (b'data', label_key) if k not in batch]
   if missing:
-    raise ValueError(f'{path} has no {missing} (keys: {sorted(batch)}).')
+    raise ValueError(f'{path} has no {missing} (keys: {_sorted_keys(batch)}).')
   data, labels = batch[b'data'], batch[label_key]
   row = int(np.prod(IMAGE_SHAPE))
   if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
@@ -286,7 +295,7 @@ def read_split(name: str, split: str, data_dir: str) -> dict:
   meta = _bytes_keys(load_pickle(meta_path), meta_path)
   names_key = CLASS_NAME_KEYS[name]
   if names_key not in meta:
-    raise ValueError(f'{meta_path} has no {names_key!r} (keys: {sorted(meta)}).')
+    raise ValueError(f'{meta_path} has no {names_key!r} (keys: {_sorted_keys(meta)}).')
   class_names = _names(meta[names_key], meta_path, names_key)
   parts = [
       _read_batch(os.path.join(folder, f), LABEL_KEYS[name], len(class_names))

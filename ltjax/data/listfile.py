@@ -4,10 +4,20 @@ A list file (the OLTR / Decoupling split files) has one image per line,
 
     <relative/path/to/image.jpg> <integer label>
 
-separated by whitespace; the image lives at ``os.path.join(root, relpath)``
-(a leading ``/`` on relpath is ignored, so the path always stays under root).
+separated by whitespace; the image lives at ``os.path.join(root, relpath)``.
 Blank lines and trailing whitespace are ignored; the label is the last field,
 so a path may contain spaces.
+
+Paths stay under the image root. The rule is lexical: an absolute path, or
+one whose ``..`` leads above the root once normalised (``../x.jpg``,
+``a/../../x.jpg``), is refused when the list is read, naming the list file,
+the line and the path. Symbolic links are not resolved: a link inside the
+root is followed wherever it points -- an image folder linked in from shared
+storage is a common layout, and the link is the owner's choice. A local path
+that is not a regular file (a FIFO, whose opening blocks until a writer comes,
+a device, a folder) is refused before it is opened, as an unreadable image
+naming its line; ``gs://`` and other remote roots are read through
+``etils.epath`` and hold only objects.
 
 ``ListFileSource`` is a random-access source with the protocol of
 ``ltjax.data.ArrayDataset``: ``labels`` come from the list file (no image is
@@ -61,6 +71,8 @@ import concurrent.futures
 import fnmatch
 import io
 import os
+import posixpath
+import stat
 
 from absl import logging
 import numpy as np
@@ -216,32 +228,56 @@ SPLITS = {
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def _open_image(path: str) -> Image.Image:
-  """Opens an image at a local path or a URL (read whole first: Pillow seeks)."""
-  if files.is_remote(path):
-    return Image.open(io.BytesIO(files.read_bytes(path)))
-  return Image.open(path)
-
-
 class UnreadableImageError(OSError):
   """An image named by a list file cannot be opened or decoded."""
 
 
-def read_list_file(list_file: str) -> tuple[list[str], np.ndarray]:
-  """Parses a ``relpath label`` list file.
+def _check_regular_file(path: str) -> None:
+  """Refuses a local path that is not a regular file, before anything opens it.
 
-  Args:
-    list_file: path of the list file.
-
-  Returns:
-    (relative paths, (N,) int32 labels), in file order.
-
-  Raises:
-    FileNotFoundError: the file does not exist.
-    ValueError: a non-blank line is not ``relpath label`` with an integer
-      label (the message names the file and the line number).
+  Opening a FIFO blocks until a writer comes (forever, for a run) and a device
+  may never end. ``os.stat`` follows links: a link to an image is fine. Remote
+  paths hold objects only, and are not stat'ed.
   """
-  paths, labels = [], []
+  if files.is_remote(path):
+    return
+  mode = os.stat(path).st_mode
+  if stat.S_ISREG(mode):
+    return
+  if stat.S_ISFIFO(mode):
+    kind = 'a FIFO'
+  elif stat.S_ISDIR(mode):
+    kind = 'a folder'
+  else:
+    kind = 'a device, socket or other special file'
+  raise UnreadableImageError(f'{path} is not a regular file but {kind}')
+
+
+def _open_image(path: str) -> Image.Image:
+  """Opens an image at a local path or a URL (read whole first: Pillow seeks)."""
+  if files.is_remote(path):
+    return Image.open(io.BytesIO(files.read_bytes(path)))
+  _check_regular_file(path)
+  return Image.open(path)
+
+
+def _escapes_root(relpath: str) -> str:
+  """Why ``relpath`` names something outside the folder it is relative to ('' if not).
+
+  Lexical (see the module docstring): links are not resolved.
+  """
+  if relpath.startswith('/') or os.path.isabs(relpath):
+    return 'an absolute path'
+  if '..' in relpath:  # Most paths have none: no normalisation for 437k iNat lines.
+    normal = posixpath.normpath(relpath)
+    if normal == '..' or normal.startswith('../'):
+      return "its '..' leads out of it"
+  return ''
+
+
+def _read_lines(list_file: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+  """(relative paths, (N,) int64 labels, (N,) line numbers) of a list file."""
+  paths, labels, line_numbers = [], [], []
   with files.open_file(list_file, 'r') as f:  # A local path or a URL (gs://...).
     for line_number, line in enumerate(f, start=1):
       line = line.strip()
@@ -259,7 +295,41 @@ def read_list_file(list_file: str) -> tuple[list[str], np.ndarray]:
         ) from None
       paths.append(fields[0])
       labels.append(label)
-  return paths, np.asarray(labels, np.int64)
+      line_numbers.append(line_number)
+  return paths, np.asarray(labels, np.int64), np.asarray(line_numbers, np.int32)
+
+
+def read_list_file(list_file: str) -> tuple[list[str], np.ndarray]:
+  """Parses a ``relpath label`` list file.
+
+  Args:
+    list_file: path of the list file.
+
+  Returns:
+    (relative paths, (N,) int64 labels), in file order.
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: a non-blank line is not ``relpath label`` with an integer
+      label (the message names the file and the line number).
+  """
+  paths, labels, _ = _read_lines(list_file)
+  return paths, labels
+
+
+def _check_confined(list_file: str, root: str, listed: list[str], paths: list[str], lines) -> None:
+  """Raises ValueError naming the first line whose path leaves the image root (and the count)."""
+  bad = [(i, why) for i, path in enumerate(paths) if (why := _escapes_root(path))]
+  if not bad:
+    return
+  i, why = bad[0]
+  more = f' ({len(bad) - 1} more lines like it)' if len(bad) > 1 else ''
+  raise ValueError(
+      f'{list_file}, line {lines[i]}: {listed[i]!r} is outside the image root {root} '
+      f'({why}){more}. List-file paths are relative to the image root (config.data.data_dir; '
+      'for an open-set list, config.data.open_dir) and stay under it: write them relative to '
+      'it, or move (or link) the images into it.'
+  )
 
 
 def _class_names_from_paths(
@@ -331,15 +401,16 @@ class ListFileSource:
 
     Raises:
       FileNotFoundError: root or list_file does not exist.
-      ValueError: a malformed line, or a label outside [0, num_classes) (with
-        open_set: inside it).
+      ValueError: a malformed line, a path outside root (the module
+        docstring), or a label outside [0, num_classes) (with open_set:
+        inside it); the message names the list file and the line.
     """
     root, list_file = os.fspath(root), os.fspath(list_file)
     if not files.isdir(root):
       raise FileNotFoundError(f'Image root {root} does not exist or is not a directory.')
     if not files.isfile(list_file):
-      raise FileNotFoundError(f'List file {list_file} does not exist.')
-    paths, labels = read_list_file(list_file)
+      raise FileNotFoundError(f'List file {list_file} does not exist or is not a regular file.')
+    paths, labels, line_numbers = _read_lines(list_file)
     if not paths:
       raise ValueError(f'{list_file} lists no images.')
     if open_set:
@@ -368,13 +439,15 @@ class ListFileSource:
           f'or num_classes is wrong; pass the list file of this data set or the right '
           f'num_classes.'
       )
-    # Leading '/' would make os.path.join drop root; strip it so paths stay under root.
-    paths = [p.lstrip('/') for p in paths]
+    listed = paths
     if class_folders:
       paths = [p if '/' in p else f'{p.split("_", 1)[0]}/{p}' for p in paths]
+    # After the class folder is added: '.._1.JPEG' would become '../.._1.JPEG'.
+    _check_confined(list_file, root, listed, paths, line_numbers)
     # Fixed-width bytes pickle as one buffer (437k iNat paths: ~30 MB) and subset cheaply.
     self._paths = np.array([p.encode('utf-8') for p in paths])
     self.labels = labels.astype(np.int32)
+    self._lines = line_numbers  # Each record's line in the list file, for messages.
     self.root = root
     self.list_file = list_file
     self.num_classes = int(num_classes)
@@ -401,6 +474,12 @@ class ListFileSource:
     """Full path of image ``index``."""
     return files.join(self.root, self._paths[index].decode('utf-8'))
 
+  def _where(self, index: int) -> str:
+    """'record i, line n of <list file>' for messages."""
+    lines = getattr(self, '_lines', None)  # A source pickled before line numbers were kept.
+    line = f', line {int(lines[index])}' if lines is not None else ''
+    return f'record {index}{line} of {self.list_file}'
+
   def _decode(self, index: int) -> np.ndarray:
     path = self.path(index)
     try:
@@ -408,7 +487,7 @@ class ListFileSource:
         return np.asarray(image.convert('RGB'), np.uint8)
     except _DECODE_ERRORS as e:
       raise UnreadableImageError(
-          f'Cannot read image {path} (record {index} of {self.list_file}): '
+          f'Cannot read image {path} ({self._where(index)}): '
           f'{type(e).__name__}: {e}. Replace the file, remove its line from the list '
           f'file, or set config.data.skip_corrupt=True to skip unreadable images.'
       ) from e
@@ -443,13 +522,14 @@ class ListFileSource:
     there (``skip_corrupt`` needs the Pillow decoder).
     """
     path = self.path(int(index))
-    data = files.read_bytes(path)
     try:
+      _check_regular_file(path)
+      data = files.read_bytes(path)
       with Image.open(io.BytesIO(data)) as image:
         width, height = image.size
     except _DECODE_ERRORS as e:
       raise UnreadableImageError(
-          f'Cannot read image {path} (record {index} of {self.list_file}): '
+          f'Cannot read image {path} ({self._where(int(index))}): '
           f'{type(e).__name__}: {e}. Replace the file or remove its line from the list file.'
       ) from e
     return np.frombuffer(data, np.uint8), (height, width)
@@ -508,6 +588,8 @@ class ListFileSource:
     new = object.__new__(ListFileSource)
     new.__dict__.update(self.__dict__)
     new._paths = self._paths[indices]  # pylint: disable=protected-access
+    if getattr(self, '_lines', None) is not None:
+      new._lines = self._lines[indices]  # pylint: disable=protected-access
     new.labels = self.labels[indices]
     new._skipped = set()  # pylint: disable=protected-access
     return new

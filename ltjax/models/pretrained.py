@@ -52,8 +52,10 @@ import collections
 import io
 import logging as std_logging
 import pickle
+import os
 import re
 import zipfile
+import zlib
 from typing import Any
 
 from absl import logging
@@ -61,8 +63,10 @@ from etils import epath
 import jax
 import ml_dtypes  # Registers numpy's 'bfloat16' (safetensors and BFloat16Storage).
 import numpy as np
+import safetensors
 from safetensors import numpy as safetensors_numpy
 
+from ltjax import files
 from ltjax.models import resnet
 from ltjax.param_paths import named_leaves
 
@@ -73,8 +77,11 @@ HEAD_MODES = ('auto', 'skip')  # config.model.pretrained_head.
 _LEGACY_MAGIC = b'\x80\x02\x8a\n\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19'
 
 
-class RefusedGlobalError(pickle.UnpicklingError):
-  """A torch pickle named a global outside ``ALLOWED_GLOBALS``; nothing was called."""
+class RefusedGlobalError(pickle.UnpicklingError, ValueError):
+  """A torch pickle named a global outside ``ALLOWED_GLOBALS``; nothing was called.
+
+  A ValueError too: a refused file is bad input (the commands exit 2), not a bug.
+  """
 
 
 class PretrainedMismatchError(ValueError):
@@ -184,8 +191,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     found = ALLOWED_GLOBALS.get((module, name))
     if found is None:
       raise RefusedGlobalError(
-          f'{self.path}: refused to load the global {module}.{name}. ltjax reads a plain '
-          'state dict of tensors (dicts, lists, numbers, strings, tensors); allowed globals: '
+          f'{self.path}: refused to load the global {module}.{name}: a global would be called '
+          'while loading, and weights are read as data, not code (nothing of the file ran; '
+          'as torch.load(weights_only=True) refuses it). ltjax reads a plain state dict of '
+          'tensors (dicts, lists, numbers, strings, tensors); allowed globals: '
           f'{sorted(f"{m}.{n}" for m, n in ALLOWED_GLOBALS)}. Save model.state_dict() '
           'alone, or convert the file to safetensors.'
       )
@@ -199,15 +208,30 @@ class RestrictedUnpickler(pickle.Unpickler):
       raise pickle.UnpicklingError(f'unsupported storage {pid!r}')
     if key not in self.storages:
       record = f'{self.prefix}data/{key}'
-      try:
-        raw = self.archive.read(record)
-      except KeyError:
-        raise pickle.UnpicklingError(f'missing storage record {record}') from None
+      if record not in self.archive.namelist():
+        raise pickle.UnpicklingError(f'missing storage record {record}')
+      raw = _read_member(self.archive, record, self.path)
       dtype = storage_type.dtype.newbyteorder('<' if self.byteorder == 'little' else '>')
       if len(raw) % dtype.itemsize:
         raise pickle.UnpicklingError(f'storage {record} is not a whole number of {dtype}')
       self.storages[key] = _Storage(np.frombuffer(raw, dtype).astype(storage_type.dtype))
     return self.storages[key]
+
+
+# What reading a damaged or unusual zip member raises besides BadZipFile (a bad CRC):
+# a corrupt deflate stream, an unsupported compression method, an encrypted member.
+_ZIP_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError)
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, path: str) -> bytes:
+  """The bytes of ``name`` in ``archive``; a ValueError naming ``path`` if they cannot be read."""
+  try:
+    return archive.read(name)
+  except _ZIP_MEMBER_ERRORS as e:
+    raise ValueError(
+        f'{path}: corrupt torch archive ({type(e).__name__} reading {name}: {e}); re-save or '
+        're-download it.'
+    ) from e
 
 
 def _read_torch_zip(data: bytes, path: str):
@@ -231,11 +255,11 @@ def _read_torch_zip(data: bytes, path: str):
   prefix = pickles[0][: -len('data.pkl')]
   byteorder = 'little'
   if f'{prefix}byteorder' in names:
-    byteorder = archive.read(f'{prefix}byteorder').decode().strip()
+    byteorder = _read_member(archive, f'{prefix}byteorder', path).decode(errors='replace').strip()
     if byteorder not in ('little', 'big'):
       raise ValueError(f'{path}: unknown byteorder record {byteorder!r}.')
   unpickler = RestrictedUnpickler(
-      io.BytesIO(archive.read(pickles[0])),
+      io.BytesIO(_read_member(archive, pickles[0], path)),
       path=path,
       archive=archive,
       prefix=prefix,
@@ -270,7 +294,13 @@ def _unwrap(obj, path: str) -> dict[str, Any]:
         logging.info('%s: reading the state dict under %r.', path, key)
         obj = obj[key]
         break
-  if obj and all(isinstance(k, str) and k.startswith('module.') for k in obj):
+  other = [k for k in obj if not isinstance(k, str)]
+  if other:  # A state dict maps tensor names to tensors.
+    raise ValueError(
+        f'{path}: not a state dict, it has names that are not strings: {other[:5]!r}. Save '
+        'model.state_dict(), or convert the file to safetensors.'
+    )
+  if obj and all(k.startswith('module.') for k in obj):
     obj = {k[len('module.') :]: v for k, v in obj.items()}
   return dict(obj)
 
@@ -288,6 +318,12 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
   path = epath.Path(path)
   if not path.exists():
     raise FileNotFoundError(f'Pretrained weights {path} do not exist.')
+  # A folder fails to open; a FIFO's open blocks until a writer comes (forever, for a run).
+  if path.is_dir() or (not files.is_remote(str(path)) and not os.path.isfile(path)):
+    raise ValueError(
+        f'{path} is not a regular file: config.model.pretrained names a weights file '
+        '(.safetensors, or the .pth / .pt of torch.save(model.state_dict(), path)).'
+    )
   with path.open('rb') as f:
     magic = f.read(16)
   if magic.startswith(b'PK\x03\x04'):
@@ -299,9 +335,17 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
         'it: safetensors.torch.save_file(torch.load(old, weights_only=True), new.safetensors).'
     )
   if magic[8:9] == b'{':  # safetensors: an 8-byte header length, then the JSON header.
-    if '://' in str(path):
-      return _unwrap(safetensors_numpy.load(path.read_bytes()), str(path))
-    return _unwrap(safetensors_numpy.load_file(str(path)), str(path))
+    try:
+      if '://' in str(path):
+        return _unwrap(safetensors_numpy.load(path.read_bytes()), str(path))
+      return _unwrap(safetensors_numpy.load_file(str(path)), str(path))
+    # safetensors' numpy reader fails on a dtype numpy lacks with a KeyError or AttributeError.
+    except (safetensors.SafetensorError, KeyError, AttributeError) as e:  # Bad input, not a bug.
+      raise ValueError(
+          f'{path}: corrupt safetensors file, or a dtype numpy lacks (such as float8) '
+          f'({type(e).__name__}: {e}); re-save or re-download it, in float32, float16 or '
+          'bfloat16.'
+      ) from e
   raise ValueError(
       f'{path} is neither a .safetensors file nor a torch.save zip archive (first bytes '
       f'{magic!r}).'
@@ -470,7 +514,8 @@ def load_torchvision(
       found = state_dict.get(name)
       if found is None:
         problems.append(f'{name} absent')
-      elif tuple(found.shape) != expected:
+      # Not a tensor at all: no shape to compare; listed as mis-shaped below.
+      elif isinstance(found, np.ndarray) and tuple(found.shape) != expected:
         problems.append(f'{name} {tuple(found.shape)} vs {expected} expected')
     if problems:
       head_status = f'kept fresh ({", ".join(problems)})'
