@@ -2,21 +2,30 @@
 
 ``python -m ltjax.train``, ``ltjax.eval``, ``ltjax.study`` (and the
 ``launch/`` scripts that wrap them) each define their own flags; what they
-share lives here: the ``--compilation_cache`` flag and its JAX settings, and
+share lives here: the ``--compilation_cache`` flag and its JAX settings,
 ``run``, which resolves a ``--config``/``--study`` path against the installed
-recipes (``ltjax.config_files``) before absl parses the flags.
+recipes (``ltjax.config_files``) before absl parses the flags (a bad flag exits
+2, not absl's 1), and ``exit_codes``, which turns the errors of a run into the
+documented exit codes (``ltjax.train.stopping``).
 """
 
 import ast
+import contextlib
 import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 
 from ltjax import config_files
+from ltjax.data.listfile import UnreadableImageError
 from ltjax.train import stopping
+from ltjax.train.workdir_lock import WorkdirBusyError
+
+# What a user's input causes (a config, a file, a path): a retry fails the same way.
+BAD_INPUT = (ValueError, FileNotFoundError, PermissionError, UnreadableImageError)
 
 DEFAULT_COMPILATION_CACHE = os.path.expanduser('~/.cache/ltjax/jax')
 
@@ -44,7 +53,41 @@ def run(main, config_flag: str | None = None) -> None:
     except FileNotFoundError as e:
       print(f'Error (FileNotFoundError): {e}', file=sys.stderr, flush=True)
       sys.exit(stopping.EXIT_BAD_INPUT)
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag (or a config file that fails to load) exiting 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'Error (bad flag): {e}\nPass --helpfull to list the flags.', file=sys.stderr, flush=True)
+    sys.exit(stopping.EXIT_BAD_INPUT)
+
+
+@contextlib.contextmanager
+def exit_codes(what: str = 'The run'):
+  """Ends the command with the documented exit code of the error it raised.
+
+  75 stopped (everything finished saved; rerun to continue), 69 the workdir is
+  busy (retry later), 3 diverged, 2 bad input (``BAD_INPUT``: fix it first);
+  anything else propagates (1, a bug).
+  """
+  try:
+    yield
+  except stopping.Stopped as e:
+    print(e, flush=True)
+    sys.exit(stopping.EXIT_STOPPED)
+  except WorkdirBusyError as e:  # Retryable: the holder may be alive, or its lease expiring.
+    print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
+    sys.exit(stopping.EXIT_WORKDIR_BUSY)
+  except FloatingPointError as e:
+    logging.error('%s', e)
+    sys.exit(stopping.EXIT_DIVERGED)
+  except BAD_INPUT as e:
+    logging.exception('%s cannot start or go on:', what)
+    print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
+    sys.exit(stopping.EXIT_BAD_INPUT)
 
 
 def parse_overrides(pairs, *, literal_values: bool = False) -> dict:

@@ -64,7 +64,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   try:
     prepare(flags.FLAGS.config)
-  except (records.RecordsError, listfile.UnreadableImageError, FileNotFoundError) as e:
+  except (records.RecordsError, listfile.UnreadableImageError, FileNotFoundError, ValueError) as e:
     print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
     sys.exit(stopping.EXIT_BAD_INPUT)
 

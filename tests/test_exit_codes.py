@@ -94,3 +94,21 @@ def test_a_pth_that_torch_would_refuse_exits_as_bad_input(tmp_path):
   assert f'{path}: refused to load the global os.system' in result.stderr, result.stderr[-3000:]
   assert 'read as data, not code' in result.stderr
   assert not marker.exists()
+
+
+def test_a_bad_flag_and_a_bad_eval_workdir_exit_as_bad_input(tmp_path):
+  result = run_train(str(tmp_path / 'run'), '--config.optim.lr=fast')
+  assert result.returncode == stopping.EXIT_BAD_INPUT, result.stderr[-2000:]
+  assert 'Error (bad flag)' in result.stderr and 'optim.lr' in result.stderr
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  missing = str(tmp_path / 'no_such_run')
+  result = subprocess.run(
+      [sys.executable, '-m', 'ltjax.eval', f'--workdir={missing}', '--compilation_cache='],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert result.returncode == stopping.EXIT_BAD_INPUT, result.stderr[-2000:]
+  assert missing in result.stderr

@@ -6,6 +6,7 @@ dimensions k, then k uint32 sizes -- followed by the array in C order.
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   try:
     with opener(path, 'rb') as f:
       raw = f.read()
-  except (OSError, EOFError) as e:
+  except (OSError, EOFError, zlib.error) as e:
     if isinstance(e, FileNotFoundError):
       raise
     raise ValueError(f'Cannot read IDX file {path}: {e}') from e

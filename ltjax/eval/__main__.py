@@ -106,26 +106,27 @@ def main(argv):
   ]
   for outdir in outdirs + ([FLAGS.output] if len(workdirs) > 1 else []):
     _check_writable(outdir)  # Before the report is computed, not after.
-  reports = {}
-  for name, workdir, outdir in zip(names, workdirs, outdirs):
-    logging.info('Evaluating %s (%s checkpoint).', workdir, FLAGS.checkpoint)
-    report = workdir_report.report_for_workdir(
-        workdir,
-        checkpoint=FLAGS.checkpoint,
-        sharpness_directions=FLAGS.sharpness_directions,
-        eval_batch_size=FLAGS.eval_batch_size or None,
-        config_overrides=overrides,
-    )
-    reports[name] = report
-    if jax.process_index() != 0:
-      continue  # Every process computed the report (their devices hold the model); one writes.
-    paths = ltjax_report.write_report(report, outdir, title=name)
-    print(metrics.format_table(report, title=f'{name} (step {report["meta"]["step"]}):'))
-    print(f'Wrote {", ".join(paths)}')
-  if len(reports) > 1 and jax.process_index() == 0:
-    paths = ltjax_report.compare_reports(reports, FLAGS.output)
-    print(ltjax_report.format_comparison(reports))
-    print(f'Wrote {", ".join(paths)}')
+  with cli.exit_codes('The evaluation'):
+    reports = {}
+    for name, workdir, outdir in zip(names, workdirs, outdirs):
+      logging.info('Evaluating %s (%s checkpoint).', workdir, FLAGS.checkpoint)
+      report = workdir_report.report_for_workdir(
+          workdir,
+          checkpoint=FLAGS.checkpoint,
+          sharpness_directions=FLAGS.sharpness_directions,
+          eval_batch_size=FLAGS.eval_batch_size or None,
+          config_overrides=overrides,
+      )
+      reports[name] = report
+      if jax.process_index() != 0:
+        continue  # Every process computed the report (their devices hold the model); one writes.
+      paths = ltjax_report.write_report(report, outdir, title=name)
+      print(metrics.format_table(report, title=f'{name} (step {report["meta"]["step"]}):'))
+      print(f'Wrote {", ".join(paths)}')
+    if len(reports) > 1 and jax.process_index() == 0:
+      paths = ltjax_report.compare_reports(reports, FLAGS.output)
+      print(ltjax_report.format_comparison(reports))
+      print(f'Wrote {", ".join(paths)}')
 
 
 def run():

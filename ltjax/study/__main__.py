@@ -28,7 +28,6 @@ from ltjax.study import aggregate
 from ltjax.study import cells
 from ltjax.study import runner
 from ltjax.train import stopping
-from ltjax.train.workdir_lock import WorkdirInUseError
 
 config_flags.DEFINE_config_file(
     'study', None, 'Path to a study file (configs/studies/*.py).', lock_config=True
@@ -47,7 +46,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   study, workdir = flags.FLAGS.study, files.absolute(flags.FLAGS.workdir)
-  all_cells = cells.cells(study, workdir)
+  with cli.exit_codes('The study'):
+    all_cells = cells.cells(study, workdir)
   if flags.FLAGS.print_commands:
     for cell in all_cells:
       print(cell.command())
@@ -63,15 +63,9 @@ def main(argv):
     cli.use_compilation_cache(flags.FLAGS.compilation_cache)
     logging.set_verbosity(logging.WARNING)
     std_logging.getLogger('absl').setLevel(std_logging.WARNING)
-    try:
-      with stopping.handling():  # One stop handler for every cell and between them.
-        failed = runner.run(study, workdir, log=lambda line: print(line, flush=True))
-    except stopping.Stopped as e:
-      print(f'{e} The study stopped; rerun the same command to continue it.', flush=True)
-      sys.exit(stopping.EXIT_STOPPED)
-    except WorkdirInUseError as e:
-      print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
-      sys.exit(stopping.EXIT_WORKDIR_BUSY)
+    # One stop handler for every cell and between them; exit 75 when it stops the study.
+    with cli.exit_codes('The study'), stopping.handling():
+      failed = runner.run(study, workdir, log=lambda line: print(line, flush=True))
   summary = aggregate.summarize(study, workdir)
   for path in aggregate.write(summary, workdir):
     print(f'Wrote {path}')

@@ -26,7 +26,6 @@ everything finished saved (rerun the same command to resume).
 """
 
 import logging as std_logging
-import sys
 
 from absl import app
 from absl import flags
@@ -34,11 +33,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from ltjax import cli
-from ltjax.data.listfile import UnreadableImageError
 from ltjax.train import multihost
-from ltjax.train import stopping
 from ltjax.train import train_and_evaluate
-from ltjax.train.workdir_lock import WorkdirInUseError
 
 config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True
@@ -71,28 +67,10 @@ def main(argv):
       lambda record: record.levelno >= std_logging.WARNING or 'orbax' not in record.pathname
   )
 
-  try:
+  with cli.exit_codes():
     train_and_evaluate(
         flags.FLAGS.config, flags.FLAGS.workdir, resume_allow=tuple(flags.FLAGS.resume_allow)
     )
-  except stopping.Stopped as e:
-    print(e, flush=True)
-    sys.exit(stopping.EXIT_STOPPED)
-  except FloatingPointError as e:
-    logging.error('%s', e)
-    sys.exit(stopping.EXIT_DIVERGED)
-  except WorkdirInUseError as e:  # Retryable: the holder may be alive, or its lease expiring.
-    print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
-    sys.exit(stopping.EXIT_WORKDIR_BUSY)
-  except (
-      ValueError,
-      FileNotFoundError,
-      PermissionError,
-      UnreadableImageError,
-  ) as e:
-    logging.exception('The run cannot start or go on:')
-    print(f'\nError ({type(e).__name__}): {e}', file=sys.stderr, flush=True)
-    sys.exit(stopping.EXIT_BAD_INPUT)
 
 
 def run():

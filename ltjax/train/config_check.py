@@ -509,17 +509,48 @@ def _stage2_trains_head_only(config: ml_collections.ConfigDict) -> bool:
   return all(name.startswith('head/') for name, trains in named_leaves(mask) if trains)
 
 
+FEATURE_CACHE_RESIZED_FOR_EVAL = (
+    'eval.image_size > 0: cached features come from the evaluation resize + '
+    'centre crop, which the training path does not apply'
+)
+
+
+def feature_cache_unavailable_reasons(
+    *, head_only: bool, train_bn: bool, augment: str, mixup_alpha: float, eval_image_size: int = 0
+) -> list[str]:
+  """Why cached features would not equal the ordinary path (empty: they would).
+
+  ``FEATURE_CACHE_RESIZED_FOR_EVAL`` is the one reason ``stage2.feature_cache='on'``
+  accepts (with a warning): for list-file data sets of varying image sizes,
+  classifier re-training without augmentation has no uncached equivalent, and
+  the centre-cropped features are what cRT-style re-training then means.
+  """
+  reasons = []
+  if not head_only:
+    reasons.append('stage2.trainable trains parameters outside head/')
+  if train_bn:
+    reasons.append(
+        "stage2.bn='update' changes the backbone's BatchNorm statistics " "(set stage2.bn='frozen')"
+    )
+  if augment != 'none':
+    reasons.append(f"images are augmented ({augment!r}; set stage2.augment='none')")
+  if mixup_alpha > 0:
+    reasons.append('stage2.mixup_alpha > 0 mixes images')
+  if eval_image_size > 0:
+    reasons.append(FEATURE_CACHE_RESIZED_FOR_EVAL)
+  if jax.process_count() > 1:
+    reasons.append('more than one process')
+  return reasons
+
+
 def _feature_cache_problems(config: ml_collections.ConfigDict, bad: set) -> list[str]:
   """``stage2.feature_cache='on'`` where the cache would not be exact: before stage 1 trains."""
   if not _stage2_runs(config) or config.stage2.get('feature_cache', 'auto') != 'on':
     return []
   if {'stage2.mixup_alpha', 'eval.image_size'} & bad:
     return []
-  # Imported here: feature_cache imports stages, which imports this module.
-  from ltjax.train import feature_cache  # pylint: disable=g-import-not-at-top
-
   s2 = config.stage2
-  reasons = feature_cache.unavailable_reasons(
+  reasons = feature_cache_unavailable_reasons(
       head_only=_stage2_trains_head_only(config),
       train_bn=s2.bn == 'update',
       augment=s2.augment or config.data.augment,
@@ -527,7 +558,7 @@ def _feature_cache_problems(config: ml_collections.ConfigDict, bad: set) -> list
       eval_image_size=config.eval.image_size,
   )
   # 'on' accepts features of the evaluation resize (with a warning, when the stage starts).
-  reasons = [r for r in reasons if r != feature_cache.RESIZED_FOR_EVAL]
+  reasons = [r for r in reasons if r != FEATURE_CACHE_RESIZED_FOR_EVAL]
   if not reasons:
     return []
   return [

@@ -37,44 +37,16 @@ from ltjax.data.batch_keys import FLIPPED
 from ltjax.data.batch_keys import IMAGE
 from ltjax.data.batch_keys import INDEX
 from ltjax.data.batch_keys import LABEL
+from ltjax.train import config_check
 from ltjax.train import predict
 from ltjax.train import sharding
 from ltjax.train import steps
 from ltjax.train.stages import Stage
 from ltjax.train.state import TrainState
 
-RESIZED_FOR_EVAL = (
-    'eval.image_size > 0: cached features come from the evaluation resize + '
-    'centre crop, which the training path does not apply'
-)
-
-
-def unavailable_reasons(
-    *, head_only: bool, train_bn: bool, augment: str, mixup_alpha: float, eval_image_size: int = 0
-) -> list[str]:
-  """Why cached features would not equal the ordinary path (empty: they would).
-
-  ``RESIZED_FOR_EVAL`` is the one reason ``stage2.feature_cache='on'``
-  accepts (with a warning): for list-file data sets of varying image sizes,
-  classifier re-training without augmentation has no uncached equivalent, and
-  the centre-cropped features are what cRT-style re-training then means.
-  """
-  reasons = []
-  if not head_only:
-    reasons.append('stage2.trainable trains parameters outside head/')
-  if train_bn:
-    reasons.append(
-        "stage2.bn='update' changes the backbone's BatchNorm statistics " "(set stage2.bn='frozen')"
-    )
-  if augment != 'none':
-    reasons.append(f"images are augmented ({augment!r}; set stage2.augment='none')")
-  if mixup_alpha > 0:
-    reasons.append('stage2.mixup_alpha > 0 mixes images')
-  if eval_image_size > 0:
-    reasons.append(RESIZED_FOR_EVAL)
-  if jax.process_count() > 1:
-    reasons.append('more than one process')
-  return reasons
+# Why cached features would not be exact: config_check tells before anything runs.
+RESIZED_FOR_EVAL = config_check.FEATURE_CACHE_RESIZED_FOR_EVAL
+unavailable_reasons = config_check.feature_cache_unavailable_reasons
 
 
 def make_feature_step(state: TrainState, mesh: Mesh, *, flip: bool):

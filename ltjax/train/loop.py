@@ -276,7 +276,9 @@ def preflight_stage(stage: Stage, stage_data: StageData, *, first: bool) -> None
     )
   except (ValueError, TypeError) as e:
     if stage.name == stages.STAGE1:
-      raise
+      if isinstance(e, ValueError):
+        raise
+      raise ValueError(f'The config cannot train (its training step fails to trace): {e}') from e
     raise ValueError(
         f'Stage 2 (the config.stage2.* settings) cannot train, so nothing was started: {e}'
     ) from e

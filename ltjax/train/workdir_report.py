@@ -124,7 +124,13 @@ def report_for_workdir(
   workdir = files.absolute(workdir)  # orbax needs absolute local paths; URLs stay URLs.
   config = load_config(workdir)
   if config_overrides:
-    config.update_from_flattened_dict(config_overrides)
+    try:
+      config.update_from_flattened_dict(config_overrides)
+    except (KeyError, TypeError, AttributeError) as e:  # An unknown key, a value of another type.
+      raise ValueError(
+          f'--override {config_overrides} does not fit the config of {workdir}: {e}. Name keys '
+          'of its config.json with values of their type, e.g. --override=data.data_dir=/data.'
+      ) from e
   batch_size = eval_batch_size or config.eval_batch_size
   splits = data.load_datasets(config.data)
   image_size = config.eval.image_size if config.eval.image_size > 0 else None
