@@ -12,7 +12,9 @@ import os
 import shutil
 import signal
 
+import chex
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from helpers import Interrupt
@@ -53,6 +55,13 @@ def best_step(workdir):
   return train.Checkpoints(workdir).best.best_step()
 
 
+def final_params(workdir):
+  """The parameters and statistics of the stage-2 checkpoint of its last step (8)."""
+  path = os.path.join(workdir, 'stage2', 'checkpoints', '8', 'default')
+  restored = ocp.PyTreeCheckpointer().restore(path)
+  return {k: restored[k] for k in ('step', 'params', 'batch_stats')}
+
+
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('uninterrupted'))
@@ -89,6 +98,7 @@ def test_a_kill_during_an_evaluation_is_redone_on_resume(
   train.train_and_evaluate(two_stage_config(), workdir)
   assert final_record(workdir) == final_record(uninterrupted)
   assert best_step(workdir) == best_step(uninterrupted)
+  chex.assert_trees_all_equal(final_params(workdir), final_params(uninterrupted))  # Bitwise.
   assert json.load(open(os.path.join(workdir, loop.Evaluations.FILENAME))) == [4, 8, 12]
   rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert sorted(r['step'] for r in rows if r['split'] == 'test') == [4, 8, 12]
@@ -134,6 +144,7 @@ def test_sigterm_between_stages_stops_before_stage_2(tmp_path, uninterrupted):
   assert not os.path.exists(os.path.join(workdir, 'stage2', 'checkpoints'))
   train.train_and_evaluate(two_stage_config(), workdir)
   assert final_record(workdir) == final_record(uninterrupted)
+  chex.assert_trees_all_equal(final_params(workdir), final_params(uninterrupted))
 
 
 def test_the_stop_handler_is_one_for_the_command_and_uninstalled_after_it():
