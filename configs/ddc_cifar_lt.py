@@ -233,6 +233,8 @@ def settings(args) -> p.Settings:
     s.set('loss.adrw_nu', nu, nu_source)
   if line == 'ldam':
     s.set('model.head', 'cosine', CODE('models/resnet_cifar.py NormedLinear (use_norm for LDAM)'))
+    # NormedLinear is no nn.Linear: _weights_init leaves its own unit-norm init alone.
+    s.set('model.head_init', 'torch', CODE('models/resnet_cifar.py NormedLinear'))
     s.set('loss.ldam_max_margin', 0.5, TRAIN)
     s.set('loss.ldam_scale', 30.0, TRAIN)
   own = args.method.startswith('vs_tla')  # DDC's VS rows: one run for stage A + stage B.

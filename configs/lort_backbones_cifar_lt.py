@@ -68,6 +68,7 @@ def settings(args) -> p.Settings:
     s.set('loss.name', 'balanced_softmax', PAPER('Table 3 row BS'))
   elif args.backbone_loss == 'ldam_drw':
     s.set('model.head', 'cosine', common.LDAM_DRW('models/resnet_cifar.py NormedLinear'))
+    s.set('model.head_init', 'torch', common.LDAM_DRW('models/resnet_cifar.py NormedLinear'))
     s.set('loss.name', 'ldam', PAPER('Table 3 row LDAM-DRW'))
     s.set('loss.ldam_max_margin', 0.5, common.LDAM_DRW('cifar_train.py'))
     s.set('loss.ldam_scale', 30.0, common.LDAM_DRW('losses.py LDAMLoss'))

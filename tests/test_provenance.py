@@ -9,6 +9,7 @@ from ltjax import config_files
 from ltjax.configs import __main__ as configs_main
 from ltjax.configs import common
 from ltjax.configs import provenance
+from ltjax.train import config_check
 
 # Recipes that reproduce no paper row: the offline default, its CE baseline and the smoke run.
 NOT_PAPER_RECIPES = ('default', 'ce_default', 'smoke')
@@ -36,6 +37,8 @@ def test_recipe_declares_every_setting_with_a_source(name):
     config = module.get_config(arg)
     table = module.settings(common.parse_arg(arg, **module.ARGUMENTS))
     assert provenance.problems(table, config) == [], (name, arg)
+    config_check.check_names(config)  # Every combination is a config that can run.
+    config_check.check_values(config, device_count=1)
     built += 1
   assert built >= 1
   # The default arguments build the same config as the first combination's.

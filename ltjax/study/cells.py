@@ -7,11 +7,13 @@ from the command line, ``--study.seeds=(0,)``):
   seeds     the seeds every method runs with (``config.seed``).
   common    a nested dict of config keys set on every method's config, after
             its recipe (the study's shared backbone, epoch budget, schedule).
-  methods   name -> {recipe, overrides, label}: ``recipe`` is a config file
-            as ``--config`` takes it (``configs/x.py`` or ``configs/x.py:arg``
-            for a recipe of ltjax, or a path of your own; resolved by
-            ``ltjax.config_files``), ``overrides`` a nested dict of config keys
-            set after ``common``, ``label`` the row name of the table.
+  methods   name -> {recipe, overrides, label, seeds}: ``recipe`` is a config
+            file as ``--config`` takes it (``configs/x.py`` or
+            ``configs/x.py:arg`` for a recipe of ltjax, or a path of your own;
+            resolved by ``ltjax.config_files``), ``overrides`` a nested dict of
+            config keys set after ``common``, ``label`` the row name of the
+            table, ``seeds`` (optional) the study's seeds this method runs
+            with (default: all; e.g. more seeds only for the contested rows).
   report    run ``ltjax.eval``'s report (L_i, r_i, norms) on each finished cell.
 
 A cell is (method, seed) in ``<study workdir>/<method>/seed<seed>``: exactly
@@ -120,16 +122,17 @@ def method_table(study: ml_collections.ConfigDict) -> dict[str, dict]:
   methods = {}
   for name, method in study.methods.items():
     method = method.to_dict() if isinstance(method, ml_collections.ConfigDict) else dict(method)
-    unknown = set(method) - {'recipe', 'overrides', 'label'}
+    unknown = set(method) - {'recipe', 'overrides', 'label', 'seeds'}
     if unknown or 'recipe' not in method:
       raise ValueError(
           f'study.methods.{name} has keys {sorted(method)}; it needs recipe and may have '
-          'overrides and label.'
+          'overrides, label and seeds.'
       )
     methods[name] = {
         'recipe': method['recipe'],
         'overrides': flatten(method.get('overrides') or {}),
         'label': method.get('label') or name,
+        'seeds': tuple(int(s) for s in method['seeds']) if 'seeds' in method else None,
     }
   return methods
 
@@ -144,6 +147,8 @@ def cells(study: ml_collections.ConfigDict, workdir: str) -> list[Cell]:
   out = []
   for seed in study.seeds:
     for name, method in methods.items():
+      if method['seeds'] is not None and int(seed) not in method['seeds']:
+        continue
       out.append(
           Cell(
               method=name,

@@ -82,7 +82,15 @@ def stage1_fingerprint(config: ml_collections.ConfigDict) -> str:
 
 
 def _reusable_stage1(config, finished: dict[str, study_cells.Cell]) -> study_cells.Cell | None:
-  return finished.get(stage1_fingerprint(config))
+  """A finished cell with the same stage 1 whose checkpoints are here (None: train it).
+
+  A cell finished on another machine (its records committed, its checkpoints not) has
+  nothing to copy.
+  """
+  source = finished.get(stage1_fingerprint(config))
+  if source is None or not files.exists(files.join(source.workdir, 'checkpoints')):
+    return None
+  return source
 
 
 def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
