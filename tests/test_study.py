@@ -253,3 +253,38 @@ def test_two_study_commands_at_once_share_the_cells(tmp_path, monkeypatch):
   for cell in cells.cells(study, workdir):
     assert cell.state() == cells.DONE
     assert not os.path.exists(os.path.join(cell.workdir, runner.FAILED_FILENAME))
+
+
+def test_a_method_can_run_with_some_of_the_study_seeds(tmp_path):
+  study = tiny_study()
+  study.seeds = (0, 1, 2)
+  study.methods.crt.seeds = (0, 2)  # More seeds for a contested row only, say.
+  names = [(c.method, c.seed) for c in cells.cells(study, str(tmp_path))]
+  assert names == [('ce', 0), ('crt', 0), ('ce', 1), ('ce', 2), ('crt', 2)]
+  study.methods.crt.colour = 'red'
+  with pytest.raises(ValueError, match='may have overrides, label and seeds'):
+    cells.cells(study, str(tmp_path))
+
+
+def test_the_resnet32_study_builds_every_cell_from_its_recipe():
+  study = cells.load_config_file('configs/studies/fashion_mnist_lt_resnet32.py')
+  all_cells = cells.cells(study, '/nonexistent')
+  assert len(all_cells) == 23 + 2 * 12
+  by_name = {c.method: c for c in all_cells if c.seed == 0}
+  ddc = by_name['ce_drw'].config()  # 200 -> 60 epochs, switch 160 -> 48, milestones 161 -> 49.
+  assert (ddc.num_epochs, ddc.loss.switch_epoch, tuple(ddc.schedule.milestones)) == (
+      60,
+      48,
+      (49, 55),
+  )
+  assert (ddc.data.name, ddc.data.n_max, ddc.model.name) == ('fashion_mnist', 1000, 'resnet32')
+  wb = by_name['wb'].config()  # 200 -> 60; stage 2 10 -> 3; the recipe's optimiser kept.
+  assert (wb.num_epochs, wb.stage2.num_epochs, wb.optim.lr, wb.optim.weight_decay) == (
+      60,
+      3,
+      0.01,
+      5e-3,
+  )
+  sam = by_name['vs_tla_adrw_sam'].config()  # 400 -> 120, SAM's radius switch 320 -> 96.
+  assert (sam.num_epochs, tuple(sam.sam.rho_boundaries), sam.loss.switch_epoch) == (120, (96,), 96)
+  assert by_name['cc_sam'].config().model.name == 'resnet32_ccsam'
