@@ -23,6 +23,7 @@ import shutil
 from typing import Any
 
 from etils import epath
+from etils.epath import backend as epath_backend
 
 PathLike = str | os.PathLike
 
@@ -54,6 +55,20 @@ def normpath(path: PathLike) -> str:
     return os.path.normpath(path)
   scheme, rest = path.split('://', 1)
   return f'{scheme}://{posixpath.normpath(rest)}'
+
+
+def refresh(path: PathLike) -> None:
+  """Forgets the remote listings cached around ``path``, so the next call asks the store.
+
+  gcsfs answers from its cache of a listed folder: an object written there by
+  another client (TensorStore, another host) is "not found" until then.
+  """
+  if not is_remote(path):
+    return
+  # Only fsspec caches; epath uses tf.io.gfile instead where TensorFlow is installed.
+  backend = getattr(epath.Path(path), '_backend', epath_backend.fsspec_backend)
+  if backend is epath_backend.fsspec_backend:
+    backend.fs(os.fspath(path)).invalidate_cache(os.fspath(path))
 
 
 def exists(path: PathLike) -> bool:
@@ -115,8 +130,34 @@ def write_text(path: PathLike, text: str) -> None:
   write_bytes(path, text.encode('utf-8'))
 
 
-def read_json(path: PathLike) -> Any:
-  return json.loads(read_text(path))
+class DamagedFileError(ValueError):
+  """A file that is there but cannot be parsed; the message names it, the problem and the fix."""
+
+
+_RESTORE = 'Restore it from a copy.'
+
+
+def decode_utf8(path: PathLike, data: bytes, fix: str = _RESTORE) -> str:
+  """``data``, the bytes of ``path``, as text; DamagedFileError naming the byte and ``fix``."""
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data.count(b'\n', 0, e.start) + 1
+    near = data[max(e.start - 20, 0) : e.start + 20]
+    raise DamagedFileError(
+        f'{os.fspath(path)} is not UTF-8 at byte {e.start} (line {line}): {near!r}. {fix}'
+    ) from e
+
+
+def read_json(path: PathLike, *, fix: str = _RESTORE) -> Any:
+  """The JSON value in ``path``; a damaged file raises DamagedFileError naming it and ``fix``."""
+  text = decode_utf8(path, read_bytes(path), fix)
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DamagedFileError(
+        f'{os.fspath(path)} is not JSON: {e.msg} at line {e.lineno} column {e.colno}. {fix}'
+    ) from e
 
 
 def write_json(path: PathLike, value: Any, **dumps_kwargs) -> None:
@@ -129,6 +170,32 @@ def remove(path: PathLike) -> None:
     epath.Path(path).unlink(missing_ok=True)
   elif os.path.exists(path):
     os.remove(path)
+
+
+def rmtree(path: PathLike) -> None:
+  """Deletes a directory tree (every object under the prefix in a bucket)."""
+  if is_remote(path):
+    epath.Path(path).rmtree(missing_ok=True)
+  elif os.path.exists(path):
+    shutil.rmtree(path)
+
+
+def move(src: PathLike, dst: PathLike) -> None:
+  """Moves a file or directory tree to ``dst`` (a new path; its parents are created).
+
+  Locally a rename. A bucket has no renames: the objects are copied, then the
+  source deleted, so an interrupted move leaves the source whole.
+  """
+  if not is_remote(src) and not is_remote(dst):
+    os.makedirs(os.path.dirname(os.fspath(dst)) or '.', exist_ok=True)
+    shutil.move(os.fspath(src), os.fspath(dst))
+    return
+  if isdir(src):
+    copytree(src, dst)
+    rmtree(src)
+  else:
+    write_bytes(dst, read_bytes(src))
+    remove(src)
 
 
 def copytree(src: PathLike, dst: PathLike) -> None:

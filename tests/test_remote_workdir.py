@@ -102,3 +102,28 @@ def test_list_file_data_in_a_bucket_with_a_corrupt_image_skipped_and_logged(tmp_
     )
   assert len(results['per_class_accuracy']) == 365
   assert sorted(os.listdir(tmp_path)) == ['bucket_store']
+
+
+def test_a_damaged_checkpoint_in_a_bucket_is_moved_aside_and_saved_again(tmp_path, monkeypatch):
+  monkeypatch.setattr(workdir_lock, 'SETTLE_SECONDS', 0.0)
+  config = tiny_config(num_train_steps=8, checkpoint_every_steps=4)
+  root = str(tmp_path / 'bucket_store')
+  with fake_bucket(root):
+    run = 'gs://bucket/run'
+    train.train_and_evaluate(config, run)
+    step8 = os.path.join(root, 'bucket', 'run', 'checkpoints', '8')
+    for d, _, names in os.walk(step8):  # Truncated data files: an interrupted copy.
+      for name in names:
+        path = os.path.join(d, name)
+        if os.path.getsize(path) > 16 and 'METADATA' not in name:
+          with open(path, 'r+b') as f:
+            f.truncate(8)
+    trained = []
+    train.train_and_evaluate(config, run, hooks=[lambda step, state: trained.append(step)])
+    assert trained == [5, 6, 7, 8]
+    (moved,) = files.listdir(f'{run}/damaged')
+    assert moved.startswith('8-') and files.exists(f'{run}/damaged/{moved}/_CHECKPOINT_METADATA')
+    assert files.listdir(f'{run}/checkpoints') == ['4', '8']
+    trained.clear()
+    train.train_and_evaluate(config, run, hooks=[lambda step, state: trained.append(step)])
+    assert trained == []  # Step 8 is readable again: nothing is retrained.

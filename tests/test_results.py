@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from ltjax.train import results
 
@@ -66,3 +67,22 @@ def test_stage_records_join_into_results_json_with_the_final_stage(tmp_path):
   assert results.final_metrics(run)['accuracy'] == 0.6
   assert results.final_metrics(run, posthoc=False)['accuracy'] == 0.5
   assert run['stages']['stage2']['posthoc']['value'] == 1.5
+
+
+def test_damaged_records_name_the_file_what_is_wrong_and_the_fix(tmp_path):
+  stage_results = tmp_path / results.STAGE_FILENAME
+  stage_results.write_bytes(b'{"stage": "stage1", "step": 7,\n "test": {"accuracy": 0.5')  # Cut.
+  with pytest.raises(ValueError) as error:
+    results.write_run(str(tmp_path), {'stage1': str(tmp_path)})
+  message = str(error.value)
+  assert message.startswith(f'{stage_results} is not JSON'), message
+  assert 'line 2' in message and 'Rerun the training command' in message, message
+  run = tmp_path / results.FILENAME
+  run.write_bytes(b'{"final": "stage1", "stages": {"\xff": 1}}')
+  with pytest.raises(ValueError, match=rf'^{run} is not UTF-8 at byte 32 \(line 1\)'):
+    results.read_run(str(tmp_path))
+  with pytest.raises(ValueError, match=rf'^{run} is not UTF-8 .*Rerun the training command'):
+    results.read_json(str(run))
+  (tmp_path / 'metrics.jsonl').write_bytes(b'{"step": 1, "split": "train"}\n\xff\n{"step": 2}\n')
+  with pytest.raises(ValueError, match=r'metrics.jsonl is not UTF-8 at byte 30 \(line 2\)'):
+    results.median_throughput(str(tmp_path))

@@ -771,7 +771,8 @@ class Evaluations:
     self.path = files.join(workdir, self.FILENAME)
     recorded = files.exists(self.path)
     self.legacy = resumed and not recorded
-    self.steps = set(files.read_json(self.path)) if recorded else set()
+    fix = 'Delete it: the resumed run then counts every step as evaluated.'
+    self.steps = set(files.read_json(self.path, fix=fix)) if recorded else set()
     if not recorded and not resumed and jax.process_index() == 0:
       files.write_json(self.path, [])
 

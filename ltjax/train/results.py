@@ -19,6 +19,8 @@ stage counts only its last segment, and says so in ``resumed``);
 rows, which evaluation and checkpointing do not count.
 """
 
+import os
+
 import jax
 import numpy as np
 
@@ -29,6 +31,12 @@ from ltjax.train.writer import read_rows
 FILENAME = 'results.json'
 STAGE_FILENAME = 'stage_results.json'
 METRICS_FILENAME = 'metrics.jsonl'
+# Both records are derived: a finished run rewrites them when its command is rerun.
+_FIX = (
+    'Rerun the training command that made this run (the same --config and --workdir): a '
+    'finished run is evaluated again and rewrites it.'
+)
+_OTHER_FIX = 'Restore it from a copy, or delete it and rerun the command that wrote it.'
 
 
 def write_json(path: str, record: dict) -> None:
@@ -51,8 +59,14 @@ def median_throughput(workdir: str) -> float | None:
 
 
 def read_json(path: str) -> dict | None:
-  """The JSON object in ``path``, or None when there is no such file."""
-  return files.read_json(path) if files.exists(path) else None
+  """The JSON object in ``path``, or None when there is no such file.
+
+  A damaged file raises files.DamagedFileError naming it and the fix.
+  """
+  if not files.exists(path):
+    return None
+  ours = os.path.basename(path) in (FILENAME, STAGE_FILENAME)
+  return files.read_json(path, fix=_FIX if ours else _OTHER_FIX)
 
 
 def stage_record(
@@ -97,7 +111,7 @@ def write_run(workdir: str, stage_workdirs: dict[str, str]) -> dict | None:
     return None
   stages = {}
   for name, stage_workdir in stage_workdirs.items():
-    stages[name] = files.read_json(files.join(stage_workdir, STAGE_FILENAME))
+    stages[name] = files.read_json(files.join(stage_workdir, STAGE_FILENAME), fix=_FIX)
   record = {'final': list(stage_workdirs)[-1], 'stages': stages}
   write_json(files.join(workdir, FILENAME), record)
   return record
@@ -105,7 +119,7 @@ def write_run(workdir: str, stage_workdirs: dict[str, str]) -> dict | None:
 
 def read_run(workdir: str) -> dict:
   """``<workdir>/results.json`` (FileNotFoundError if the run has not finished)."""
-  return files.read_json(files.join(workdir, FILENAME))
+  return files.read_json(files.join(workdir, FILENAME), fix=_FIX)
 
 
 def final_metrics(record: dict, *, posthoc: bool = True) -> dict:

@@ -92,7 +92,7 @@ def check_resume(
   path = epath.Path(workdir) / checkpoint.CONFIG_FILE
   if not path.exists():
     return {}
-  recorded = json.loads(path.read_text())
+  recorded = checkpoint.read_config_json(os.fspath(path))  # Names a damaged file and the fix.
   changed = differences(recorded, config, stage1=stage1)
   allowed = lambda key: any(key == a or (a.endswith('.') and key.startswith(a)) for a in allow)
   refused = {k: v for k, v in changed.items() if not allowed(k)}

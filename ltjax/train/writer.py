@@ -8,7 +8,9 @@ Rows are unique by (split, step), so a reader never double-counts. A run
 resumed from step S re-trains the steps after S, so the writer drops the rows
 written after S by the interrupted run (``resume_step``; TensorBoard's
 ``purge_step`` does the same for the event files); a row written again for
-the same (split, step) replaces the old one.
+the same (split, step) replaces the old one. A last line cut short by a kill
+is dropped with a warning (and the file rewritten without it); a damaged line
+before it stops the run, naming the file, the line and the fix.
 
 A workdir in a bucket (``gs://...``) has no appends: there the rows are kept
 in memory and the whole file is uploaded at most every ``REMOTE_UPLOAD_SECONDS``
@@ -21,6 +23,7 @@ import json
 import math
 import time
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -54,9 +57,11 @@ class MetricWriter:
     self._uploaded = time.monotonic()
     if not self.enabled:
       return
-    self._rows = read_rows(self.path)
+    self._rows, rewrite = _read_rows(self.path)
     if resume_step is not None and any(r['step'] > resume_step for r in self._rows):
       self._rows = [r for r in self._rows if r['step'] <= resume_step]
+      rewrite = True
+    if rewrite:  # Rows dropped, or a cut-short last line the next append would join.
       self._rewrite()
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -126,16 +131,62 @@ class MetricWriter:
 
 
 def read_rows(path: str) -> list[dict]:
-  """The rows of a metrics.jsonl ([] if it does not exist; a torn last line is dropped)."""
+  """The rows of a metrics.jsonl ([] if it does not exist; a torn last line is dropped).
+
+  A line before the last that is not a row (bytes that are not UTF-8, not a
+  JSON object) raises files.DamagedFileError naming the file, the line and the
+  fix: that is damage, not an interrupted write.
+  """
+  return _read_rows(path)[0]
+
+
+def _read_rows(path: str) -> tuple[list[dict], bool]:
+  """(rows, whether the file must be rewritten: its last line was cut short)."""
   if not files.exists(path):
-    return []
-  rows = []
-  for line in files.read_text(path).splitlines():
-    try:
-      rows.append(json.loads(line))
-    except json.JSONDecodeError:
-      continue  # The last line of a killed process may be half-written.
-  return rows
+    return [], False
+  *lines, tail = files.read_bytes(path).split(b'\n')  # tail: b'' after a final newline.
+  rows, offset = [], 0
+  for number, line in enumerate(lines, 1):
+    if line.strip():
+      rows.append(_parse_row(path, line, number, offset))
+    offset += len(line) + 1
+  if not tail.strip():
+    return rows, bool(tail)
+  # Rows are written whole with their newline, so a last line without one was cut short
+  # by a kill (or a power loss's zeros): drop it, and have the writer rewrite the file,
+  # or the next row would be appended to it.
+  try:
+    rows.append(_parse_row(path, tail, len(lines) + 1, offset))
+  except files.DamagedFileError:
+    logging.warning(
+        '%s: dropped its last line, cut short by an interrupted write: %r', path, tail[:80]
+    )
+  return rows, True
+
+
+def _parse_row(path: str, line: bytes, number: int, offset: int) -> dict:
+  fix = (
+      f'Delete line {number} (the other rows are kept; a resumed run writes the rows after its '
+      'checkpoint again), or restore the file from a copy.'
+  )
+  try:
+    text = line.decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise files.DamagedFileError(
+        f'{path} is not UTF-8 at byte {offset + e.start} (line {number}): '
+        f'{line[max(e.start - 20, 0) : e.start + 20]!r}. {fix}'
+    ) from e
+  try:
+    row = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise files.DamagedFileError(
+        f'{path} line {number} is not JSON ({e.msg} at column {e.colno}): {text[:80]!r}. {fix}'
+    ) from e
+  if not isinstance(row, dict):
+    raise files.DamagedFileError(
+        f'{path} line {number} is not a metrics row (a JSON object): {text[:80]!r}. {fix}'
+    )
+  return row
 
 
 class _RemoteEventFile:
