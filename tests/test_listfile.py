@@ -88,7 +88,7 @@ def test_list_file_png_exact_grayscale_to_rgb(tmp_path):
   gray = rng.integers(0, 256, (4, 6), dtype=np.uint8)
   Image.fromarray(rgb).save(tmp_path / 'a b.png')  # A space in the path is fine.
   Image.fromarray(gray).save(tmp_path / 'g.png')
-  (tmp_path / 'list.txt').write_text('a b.png 1\n./g.png\t0\n')
+  (tmp_path / 'list.txt').write_text('a b.png 1\n/g.png\t0\n')  # A leading '/': the root's.
   source = listfile.ListFileSource(
       tmp_path, tmp_path / 'list.txt', mean=(0.5,) * 3, std=(0.25,) * 3
   )
@@ -205,7 +205,7 @@ def list_source(root, list_file, **kwargs):
 
 
 @pytest.mark.parametrize(
-    'line', ['../outside.png', 'sub/../../outside.png', '..', '/etc/hostname', '//x/a.png']
+    'line', ['../outside.png', 'sub/../../outside.png', '..', '/../etc/hostname', '//../x.png']
 )
 def test_a_path_outside_the_image_root_is_refused_naming_the_line(tmp_path, line):
   root = tmp_path / 'root'

@@ -8,10 +8,11 @@ separated by whitespace; the image lives at ``os.path.join(root, relpath)``.
 Blank lines and trailing whitespace are ignored; the label is the last field,
 so a path may contain spaces.
 
-Paths stay under the image root. The rule is lexical: an absolute path, or
-one whose ``..`` leads above the root once normalised (``../x.jpg``,
-``a/../../x.jpg``), is refused when the list is read, naming the list file,
-the line and the path. Symbolic links are not resolved: a link inside the
+Paths stay under the image root. A leading '/' is relative to the root, as
+OLTR's loaders join root + path (the Places-LT lists write '/a/abbey/...').
+The rule is lexical: a path whose ``..`` leads above the root once normalised
+(``../x.jpg``, ``a/../../x.jpg``, ``/../x.jpg``) is refused when the list is
+read, naming the list file, the line and the path. Symbolic links are not resolved: a link inside the
 root is followed wherever it points -- an image folder linked in from shared
 storage is a common layout, and the link is the owner's choice. A local path
 that is not a regular file (a FIFO, whose opening blocks until a writer comes,
@@ -266,7 +267,7 @@ def _escapes_root(relpath: str) -> str:
 
   Lexical (see the module docstring): links are not resolved.
   """
-  if relpath.startswith('/') or os.path.isabs(relpath):
+  if os.path.isabs(relpath):  # A leading '/' is stripped before: a drive letter, say.
     return 'an absolute path'
   if '..' in relpath:  # Most paths have none: no normalisation for 437k iNat lines.
     normal = posixpath.normpath(relpath)
@@ -440,6 +441,9 @@ class ListFileSource:
           f'num_classes.'
       )
     listed = paths
+    # A leading '/' is relative to the root, as OLTR joins root + path (Places-LT's lists write
+    # '/a/abbey/...'); os.path.join would otherwise drop the root.
+    paths = [p.lstrip('/') for p in paths]
     if class_folders:
       paths = [p if '/' in p else f'{p.split("_", 1)[0]}/{p}' for p in paths]
     # After the class folder is added: '.._1.JPEG' would become '../.._1.JPEG'.
