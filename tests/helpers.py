@@ -4,6 +4,8 @@ import importlib.util
 import json
 import os
 import pickle
+import struct
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -169,3 +171,19 @@ def write_list_folder(root, dataset, per_split, rng, max_eval=0):
       for j, label in enumerate(labels):
         f.write(f'{files[j % len(files)]} {label}\n')
   return root
+
+
+def write_smuggling_pth(path, command: str):
+  """A torch zip archive whose pickle calls os.system(command) on unpickling: what an attacker
+  writes ({'conv1.weight': os.system(...)}, GLOBAL os.system REDUCEd), for refusal tests."""
+  command = command.encode()
+  evil = (
+      b'\x80\x02}X\x0c\x00\x00\x00conv1.weightcos\nsystem\nX'
+      + struct.pack('<I', len(command))
+      + command
+      + b'\x85Rs.'
+  )
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr('evil/data.pkl', evil)
+    archive.writestr('evil/version', '3\n')
+  return evil

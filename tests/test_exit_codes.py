@@ -7,15 +7,14 @@ bug"). Each case spawns JAX (a few seconds): keep them few.
 
 import os
 import pickle
-import struct
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 
 from helpers import REPO
 from helpers import write_cifar_folder
+from helpers import write_smuggling_pth
 from ltjax.data import cifar_pickle
 from ltjax.train import stopping
 
@@ -69,17 +68,8 @@ def test_a_tampered_cifar_pickle_exits_as_bad_input(tmp_path):
 def test_a_pth_that_torch_would_refuse_exits_as_bad_input(tmp_path):
   # torch.load(weights_only=True) refuses it too: a global outside a plain state dict.
   marker = tmp_path / 'pwned'
-  command = f'touch {marker}'.encode()
-  evil = (
-      b'\x80\x02}X\x0c\x00\x00\x00conv1.weightcos\nsystem\nX'
-      + struct.pack('<I', len(command))
-      + command
-      + b'\x85Rs.'
-  )
   path = tmp_path / 'evil.pth'
-  with zipfile.ZipFile(path, 'w') as archive:
-    archive.writestr('evil/data.pkl', evil)
-    archive.writestr('evil/version', '3\n')
+  write_smuggling_pth(path, f'touch {marker}')
   result = run_train(
       tmp_path / 'run',
       '--config.data.name=synthetic',

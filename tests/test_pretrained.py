@@ -16,6 +16,7 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 
 from configs import base
+from helpers import write_smuggling_pth
 from helpers import REPO
 from helpers import tiny_config
 from ltjax import models
@@ -157,20 +158,9 @@ print('read without torch', sorted(a))
 
 def test_a_pickle_that_smuggles_os_system_is_refused_before_it_runs(tmp_path):
   marker = tmp_path / 'ran'
-  # What an attacker writes: {'conv1.weight': os.system('touch <marker>')}, i.e. GLOBAL
-  # os.system called (REDUCE) with a shell command, inside a torch zip archive.
-  command = f'touch {marker}'.encode()
-  evil = (
-      b'\x80\x02}X\x0c\x00\x00\x00conv1.weightcos\nsystem\nX'
-      + struct.pack('<I', len(command))
-      + command
-      + b'\x85Rs.'
-  )
-  assert ('GLOBAL', 'os system') in [(op.name, arg) for op, arg, _ in pickletools.genops(evil)]
   path = tmp_path / 'evil.pth'
-  with zipfile.ZipFile(path, 'w') as archive:
-    archive.writestr('evil/data.pkl', evil)
-    archive.writestr('evil/version', '3\n')
+  evil = write_smuggling_pth(path, f'touch {marker}')
+  assert ('GLOBAL', 'os system') in [(op.name, arg) for op, arg, _ in pickletools.genops(evil)]
   with pytest.raises(pretrained.RefusedGlobalError, match=r'evil\.pth: refused .* os\.system'):
     pretrained.read_state_dict(path)
   assert not marker.exists()
