@@ -12,6 +12,8 @@ import pytest
 from helpers import Interrupt
 from helpers import REPO
 from ltjax import files
+from ltjax.data import longtail
+from ltjax.eval import metrics
 from ltjax.study import aggregate
 from ltjax.study import cells
 from ltjax.study import runner
@@ -288,3 +290,16 @@ def test_the_resnet32_study_builds_every_cell_from_its_recipe():
   sam = by_name['vs_tla_adrw_sam'].config()  # 400 -> 120, SAM's radius switch 320 -> 96.
   assert (sam.num_epochs, tuple(sam.sam.rho_boundaries), sam.loss.switch_epoch) == (120, (96,), 96)
   assert by_name['cc_sam'].config().model.name == 'resnet32_ccsam'
+
+
+def test_every_resnet32_study_row_reports_the_same_nonempty_groups():
+  # EWB's recipe thresholds (1000 / 200, set for CIFAR-10-LT's n_max 5000) once left its rows
+  # without a single many class on Fashion-MNIST-LT: the table's many column was nan.
+  study = cells.load_config_file('configs/studies/fashion_mnist_lt_resnet32.py')
+  counts = longtail.long_tail_counts(10, 1000, 100.0, 'exp')
+  seen = {}
+  for cell in cells.cells(study, '/nonexistent'):
+    config = cell.config()
+    masks = metrics.class_groups(counts, **metrics.group_options(config.eval))
+    seen[cell.method] = tuple(tuple(np.flatnonzero(masks[g])) for g in ('many', 'medium', 'few'))
+  assert set(seen.values()) == {((0, 1, 2, 3, 4), (5, 6, 7), (8, 9))}, seen

@@ -31,6 +31,13 @@ and its mask, batch, schedule and its stepping, loss, head and its init,
 sampler, stage 2, flip TTA -- is the recipe's, as
 ``python -m ltjax.configs <recipe>`` prints it.
 
+Groups (every row): many n_c > 100, few n_c < 20 of the Fashion-MNIST-LT counts
+(OLTR's thresholds, configs/base.py), so that every row's many / medium / few
+are the same classes (5 / 3 / 2). A recipe whose thresholds were set for its
+own data set gets these instead: EWB's 1000 / 200 (CIFAR-10-LT, n_max 5000)
+leave no many class at n_max 1000; CC-SAM's >= 100 / <= 20 give the same
+groups on these counts. Rows whose recipe already has 100 / 20 get no key.
+
 Evaluation: every 5 epochs (the recipes evaluate every epoch; on 2 CPU cores a
 10k-image ResNet-32 evaluation costs ~15 s, ~15 min a cell at every epoch) and
 at the end; stage 2 every epoch. A recipe that starts stage 2 from the best
@@ -150,6 +157,18 @@ DATA = {
 }
 
 
+# The study's many / medium / few (see "Groups" above).
+GROUPS = {'eval.groups': 'threshold', 'eval.many_threshold': 100, 'eval.few_threshold': 20}
+
+
+def groups(config: ml_collections.ConfigDict) -> dict:
+  """The keys that make ``config``'s groups the study's (empty when they already are)."""
+  flat = cells.flatten(config.to_dict())
+  if all(flat[k] == v for k, v in GROUPS.items()):
+    return {}
+  return dict(GROUPS, **{'eval.group_sizes': ()})
+
+
 def _scale_epochs(epochs: int) -> int:
   return max(1, round(SCALE * epochs))
 
@@ -217,6 +236,7 @@ def row_overrides(recipe: str, own) -> dict:
   if config.model.name != 'resnet32_ccsam':
     out['model.name'] = 'resnet32'
   out.update(budget(config))
+  out.update(groups(config))
   out['eval_every_epochs'] = EVAL_EVERY_EPOCHS
   out['progress_bar'] = False
   out.update(own)
