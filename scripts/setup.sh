@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
 # One-time setup of a fresh Debian/Ubuntu machine (Python >= 3.11): the offline
 # data and a virtual environment with ltjax and its test tools. Idempotent: run
-# it again at any time. Usage: bash scripts/setup.sh [venv dir, default .venv]
+# it again at any time.
+#   bash scripts/setup.sh [VENV]           the newest releases this Python installs (default .venv)
+#   bash scripts/setup.sh --oldest [VENV]  the oldest versions setup.cfg declares, pinned by
+#                                          constraints/oldest.txt (CI's oldest end, .venv-oldest)
+# The newest end (Python 3.13 in a Debian 13 root): bash scripts/newest.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${1:-.venv}"
+CONSTRAINTS=()
+if [ "${1:-}" = --oldest ]; then
+  CONSTRAINTS=(-c constraints/oldest.txt)
+  shift
+  VENV="${1:-.venv-oldest}"
+else
+  VENV="${1:-.venv}"
+fi
 PYTHON="${PYTHON:-python3}"
 
 # 1. Fashion-MNIST (real data, no download at train time) from Debian's package.
@@ -26,5 +37,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test]'
+"$VENV/bin/python" -m pip install -q "${CONSTRAINTS[@]}" -e '.[test]'
 echo "Ready: . $VENV/bin/activate"

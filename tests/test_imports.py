@@ -214,8 +214,12 @@ def undeclared_imports(root, setup_cfg_text):
       )
       continue
     provided_by = {_normalized(d) for d in distributions.get(module, ())}
-    if not provided_by and module in OPTIONAL_IMPORTS:  # An extra this environment lacks.
-      provided_by = {_normalized(module)}
+    if not provided_by and module in OPTIONAL_IMPORTS:  # An extra this environment lacks:
+      # its distributions named after the module ('nvidia' -> nvidia-dali-cuda120), if declared.
+      extra_names = extras.get(OPTIONAL_IMPORTS[module], set())
+      provided_by = {d for d in extra_names if d.startswith(_normalized(module))} or {
+          _normalized(module)
+      }
     if not provided_by:
       problems.append(f'{module} from {where[0]}: no installed distribution provides it')
       continue
