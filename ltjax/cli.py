@@ -38,11 +38,35 @@ def define_compilation_cache_flag() -> None:
   )
 
 
+def _cache_deadlocks_cpu_collectives() -> bool:
+  """Whether this is a job of several CPU processes on jaxlib >= 0.12.
+
+  There, processes whose steps come from the persistent compilation cache wait forever in their
+  first cross-process collective (measured with jaxlib 0.12.1: two processes running a jitted
+  cross-process mean and multihost_utils.process_allgather finish with a cold cache and hang on
+  the next, warm-cache run; jaxlib 0.10.2 finishes both).
+  """
+  version = tuple(int(p) for p in jax.lib.__version__.split('.')[:2] if p.isdigit())
+  return version >= (0, 12) and jax.process_count() > 1 and jax.default_backend() == 'cpu'
+
+
 def use_compilation_cache(directory: str) -> None:
-  """JAX's persistent compilation cache in ``directory`` ('' leaves it off)."""
-  if directory:
-    jax.config.update('jax_compilation_cache_dir', directory)
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  """JAX's persistent compilation cache in ``directory`` ('' leaves it off).
+
+  Call it after ``multihost.initialize``: a multi-process CPU job on jaxlib >= 0.12 runs
+  without the cache (``_cache_deadlocks_cpu_collectives``); it only compiles again.
+  """
+  if not directory:
+    return
+  if _cache_deadlocks_cpu_collectives():
+    logging.warning(
+        'Persistent compilation cache off: with jaxlib %s, CPU processes of one job deadlock in '
+        'their collectives on executables loaded from it.',
+        jax.lib.__version__,
+    )
+    return
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 def run(main, config_flag: str | None = None) -> None:
