@@ -10,9 +10,10 @@
 #                                       active (builds the root and the venv first if missing)
 #
 # Needs root (debootstrap, mount, chroot) and Debian's package mirror; Debian/Ubuntu hosts.
-# Idempotent: the root (.newest/trixie, about 6 minutes to make with debootstrap, ~100 MB) and
-# its venv (/opt/venv inside it) are reused; --setup and the test run upgrade every dependency to
-# its newest release (pip --upgrade-strategy eager) and write the versions to .newest/versions.txt.
+# Idempotent: the root (.newest/trixie; debootstrap took 46 s on a 2-core CI machine, up to about
+# 6 minutes with a slow mirror) and its venv (/opt/venv inside it, about 1.5 minutes of pip) are
+# reused; --setup and the test run upgrade every dependency to its newest release (pip
+# --upgrade-strategy eager) and write the versions to .newest/versions.txt.
 # Each command runs in a private mount namespace (unshare -m): /proc, /dev, /sys, this checkout
 # (at the same path) and the host's /usr/share/datasets (Fashion-MNIST, read-only) are mounted
 # inside the root for that process only, so nothing stays mounted when it ends, however it ends,
@@ -65,7 +66,7 @@ make_root() {
   mkdir -p "$NEWEST"
   local mirror
   mirror="$(debian_mirror)"
-  log "debootstrap $SUITE from $mirror into $ROOT (about 6 minutes)"
+  log "debootstrap $SUITE from $mirror into $ROOT (about 1 to 6 minutes)"
   debootstrap --variant=minbase --include=python3,python3-venv "$SUITE" "$ROOT" "$mirror" \
     >"$NEWEST/debootstrap.log" 2>&1 || {
     tail -n 30 "$NEWEST/debootstrap.log" >&2
