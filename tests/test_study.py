@@ -303,3 +303,22 @@ def test_every_resnet32_study_row_reports_the_same_nonempty_groups():
     masks = metrics.class_groups(counts, **metrics.group_options(config.eval))
     seen[cell.method] = tuple(tuple(np.flatnonzero(masks[g])) for g in ('many', 'medium', 'few'))
   assert set(seen.values()) == {((0, 1, 2, 3, 4), (5, 6, 7), (8, 9))}, seen
+
+
+def test_every_resnet32_experiment_differs_from_its_base_row_in_its_named_keys_only():
+  from ltjax.configs.studies import fashion_mnist_lt_resnet32 as study_file
+  from ltjax.configs.studies import fashion_mnist_lt_resnet32_experiments as experiments
+
+  study = {c.method: c for c in cells.cells(study_file.get_config(), '/nonexistent') if c.seed == 0}
+  runs = {c.method: c for c in cells.cells(experiments.get_config(), '/nonexistent')}
+  assert set(runs) == set(experiments.EXPERIMENTS)
+  for name, (base, changes, _, scale) in experiments.EXPERIMENTS.items():
+    base_config = study[base].config()
+    run = cells.flatten(runs[name].config().to_dict())
+    differ = {k for k, v in cells.flatten(base_config.to_dict()).items() if run[k] != v}
+    if scale == study_file.SCALE:
+      assert differ and differ <= set(changes), (name, differ)
+    else:  # The papers' budget: every epoch count the recipe's own, nothing else changed.
+      recipe = cells.load_config_file(study_file.ROWS[base][0])
+      assert differ == set(study_file.budget(recipe, scale)), (name, differ)
+      assert run['num_epochs'] == recipe.num_epochs, name

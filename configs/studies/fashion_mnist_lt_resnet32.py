@@ -169,31 +169,31 @@ def groups(config: ml_collections.ConfigDict) -> dict:
   return dict(GROUPS, **{'eval.group_sizes': ()})
 
 
-def _scale_epochs(epochs: int) -> int:
-  return max(1, round(SCALE * epochs))
-
-
-def _scale_milestones(milestones, offset: int) -> tuple:
+def _scale_milestones(milestones, offset: int, scale: float) -> tuple:
   # An epoch-start schedule (offset 1) counts milestones from 1: scale the epoch, keep the offset.
-  return tuple(round(SCALE * (m - offset)) + offset for m in milestones)
+  return tuple(round(scale * (m - offset)) + offset for m in milestones)
 
 
-def budget(config: ml_collections.ConfigDict) -> dict:
+def _scale_stage2(epochs: int, scale: float) -> int:
+  return max(MIN_STAGE2_EPOCHS, round(scale * epochs))
+
+
+def budget(config: ml_collections.ConfigDict, scale: float = SCALE) -> dict:
   """The scaled epoch counts of a recipe's config (flattened keys that change)."""
-  out = {'num_epochs': _scale_epochs(config.num_epochs)}
+  out = {'num_epochs': max(1, round(scale * config.num_epochs))}
   if config.schedule.milestones:
     out['schedule.milestones'] = _scale_milestones(
-        config.schedule.milestones, config.schedule.epoch_offset
+        config.schedule.milestones, config.schedule.epoch_offset, scale
     )
   if config.loss.schedule != 'none':
-    out['loss.switch_epoch'] = round(SCALE * config.loss.switch_epoch)
+    out['loss.switch_epoch'] = round(scale * config.loss.switch_epoch)
   if config.sam.rho_boundaries:
-    out['sam.rho_boundaries'] = tuple(round(SCALE * b) for b in config.sam.rho_boundaries)
+    out['sam.rho_boundaries'] = tuple(round(scale * b) for b in config.sam.rho_boundaries)
   if config.stage2.num_epochs > 0:
-    out['stage2.num_epochs'] = max(MIN_STAGE2_EPOCHS, round(SCALE * config.stage2.num_epochs))
+    out['stage2.num_epochs'] = _scale_stage2(config.stage2.num_epochs, scale)
     if config.stage2.schedule.milestones:
       out['stage2.schedule.milestones'] = _scale_milestones(
-          config.stage2.schedule.milestones, config.stage2.schedule.epoch_offset
+          config.stage2.schedule.milestones, config.stage2.schedule.epoch_offset, scale
       )
   return out
 
@@ -224,8 +224,8 @@ def _lort_stage2() -> dict:
   return {k: v for k, v in cells.flatten(lort.to_dict()).items() if k.startswith('stage2.')}
 
 
-def row_overrides(recipe: str, own) -> dict:
-  """Data, backbone, budget and evaluation changes, then the row's own (flattened)."""
+def row_overrides(recipe: str, own, scale: float = SCALE) -> dict:
+  """Data, backbone, budget (``scale``) and evaluation changes, then the row's own (flattened)."""
   config = cells.load_config_file(recipe)
   if own == 'lort_stage2':
     own = _lort_stage2()
@@ -235,13 +235,13 @@ def row_overrides(recipe: str, own) -> dict:
   out = dict(DATA)
   if config.model.name != 'resnet32_ccsam':
     out['model.name'] = 'resnet32'
-  out.update(budget(config))
+  out.update(budget(config, scale))
   out.update(groups(config))
   out['eval_every_epochs'] = EVAL_EVERY_EPOCHS
   out['progress_bar'] = False
   out.update(own)
   if 'stage2.num_epochs' in own and own['stage2.num_epochs'] > 0:
-    out['stage2.num_epochs'] = max(MIN_STAGE2_EPOCHS, round(SCALE * own['stage2.num_epochs']))
+    out['stage2.num_epochs'] = _scale_stage2(own['stage2.num_epochs'], scale)
   return out
 
 

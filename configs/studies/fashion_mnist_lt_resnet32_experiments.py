@@ -1,0 +1,73 @@
+r"""The controlled experiments that read the ResNet-32 study against the papers.
+
+    python launch/study.py \
+      --study=configs/studies/fashion_mnist_lt_resnet32_experiments.py \
+      --workdir=benchmarks/results/study_fashion_mnist_lt_resnet32/experiments
+
+Each row is one row of configs/studies/fashion_mnist_lt_resnet32.py (its
+``BASE``: the same recipe, data, backbone, budget and groups, built by that
+file's ``row_overrides``) with exactly the keys in ``CHANGES`` changed: one
+variable at a time, so the row's difference from its base is that variable's
+effect (up to seed noise, which the study's seeds 1 and 2 measure).
+tests/test_study.py checks that every row differs from its base in its named
+keys and nowhere else.
+
+Rows (question; base row; change):
+  ce_lwr_recipe           Focal 70.87 trails CE 79.01 at seed 0, but the two rows
+                          come from different recipes (LWR's CIFAR-100 one; DDC's):
+                          is it the loss or the recipe? The focal row with CE.
+  sam_without_sam         Does SAM help CE? The SAM row's protocol (400 -> 120
+                          epochs, AutoAugment + Cutout, its warm-up and decay)
+                          differs from the CE row's in more than SAM: the SAM row
+                          with SAM switched off (no radius at all: the plain step).
+  vs_tla_adrw_sam_without_sam  The same for VS + TLA + ADRW (DDC Table 1's +SAM line).
+  ce_full_budget          The budget: the CE row at the papers' epochs (scale 1.0:
+                          200 epochs, milestones 160 / 180) instead of 0.3.
+  ldam_drw_full_budget    LDAM-DRW the same (DRW from epoch 160).
+  vs_tla_adrw_full_budget VS + TLA + ADRW the same.
+
+Seed 0 only: a row is compared with its base row's seed-0 cell.
+
+Cost: the CE-sized rows about 13 minutes each on the 2-core CPU, the SAM
+protocol's 120 epochs about 26, the full-budget rows about 43.
+"""
+
+import ml_collections
+
+from ltjax.configs.studies import fashion_mnist_lt_resnet32 as study
+
+_NO_SAM = {'sam.rho': 0.0, 'sam.rho_values': (), 'sam.rho_boundaries': ()}
+
+# name -> (base row of the study, the keys this row changes (flattened), label, scale).
+EXPERIMENTS = {
+    'ce_lwr_recipe': ('focal', {'loss.name': 'cross_entropy'}, 'CE (LWR recipe)', study.SCALE),
+    'sam_without_sam': ('sam', _NO_SAM, 'SAM row without SAM', study.SCALE),
+    'vs_tla_adrw_sam_without_sam': (
+        'vs_tla_adrw_sam',
+        _NO_SAM,
+        'VS+TLA+ADRW+SAM row without SAM',
+        study.SCALE,
+    ),
+    'ce_full_budget': ('ce', {}, 'CE, full budget', 1.0),
+    'ldam_drw_full_budget': ('ldam_drw', {}, 'LDAM-DRW, full budget', 1.0),
+    'vs_tla_adrw_full_budget': ('vs_tla_adrw', {}, 'VS+TLA+ADRW, full budget', 1.0),
+}
+
+
+def experiment_overrides(name: str) -> tuple[str, dict]:
+  """The base row's recipe and (flattened) overrides, with this experiment's changes."""
+  base, changes, _, scale = EXPERIMENTS[name]
+  recipe, own, _ = study.ROWS[base]
+  return recipe, {**study.row_overrides(recipe, own, scale), **changes}
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seeds = (0,)
+  config.report = True
+  config.common = {}
+  m = config.methods = ml_collections.ConfigDict(sort_keys=False)  # The run order.
+  for name, (_, _, label, _) in EXPERIMENTS.items():
+    recipe, overrides = experiment_overrides(name)
+    m[name] = {'recipe': recipe, 'overrides': study.nested(overrides), 'label': label}
+  return config
