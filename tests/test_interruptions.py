@@ -104,6 +104,35 @@ def test_a_kill_during_an_evaluation_is_redone_on_resume(
   assert sorted(r['step'] for r in rows if r['split'] == 'test') == [4, 8, 12]
 
 
+def test_an_earlier_attempt_whose_checkpoints_were_lost_is_neither_kept_nor_trusted(
+    tmp_path, monkeypatch, uninterrupted
+):
+  """A killed attempt's records outlive its checkpoints (a study cell's, on a new machine)."""
+  workdir = str(tmp_path / 'run')
+  evaluated = os.path.join(workdir, loop.Evaluations.FILENAME)
+  fail_evaluation(monkeypatch, lambda n: n == 3)  # Attempt 1: killed in step 12's evaluation.
+  with pytest.raises(Interrupt):
+    train.train_and_evaluate(two_stage_config(), workdir)
+  assert json.load(open(evaluated)) == [4, 8]
+  for lost in ('checkpoints', 'best'):  # Gone with its machine; the small records stayed.
+    shutil.rmtree(os.path.join(workdir, lost))
+  monkeypatch.undo()
+  fail_evaluation(monkeypatch, lambda n: n == 1)  # Attempt 2, from step 0: killed in step 4's.
+  with pytest.raises(Interrupt):
+    train.train_and_evaluate(two_stage_config(), workdir)
+  # Attempt 1's steps would make the resume skip step 4's evaluation and its best/ offer.
+  assert json.load(open(evaluated)) == []
+  rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert max(r['step'] for r in rows) == 4  # Attempt 1's rows up to step 12 are gone.
+  monkeypatch.undo()
+  calls = fail_evaluation(monkeypatch, lambda n: False)
+  train.train_and_evaluate(two_stage_config(), workdir)
+  assert len(calls) == 3 + 2  # Step 4's evaluation redone, then 8, 12 and stage 2's two.
+  assert json.load(open(evaluated)) == [4, 8, 12]
+  assert final_record(workdir) == final_record(uninterrupted)
+  assert best_step(workdir) == best_step(uninterrupted)
+
+
 def request_stop_on(monkeypatch, when):
   """Calls the command's stop handler as SIGTERM would, inside ``predict.predict``'s loop."""
   real = predict.predict

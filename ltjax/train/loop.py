@@ -606,7 +606,7 @@ def train(
   # The best checkpoint is chosen on the validation split when there is one;
   # without one, on the test split, as the official code of every paper does.
   select_split = 'val' if 'val' in stage_data.eval_splits else 'test'
-  writer = MetricWriter(workdir, resume_step=start_step if start_step > 0 else None)
+  writer = MetricWriter(workdir, resume_step=start_step)
   writer.write_hparams(config_check.flatten(config))
 
   evaluations = Evaluations(workdir, resumed=start_step > 0)
@@ -759,21 +759,23 @@ class Evaluations:
   """The steps of a stage whose evaluation completed (rows written, best/ offered).
 
   Kept in ``<workdir>/evaluated_steps.json`` (process 0 writes it; a new run
-  writes it empty before its first step), so a resumed run knows whether the
-  evaluation of its checkpoint's step finished. A resumed workdir without the
-  file was written before it existed: every step counts as evaluated there
-  (nothing is redone), as those runs did.
+  writes it empty before its first step, also over an earlier attempt's file
+  whose checkpoints were lost: its steps would make a later resume skip an
+  evaluation and the best/ offer that goes with it), so a resumed run knows
+  whether the evaluation of its checkpoint's step finished. A resumed workdir
+  without the file was written before it existed: every step counts as
+  evaluated there (nothing is redone), as those runs did.
   """
 
   FILENAME = 'evaluated_steps.json'
 
   def __init__(self, workdir: str, *, resumed: bool):
     self.path = files.join(workdir, self.FILENAME)
-    recorded = files.exists(self.path)
+    recorded = resumed and files.exists(self.path)
     self.legacy = resumed and not recorded
     fix = 'Delete it: the resumed run then counts every step as evaluated.'
     self.steps = set(files.read_json(self.path, fix=fix)) if recorded else set()
-    if not recorded and not resumed and jax.process_index() == 0:
+    if not resumed and jax.process_index() == 0:
       files.write_json(self.path, [])
 
   def __contains__(self, step: int) -> bool:

@@ -48,7 +48,12 @@ class MetricWriter:
   """Appends rows to metrics.jsonl and TensorBoard scalars under ``workdir``."""
 
   def __init__(self, workdir: str, *, tensorboard: bool = True, resume_step: int | None = None):
-    """``resume_step``: the step a resumed run continues from (rows after it are dropped)."""
+    """``resume_step``: the step the run starts from; rows after it are dropped.
+
+    0 for a run from its first step: every row is an earlier attempt's (one whose
+    checkpoints were lost, e.g. with its machine) and goes. None (an evaluation
+    of a finished run) keeps every row.
+    """
     self.enabled = jax.process_index() == 0
     self.path = files.join(workdir, 'metrics.jsonl')
     self._remote = files.is_remote(workdir)
@@ -58,9 +63,10 @@ class MetricWriter:
     if not self.enabled:
       return
     self._rows, rewrite = _read_rows(self.path)
-    if resume_step is not None and any(r['step'] > resume_step for r in self._rows):
-      self._rows = [r for r in self._rows if r['step'] <= resume_step]
-      rewrite = True
+    if resume_step is not None:
+      kept = [r for r in self._rows if r['step'] <= resume_step] if resume_step > 0 else []
+      rewrite = rewrite or len(kept) < len(self._rows)
+      self._rows = kept
     if rewrite:  # Rows dropped, or a cut-short last line the next append would join.
       self._rewrite()
     if tensorboard:
