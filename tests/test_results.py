@@ -48,6 +48,7 @@ def test_stage_records_join_into_results_json_with_the_final_stage(tmp_path):
         posthoc=posthoc,
         train_counts=np.array([3, 1]),
         wall_seconds=2.5,
+        wall_seconds_complete=True,
         resumed=False,
         workdir=workdir,
     )

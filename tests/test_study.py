@@ -104,6 +104,8 @@ def test_a_study_resumes_skips_reuses_stage1_and_aggregates(tmp_path, monkeypatc
   assert not os.path.exists(os.path.join(workdir, 'ce', 'seed1', 'failed.txt'))
   resumed = run_results.read_run(os.path.join(workdir, 'ce', 'seed1'))
   assert resumed['stages']['stage1']['resumed'] and resumed['stages']['stage1']['step'] == 6
+  # Its minutes are both processes' (ltjax.train.wall_time), not the last one's alone.
+  assert resumed['stages']['stage1']['wall_seconds_complete']
 
   summary = aggregate.summarize(study, workdir)
   by_name = {m['name']: m for m in summary['methods']}
@@ -128,6 +130,7 @@ def test_a_study_resumes_skips_reuses_stage1_and_aggregates(tmp_path, monkeypatc
   ce_row = table[2].split(' | ')
   mean, std = by_name['ce']['mean']['accuracy'], by_name['ce']['std']['accuracy']
   assert ce_row[0] == '| CE' and ce_row[1] == '2' and ce_row[2] == f'{mean:.2f} ± {std:.2f}'
+  assert '≥' not in '\n'.join(table)
   paths = aggregate.write(summary, workdir)
   assert {os.path.basename(p) for p in paths} == {
       'study.json',
@@ -135,6 +138,15 @@ def test_a_study_resumes_skips_reuses_stage1_and_aggregates(tmp_path, monkeypatc
       'study_groups.png',
       'study_per_class.png',
   }
+
+  # A record from before wall_time.json: a resumed stage's minutes are a lower bound.
+  path = os.path.join(workdir, 'ce', 'seed1', run_results.FILENAME)
+  old = json.load(open(path))
+  del old['stages']['stage1']['wall_seconds_complete']
+  run_results.write_json(path, old)
+  table = aggregate.markdown_table(aggregate.summarize(study, workdir)).splitlines()
+  assert table[2].split(' | ')[9].startswith('≥ ') and table[3].split(' | ')[9][0].isdigit()
+  assert table[-1].startswith('≥: a cell resumed from a checkpoint older than its time record')
 
 
 def test_launch_study_dry_run_and_print_commands(tmp_path):

@@ -16,7 +16,9 @@ seeds:
   per-class   mean accuracy per class, with the training counts;
   report      mean of L_i / r_i / weight and feature norm group summaries;
   wall time   seconds per cell (stage 1 counted once, from the cell it was
-              reused from) and stage 1's median training images/s.
+              reused from; every process of a resumed cell, see
+              ltjax.train.wall_time: marked >= where a record cannot tell the
+              earlier ones') and stage 1's median training images/s.
 
 ``write`` puts ``study.json``, ``study.md`` (the markdown table) and two plots
 (accuracy by group with std error bars; per-class accuracy against training
@@ -72,6 +74,7 @@ def cell_record(cell: study_cells.Cell) -> dict | None:
       'images_per_second': run['stages'][stages.STAGE1].get('images_per_second'),
   }
   wall = {name: s['wall_seconds'] for name, s in run['stages'].items()}
+  complete = {name: _wall_complete(s) for name, s in run['stages'].items()}
   if meta.get('stage1_from'):  # Stage 1 was trained once, in another cell.
     source = run_results.read_json(
         files.normpath(
@@ -80,7 +83,9 @@ def cell_record(cell: study_cells.Cell) -> dict | None:
     )
     if source is not None:
       wall[stages.STAGE1] = source['stages'][stages.STAGE1]['wall_seconds']
+      complete[stages.STAGE1] = _wall_complete(source['stages'][stages.STAGE1])
   record['wall_seconds'] = float(sum(wall.values()))
+  record['wall_seconds_complete'] = all(complete.values())
   record['stage1_from'] = meta.get('stage1_from')
   report = run_results.read_json(files.join(cell.workdir, runner.REPORT_DIR, 'report.json'))
   if report is not None:
@@ -127,6 +132,7 @@ def summarize(study: ml_collections.ConfigDict, workdir: str) -> dict:
       ).tolist()
       entry['train_counts'] = done[0]['train_counts']
       entry['wall_seconds'] = float(np.mean([r['wall_seconds'] for r in done]))
+      entry['wall_seconds_complete'] = all(r['wall_seconds_complete'] for r in done)
       throughput = [r['images_per_second'] for r in done if r['images_per_second']]
       entry['images_per_second'] = float(np.mean(throughput)) if throughput else None
       reports = [r['report'] for r in done if 'report' in r]
@@ -146,6 +152,11 @@ def summarize(study: ml_collections.ConfigDict, workdir: str) -> dict:
       'common': flatten(study.get('common') or {}),
       'methods': out,
   }
+
+
+def _wall_complete(stage_record: dict) -> bool:
+  # Records from before wall_time.json: a resumed stage's time is its last process's.
+  return stage_record.get('wall_seconds_complete', not stage_record.get('resumed', False))
 
 
 def _pm(mean: float, std: float) -> str:
@@ -174,10 +185,17 @@ def markdown_table(summary: dict) -> str:
     if 'report' in m and 'L_i' in m['report']:
       li = f'{m["report"]["L_i"]["many"]:.2f} / {m["report"]["L_i"]["few"]:.2f}'
     speed = f'{m["images_per_second"]:.0f}' if m['images_per_second'] else ''
+    minutes = ('' if m['wall_seconds_complete'] else '≥ ') + f'{m["wall_seconds"] / 60:.1f}'
     lines.append(
         f'| {m["label"]} | {len(m["cells"])} | {groups} | {m["best"]["accuracy"]:.2f} '
-        f'| {stage1} | {li} | {m["wall_seconds"] / 60:.1f} | {speed} |'
+        f'| {stage1} | {li} | {minutes} | {speed} |'
     )
+  if not all(m['wall_seconds_complete'] for m in summary['methods'] if m['cells']):
+    lines += [
+        '',
+        '≥: a cell resumed from a checkpoint older than its time record '
+        '(ltjax.train.wall_time); its minutes are those of the process that finished it.',
+    ]
   return '\n'.join(lines)
 
 

@@ -11,6 +11,7 @@ workdir_lock.py    one writer per workdir
 stopping.py        SIGTERM / SIGINT / preemption, time-based checkpoints, exit codes
 predict.py         the one host-side loop over a jitted predict step
 results.py         results.json: the record a finished run leaves (what studies aggregate)
+wall_time.py       a stage's wall time summed over the processes that trained it
 feature_cache.py   classifier re-training on features extracted once
 checkpoint.py      orbax checkpoints (latest N and best) and config.json
 final_adjustment.py  post-hoc logit adjustment of the final model, chosen on validation

@@ -48,6 +48,7 @@ from ltjax.train import results as run_results
 from ltjax.train import sharding
 from ltjax.train import stages
 from ltjax.train import stopping
+from ltjax.train import wall_time
 from ltjax.train.checkpoint import Checkpoints
 from ltjax.train.checkpoint import save_config
 from ltjax.train.stages import Stage
@@ -332,6 +333,7 @@ def run_stage(
   try:
     state = initial_state(stage, stage_data, tx, source, checkpoints, mesh, changed=changed)
     resumed = int(state.step) > 0
+    wall = wall_time.StageWallTime(stage.workdir, int(state.step), started=start_time)
     # The config is recorded only now, with the stage's checkpoint read into its state: a
     # change the checkpoint cannot hold fails before anything is written.
     record_config(stage, changed, source_record=None if resumed else source_record)
@@ -361,6 +363,7 @@ def run_stage(
         train_step,
         schedule=schedule,
         checkpoints=checkpoints,
+        wall=wall,
         evaluator=evaluator,
         batches=device_batches(config, stage_data, cache, int(state.step), mesh),
         hooks=hooks,
@@ -384,7 +387,8 @@ def run_stage(
           test=results,
           posthoc=posthoc,
           train_counts=stage_data.train_counts,
-          wall_seconds=time.perf_counter() - start_time,
+          wall_seconds=wall.seconds(),
+          wall_seconds_complete=wall.complete,
           resumed=resumed,
           workdir=stage.workdir,
       ),
@@ -595,6 +599,7 @@ def train(
     *,
     schedule,
     checkpoints: Checkpoints,
+    wall: wall_time.StageWallTime,
     evaluator: Evaluator,
     batches: Iterator[dict[str, jax.Array]],
     hooks: Iterable[Hook],
@@ -696,6 +701,7 @@ def train(
         if do_checkpoint:  # Saved before evaluating: a failed evaluation costs no training.
           check_lock(workdir)
           checkpoints.save(state)
+          wall.saved(done)
           clock.saved()
         if stop is not None:
           checkpoints.wait()

@@ -11,10 +11,14 @@ one. The file exists only once the whole run finished, so its presence is what
   results.json = {'final': 'stage2', 'stages': {'stage1': record, 'stage2': record}}
   record = {'stage', 'step', 'test': {accuracy, balanced_accuracy, many, medium,
             few, per_class_accuracy}, 'posthoc': {method, value, metrics} or None,
-            'train_counts', 'wall_seconds', 'images_per_second', 'resumed'}
+            'train_counts', 'wall_seconds', 'wall_seconds_complete',
+            'images_per_second', 'resumed'}
 
-``wall_seconds`` is the time of the process that finished the stage (a resumed
-stage counts only its last segment, and says so in ``resumed``);
+``wall_seconds`` is the stage's time over every process that trained it
+(``ltjax.train.wall_time``: each up to the checkpoint the next resumed from);
+``wall_seconds_complete`` is False where a resume could not tell the earlier
+processes' time (their checkpoint predates the record), and ``wall_seconds``
+is then the last process's alone;
 ``images_per_second`` is the median training throughput over the stage's log
 rows, which evaluation and checkpointing do not count.
 """
@@ -77,6 +81,7 @@ def stage_record(
     posthoc: dict | None,
     train_counts,
     wall_seconds: float,
+    wall_seconds_complete: bool,
     resumed: bool,
     workdir: str,
 ) -> dict:
@@ -96,6 +101,7 @@ def stage_record(
       ),
       'train_counts': np.asarray(train_counts).tolist(),
       'wall_seconds': float(wall_seconds),
+      'wall_seconds_complete': bool(wall_seconds_complete),
       'images_per_second': median_throughput(workdir),
       'resumed': bool(resumed),
   }
