@@ -16,6 +16,13 @@ Rows (question; base row; change):
   ce_lwr_recipe           Focal 70.87 trails CE 79.01 at seed 0, but the two rows
                           come from different recipes (LWR's CIFAR-100 one; DDC's):
                           is it the loss or the recipe? The focal row with CE.
+  focal_gamma1            The focal row's gamma is LWR's unstated one, assumed 2
+                          (the focal loss paper's default); LDAM-DRW's official
+                          cifar_train.py (kaidic/LDAM-DRW), whose CIFAR baselines
+                          the later papers quote, trains focal with gamma 1.
+  mixup_without_mixup     Mixup 77.81 is below CE 79.01 where CC-SAM's Table 1 has
+                          CE + Mixup above CE, but again two recipes (CC-SAM's
+                          stage-1 setting; DDC's): the mixup row with mixup off.
   sam_without_sam         Does SAM help CE? The SAM row's protocol (400 -> 120
                           epochs, AutoAugment + Cutout, its warm-up and decay)
                           differs from the CE row's in more than SAM: the SAM row
@@ -41,6 +48,13 @@ _NO_SAM = {'sam.rho': 0.0, 'sam.rho_values': (), 'sam.rho_boundaries': ()}
 # name -> (base row of the study, the keys this row changes (flattened), label, scale).
 EXPERIMENTS = {
     'ce_lwr_recipe': ('focal', {'loss.name': 'cross_entropy'}, 'CE (LWR recipe)', study.SCALE),
+    'focal_gamma1': ('focal', {'loss.focal_gamma': 1.0}, 'Focal, gamma 1', study.SCALE),
+    'mixup_without_mixup': (
+        'mixup',
+        {'data.mixup_alpha': 0.0},
+        'Mixup row without mixup',
+        study.SCALE,
+    ),
     'sam_without_sam': ('sam', _NO_SAM, 'SAM row without SAM', study.SCALE),
     'vs_tla_adrw_sam_without_sam': (
         'vs_tla_adrw_sam',
