@@ -28,6 +28,10 @@ Rows (question; base row; change):
                           true : other target 3 : 1; on 10 classes it is 1.2 : 1.
                           delta 0.83 keeps 3 : 1 (the first study's follow-up,
                           there on the small CNN).
+  cc_sam_stage2_30_epochs CC-SAM's stage 2 (9 epochs, scaled from 30) peaks at
+                          epoch 3 (81.10) and falls to 74.83 as its adversarial
+                          share ramps to 1 (T-shirt 75.4 -> 0.0): is it the
+                          compressed ramp? The paper's 30 epochs.
   sam_without_sam         Does SAM help CE? The SAM row's protocol (400 -> 120
                           epochs, AutoAugment + Cutout, its warm-up and decay)
                           differs from the CE row's in more than SAM: the SAM row
@@ -64,6 +68,12 @@ EXPERIMENTS = {
         'lort',
         {'stage2.loss.lort_delta': 0.83},
         'LORT, delta 0.83 (3:1 target)',
+        study.SCALE,
+    ),
+    'cc_sam_stage2_30_epochs': (
+        'cc_sam',
+        {'stage2.num_epochs': 30},
+        'CC-SAM, stage 2 of 30 epochs',
         study.SCALE,
     ),
     'sam_without_sam': ('sam', _NO_SAM, 'SAM row without SAM', study.SCALE),
