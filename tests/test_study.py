@@ -17,6 +17,7 @@ from ltjax.eval import metrics
 from ltjax.study import aggregate
 from ltjax.study import cells
 from ltjax.study import runner
+from ltjax.train import checkpoint
 from ltjax.train import loop
 from ltjax.train import results as run_results
 from ltjax.train import stopping
@@ -205,6 +206,42 @@ def test_a_cell_run_with_other_settings_stops_the_study_before_anything_runs(tmp
   with open(os.path.join(cell.workdir, 'cell.json'), 'w') as f:
     json.dump(json.loads(json.dumps(recorded)), f)
   runner.check_recorded_settings(cells.cells(study, workdir))
+
+
+def test_a_finished_cell_whose_recipe_file_changed_since_stops_the_study(tmp_path):
+  # The study's recipe and overrides are unchanged (cell.json agrees), but the recipe file now
+  # gives another value than the finished cell trained with: skipping the cell would put two
+  # settings in one row.
+  study, workdir = tiny_study(), str(tmp_path)
+  cell = cells.cells(study, workdir)[0]  # ce seed 0.
+  os.makedirs(cell.workdir)
+  files.write_json(
+      os.path.join(cell.workdir, 'cell.json'),
+      json.loads(json.dumps({'recipe': cell.recipe, 'overrides': cell.overrides})),
+  )
+  files.write_json(os.path.join(cell.workdir, run_results.FILENAME), {})  # Finished.
+  config = cell.config()
+  config.optim.weight_decay = 2 * config.optim.weight_decay  # What the recipe gave then.
+  config.eval_every_epochs = 7  # Watching differently changes no number.
+  checkpoint.save_config(config, cell.workdir)
+  with pytest.raises(
+      ValueError,
+      match=r'ce/seed0 \(its config.json, recorded -> now\): '
+      r'optim.weight_decay: 0.001 -> 0.0005$',
+  ):
+    runner.run(study, workdir, log=lambda line: None)
+  assert sorted(os.listdir(workdir)) == ['ce']  # Nothing ran.
+  config.optim.weight_decay = cell.config().optim.weight_decay
+  checkpoint.save_config(config, cell.workdir)
+  runner.check_recorded_settings(cells.cells(study, workdir))
+  # A partial cell is checked without its stage-2 keys (its stage 2 records its own).
+  os.remove(os.path.join(cell.workdir, run_results.FILENAME))
+  config.stage2.num_epochs = 5
+  checkpoint.save_config(config, cell.workdir)
+  runner.check_recorded_settings(cells.cells(study, workdir))
+  files.write_json(os.path.join(cell.workdir, run_results.FILENAME), {})
+  with pytest.raises(ValueError, match=r'stage2.num_epochs: 5 -> 0'):
+    runner.check_recorded_settings(cells.cells(study, workdir))
 
 
 def test_a_stop_request_ends_the_study_instead_of_failing_the_cell(tmp_path, monkeypatch):

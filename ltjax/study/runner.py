@@ -15,9 +15,11 @@ Two things only a study can do:
     and trains its stage 2. ``cell.json`` names the source, so the aggregated
     wall time counts stage 1 once, from it.
   * settings check: a started cell whose recorded recipe and overrides differ
-    from what the study now gives it stops the study before anything runs,
-    naming the cell and the keys (an edited study would otherwise mix two
-    recipes in one row).
+    from what the study now gives it, or whose recorded ``config.json`` differs
+    from the config they now make (a recipe file edited after the cell ran),
+    stops the study before anything runs, naming the cell and the keys (an
+    edited study or recipe would otherwise mix two settings in one row: a
+    finished cell is skipped, not retrained).
   * the report: with ``study.report`` each finished cell also gets
     ``report/report.json`` (``ltjax.eval.report``: L_i, r_i, norms) of its
     final model.
@@ -45,9 +47,11 @@ import ml_collections
 from ltjax import files
 from ltjax.eval import report as eval_report
 from ltjax.study import cells as study_cells
+from ltjax.train import checkpoint
 from ltjax.train import final_adjustment
 from ltjax.train import loop
 from ltjax.train import results as run_results
+from ltjax.train import resume_check
 from ltjax.train import stages
 from ltjax.train import stopping
 from ltjax.train import workdir_lock
@@ -93,10 +97,28 @@ def _reusable_stage1(config, finished: dict[str, study_cells.Cell]) -> study_cel
   return source
 
 
+def _config_changes(cell: study_cells.Cell) -> list[str]:
+  """'key: recorded -> now' for each key the cell's config.json has otherwise than its config now.
+
+  Keys that only change how a run is watched (``resume_check.WATCH_KEYS``) may differ. A
+  finished cell is compared whole; a partial one without its stage-2 and post-hoc keys,
+  which its stage 2 records (and its resume checks) when it gets there.
+  """
+  path = files.join(cell.workdir, checkpoint.CONFIG_FILE)
+  if not files.exists(path):
+    return []
+  recorded = checkpoint.read_config_json(path)  # Names a damaged file and the fix.
+  stage1 = cell.state() != study_cells.DONE
+  changes = resume_check.differences(recorded, cell.config(), stage1=stage1)
+  return [f'{key}: {old!r} -> {new!r}' for key, (old, new) in changes.items()]
+
+
 def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
   """Fails if a started cell was made with other settings than the study now gives it.
 
-  A study edited after some cells ran would otherwise aggregate two recipes under one row.
+  A study edited after some cells ran would otherwise aggregate two recipes under one row;
+  so would a recipe file edited after them (the study's recipe and overrides unchanged),
+  which the cell's ``config.json`` shows.
   """
   changed = []
   for cell in all_cells:
@@ -114,11 +136,17 @@ def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
       if now['recipe'] != before['recipe']:
         keys.insert(0, 'recipe')
       changed.append(f'  {cell.workdir}: {", ".join(keys)}')
+      continue
+    config_changes = _config_changes(cell)
+    if config_changes:
+      changed.append(
+          f'  {cell.workdir} (its config.json, recorded -> now): ' + '; '.join(config_changes)
+      )
   if changed:
     raise ValueError(
         'These cells were run with other settings than the study now gives them (the '
         'differing keys are listed); delete those folders to rerun them with the new settings, '
-        'or restore the study file:\n' + '\n'.join(changed)
+        'or restore the study file or recipe:\n' + '\n'.join(changed)
     )
 
 
