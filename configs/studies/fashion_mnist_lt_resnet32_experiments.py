@@ -41,6 +41,12 @@ Rows (question; base row; change):
                           the other way) on one class, Shirt (12.5 vs 40.6): its
                           margins or its normalised head (s = 30)? LDAM-DRW with
                           max margin 0 keeps the head and DRW and drops the margins.
+  cc_sam_adversarial_cap_0_3  CC-SAM's stage 2 also falls with 30 epochs (peak 82.95
+                          at epoch 8, final 74.50, T-shirt 0.0): is it the end of
+                          its ramp, where the loss is the adversarial term alone,
+                          weighted log(n_max / n_c + 0.01) / 2 per class (0.005 for
+                          the head class)? CC-SAM's CIFAR-100 cap of the adversarial
+                          share, 0.3, keeps 0.7 of the plain cross-entropy.
   ce_full_budget          The budget: the CE row at the papers' epochs (scale 1.0:
                           200 epochs, milestones 160 / 180) instead of 0.3.
   ldam_drw_full_budget    LDAM-DRW the same (DRW from epoch 160).
@@ -91,6 +97,12 @@ EXPERIMENTS = {
         'ldam_drw',
         {'loss.ldam_max_margin': 0.0},
         'LDAM-DRW without margins',
+        study.SCALE,
+    ),
+    'cc_sam_adversarial_cap_0_3': (
+        'cc_sam',
+        {'stage2.loss.adversarial_cap': 0.3},
+        'CC-SAM, adversarial share capped at 0.3',
         study.SCALE,
     ),
     'ce_full_budget': ('ce', {}, 'CE, full budget', 1.0),
