@@ -87,12 +87,6 @@ EXPERIMENTS = {
         study.SCALE,
     ),
     'sam_without_sam': ('sam', _NO_SAM, 'SAM row without SAM', study.SCALE),
-    'vs_tla_adrw_sam_without_sam': (
-        'vs_tla_adrw_sam',
-        _NO_SAM,
-        'VS+TLA+ADRW+SAM row without SAM',
-        study.SCALE,
-    ),
     'ldam_drw_without_margin': (
         'ldam_drw',
         {'loss.ldam_max_margin': 0.0},
@@ -103,6 +97,12 @@ EXPERIMENTS = {
         'cc_sam',
         {'stage2.loss.adversarial_cap': 0.3},
         'CC-SAM, adversarial share capped at 0.3',
+        study.SCALE,
+    ),
+    'vs_tla_adrw_sam_without_sam': (
+        'vs_tla_adrw_sam',
+        _NO_SAM,
+        'VS+TLA+ADRW+SAM row without SAM',
         study.SCALE,
     ),
     'ce_full_budget': ('ce', {}, 'CE, full budget', 1.0),
