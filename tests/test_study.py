@@ -126,11 +126,25 @@ def test_a_study_resumes_skips_reuses_stage1_and_aggregates(tmp_path, monkeypatc
   )  # The same stage 1 (reused for seed 0, retrained identically for seed 1).
   assert set(by_name['ce']['report']) == {'L_i', 'r_i', 'weight norm', 'feature norm'}
 
+  # The best test evaluation of the final stage (stage 2's for cRT), as the official code reports.
+  for name, folder in (('ce', ''), ('crt', 'stage2')):
+    bests = []
+    for seed in (0, 1):
+      with open(os.path.join(workdir, name, f'seed{seed}', folder, 'metrics.jsonl')) as f:
+        rows = [json.loads(line) for line in f]
+      tests = [r['accuracy'] for r in rows if r['split'] == 'test']
+      assert tests, (name, seed)
+      bests.append(100 * max(tests))
+    assert by_name[name]['best_evaluation_mean'] == pytest.approx(np.mean(bests))
+
   table = aggregate.markdown_table(summary).splitlines()
-  assert table[0].startswith('| method | seeds | all | many | medium | few | best of N')
+  assert table[0].startswith(
+      '| method | seeds | all | many | medium | few | best of N (all) | best evaluation (all) |'
+  )
   ce_row = table[2].split(' | ')
   mean, std = by_name['ce']['mean']['accuracy'], by_name['ce']['std']['accuracy']
   assert ce_row[0] == '| CE' and ce_row[1] == '2' and ce_row[2] == f'{mean:.2f} ± {std:.2f}'
+  assert ce_row[7] == f'{by_name["ce"]["best_evaluation_mean"]:.2f}'
   assert '≥' not in '\n'.join(table)
   paths = aggregate.write(summary, workdir)
   assert {os.path.basename(p) for p in paths} == {
@@ -146,8 +160,28 @@ def test_a_study_resumes_skips_reuses_stage1_and_aggregates(tmp_path, monkeypatc
   del old['stages']['stage1']['wall_seconds_complete']
   run_results.write_json(path, old)
   table = aggregate.markdown_table(aggregate.summarize(study, workdir)).splitlines()
-  assert table[2].split(' | ')[9].startswith('≥ ') and table[3].split(' | ')[9][0].isdigit()
+  assert table[2].split(' | ')[10].startswith('≥ ') and table[3].split(' | ')[10][0].isdigit()
   assert table[-1].startswith('≥: a cell resumed from a checkpoint older than its time record')
+
+
+def test_the_best_evaluation_is_the_final_stages_and_none_after_a_posthoc_adjustment(tmp_path):
+  def rows(folder, accuracies):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'metrics.jsonl'), 'w') as f:
+      f.write(json.dumps({'step': 1, 'epoch': 0.5, 'split': 'train', 'accuracy': 0.99}) + '\n')
+      for epoch, accuracy in enumerate(accuracies, 1):
+        f.write(json.dumps({'step': epoch, 'epoch': epoch, 'split': 'test', 'accuracy': accuracy}))
+        f.write('\n')
+
+  workdir = str(tmp_path)
+  rows(workdir, [0.5, 0.7, 0.6])
+  one_stage = {'final': 'stage1', 'stages': {'stage1': {'posthoc': None}}}
+  assert aggregate._best_evaluation(workdir, one_stage) == {'accuracy': 70.0, 'epoch': 2}
+  rows(os.path.join(workdir, 'stage2'), [0.4, 0.45, 0.41])
+  two_stage = {'final': 'stage2', 'stages': {'stage1': {}, 'stage2': {'posthoc': None}}}
+  assert aggregate._best_evaluation(workdir, two_stage) == {'accuracy': 45.0, 'epoch': 2}
+  adjusted = {'final': 'stage1', 'stages': {'stage1': {'posthoc': {'method': 'additive'}}}}
+  assert aggregate._best_evaluation(workdir, adjusted) is None
 
 
 def test_launch_study_dry_run_and_print_commands(tmp_path):
