@@ -1,6 +1,7 @@
 """ltjax.train.resume_check: a rerun resumes only the same run; a changed one is refused."""
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -55,6 +56,26 @@ def test_watch_keys_and_later_stages_may_change(finished_run):
   assert resume_check.check_resume(watch, workdir, stage1=True) == {}
   with pytest.raises(ValueError, match='stage2.optim.lr: 0.1 -> 0.5'):  # Not for stage 2.
     resume_check.check_resume(watch, workdir, stage1=False)
+
+
+def test_a_key_added_since_the_record_is_no_difference_at_its_default(finished_run, tmp_path):
+  # A run recorded before ltjax had sam.adaptive: it trained as the key's default does.
+  config, workdir = finished_run
+  with open(os.path.join(workdir, 'config.json')) as f:
+    recorded = json.load(f)
+  del recorded['sam']['adaptive']
+  with open(tmp_path / 'config.json', 'w') as f:
+    json.dump(recorded, f)
+  assert resume_check.check_resume(config, str(tmp_path), stage1=False) == {}
+  changed = tiny_config(num_train_steps=4, checkpoint_every_steps=2, **{'sam.adaptive': True})
+  with pytest.raises(ValueError, match=r"sam.adaptive: '\(absent\)' -> True"):
+    resume_check.check_resume(changed, str(tmp_path), stage1=False)
+  # A key the record has and the config lacks (removed from ltjax) still counts.
+  recorded['sam']['adaptive'], recorded['sam']['retired'] = False, 1
+  with open(tmp_path / 'config.json', 'w') as f:
+    json.dump(recorded, f)
+  with pytest.raises(ValueError, match=r"sam.retired: 1 -> '\(absent\)'"):
+    resume_check.check_resume(config, str(tmp_path), stage1=False)
 
 
 def test_an_allowed_change_resumes_and_keeps_the_earlier_config(tmp_path):

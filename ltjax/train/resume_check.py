@@ -13,6 +13,11 @@ After an allowed change the earlier config is kept as ``config.<n>.json``
 Stage 1's comparison leaves out ``stage2.*`` and ``posthoc.*``: stage 2 and
 the post-hoc adjustment come after stage 1's training, and stage 2's own
 workdir records (and checks) its config.
+
+A key the record lacks because ltjax added it after the run started is no
+difference while it holds its default (``ltjax.configs.base``): a new key's
+default keeps what the code did before it existed, so the run trained that
+way. Set to anything else, it is a difference like any other.
 """
 
 import json
@@ -23,6 +28,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from ltjax.configs import base
 from ltjax.train import checkpoint
 from ltjax.train import config_check
 
@@ -60,12 +66,15 @@ def differences(
   """{key: (recorded value, new value)} of the keys that change what the stage trains."""
   before = json.loads(json.dumps(config_check.flatten(recorded)))  # Tuples as lists.
   now = _normalised(config)
+  defaults = _normalised(base.get_config())
   missing = object()
   out = {}
   for key in sorted(set(before) | set(now)):
     if key in WATCH_KEYS or (stage1 and key.startswith(_AFTER_STAGE1)):
       continue
     old, new = before.get(key, missing), now.get(key, missing)
+    if old is missing and key in defaults and new == defaults[key]:
+      continue  # Added to ltjax since the record; its default is what the run did.
     if old != new:
       out[key] = (
           '(absent)' if old is missing else old,
