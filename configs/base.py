@@ -168,6 +168,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.rho_values = ()  # len(boundaries) + 1 values; overrides sam.rho when set.
   config.sam.adaptive = False  # ASAM: e = rho T^2 g / ||T g||, T = |theta|.
   config.sam.perturb = '.*'  # Regex of the perturbed parameter paths.
+  # Which passes update BatchNorm's running statistics: 'clean_pass' (Google's Flax SAM) or
+  # 'both_passes' (the clean, then the perturbed: the PyTorch ports, davda54's SAM in DDC/Saddle).
+  config.sam.batch_norm_statistics = 'clean_pass'
 
   # Class-conditional SAM, stage 1 (Zhou et al., CVPR 2023): the linear head is
   # perturbed per class; total = (1 - flat_ratio) * clean + flat_ratio * flat.

@@ -48,6 +48,7 @@ STAGE1 = {
     'model.head': tuple(models.HEADS),
     'model.head_init': ('torch', 'kaiming_normal'),
     'model.pretrained_head': ('auto', 'skip'),
+    'sam.batch_norm_statistics': ('clean_pass', 'both_passes'),
     'cc_sam.radius': tuple(cc_sam.RADII),
     'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
     'cc_sam.direction': tuple(cc_sam.DIRECTIONS),

@@ -95,7 +95,8 @@ def test_head_only_step_equals_the_full_backward_step():
   assert np.isclose(outs[0][1]['loss'], outs[1][1]['loss'])
 
 
-def test_sam_step_uses_the_perturbed_gradient_and_clean_bn_statistics():
+@pytest.mark.parametrize('batch_norm', ['clean_pass', 'both_passes'])
+def test_sam_step_uses_the_perturbed_gradient_and_the_chosen_bn_statistics(batch_norm):
   mesh = sharding.make_mesh(jax.devices()[:1])
   config = tiny_config()
   model = models.build_model(config.model, 10)
@@ -104,34 +105,40 @@ def test_sam_step_uses_the_perturbed_gradient_and_clean_bn_statistics():
   state = train.create_train_state(model, tx, input_shape=(28, 28, 1), seed=0, mesh=mesh)
   objective = losses.build_objective(config.loss, np.ones(10), steps_per_epoch=10, num_epochs=1)
   batch = random_batches(1, size=8)[0]
-  step = train.make_train_step(state, mesh, objective=objective, sam=True)
+  step = train.make_train_step(
+      state, mesh, objective=objective, sam=True, sam_batch_norm=batch_norm
+  )
   before = jax.device_get(state)
 
-  def loss_and_stats(params):
+  def loss_and_stats(params, batch_stats):
     (logits, _), new = model.apply(
-        {'params': params, 'batch_stats': before.batch_stats},
+        {'params': params, 'batch_stats': batch_stats},
         batch['image'],
         train=True,
         mutable=['batch_stats'],
     )
     return losses.softmax_cross_entropy(logits, batch['label'], reduction='mean'), new
 
-  grads, clean_stats = jax.grad(loss_and_stats, has_aux=True)(before.params)
+  grads, clean_stats = jax.grad(loss_and_stats, has_aux=True)(before.params, before.batch_stats)
   norm = optax.tree.norm(grads)
   perturbed = jax.tree.map(lambda p, g: p + rho * g / (norm + 1e-12), before.params, grads)
-  adv_grads, adv_stats = jax.grad(loss_and_stats, has_aux=True)(perturbed)
+  adv_grads, _ = jax.grad(loss_and_stats, has_aux=True)(perturbed, before.batch_stats)
   expected = jax.tree.map(lambda p, g: p - lr * g, before.params, adv_grads)
+  # PyTorch's order (davda54's SAM): the perturbed forward pass in train mode updates the
+  # running statistics the clean pass has just updated.
+  _, both_stats = loss_and_stats(perturbed, clean_stats['batch_stats'])
 
   after, _ = step(state, sharding.to_global(batch, mesh))
   after = jax.device_get(after)
   chex.assert_trees_all_close(after.params, expected, rtol=1e-4, atol=1e-6)
   gap = max(
       float(np.max(np.abs(a - b)))
-      for a, b in zip(jax.tree.leaves(clean_stats), jax.tree.leaves(adv_stats))
+      for a, b in zip(jax.tree.leaves(clean_stats), jax.tree.leaves(both_stats))
   )
-  assert gap > 1e-4  # The two passes' statistics are distinguishable ...
-  # ... and the clean ones are kept.
-  chex.assert_trees_all_close(after.batch_stats, clean_stats['batch_stats'], rtol=0, atol=1e-6)
+  assert gap > 1e-4  # The two choices' statistics are distinguishable ...
+  # ... and the chosen ones are kept.
+  kept = clean_stats if batch_norm == 'clean_pass' else both_stats
+  chex.assert_trees_all_close(after.batch_stats, kept['batch_stats'], rtol=0, atol=1e-6)
 
 
 def test_cpu_steps_keep_convolutions_off_ynnpack(monkeypatch):

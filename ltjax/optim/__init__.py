@@ -11,6 +11,7 @@ Parameter paths and their regex masks are in ``ltjax.param_paths``.
 """
 
 from ltjax.optim.build import OPTIMIZERS
+from ltjax.optim.build import SAM_BATCH_NORM_STATISTICS
 from ltjax.optim.build import base_optimizer
 from ltjax.optim.build import build_optimizer
 from ltjax.optim.build import sam_rho

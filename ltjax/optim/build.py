@@ -59,6 +59,10 @@ def uses_sam(config: ml_collections.ConfigDict) -> bool:
   return bool(config.sam.rho > 0 or config.sam.rho_values)
 
 
+# config.sam.batch_norm_statistics: the passes of a SAM step whose BatchNorm statistics are kept.
+SAM_BATCH_NORM_STATISTICS = ('clean_pass', 'both_passes')
+
+
 def sam_rho(sam_config: ml_collections.ConfigDict, steps_per_epoch: int):
   """SAM's radius: a constant, or piecewise constant over epochs (Saddle's ImageNet/iNat)."""
   if not sam_config.rho_values:

@@ -81,6 +81,7 @@ def name_tables() -> dict[str, tuple[str, ...]]:
       'model.head_init': tuple(models.HEAD_INITS),
       'model.pretrained_head': tuple(models.pretrained.HEAD_MODES),
       **_training_names(),
+      'sam.batch_norm_statistics': optim.SAM_BATCH_NORM_STATISTICS,
       'cc_sam.radius': tuple(cc_sam.RADII),
       'cc_sam.implementation': tuple(losses.CC_SAM_IMPLEMENTATIONS),
       'cc_sam.direction': tuple(cc_sam.DIRECTIONS),

@@ -353,6 +353,7 @@ def run_stage(
         objective=objective,
         train_bn=stage.train_bn,
         sam=optim.uses_sam(config),
+        sam_batch_norm=config.sam.batch_norm_statistics,
         head_only=head_only,
         input_stats=input_stats(stage_data),
     )

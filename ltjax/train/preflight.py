@@ -117,6 +117,7 @@ def trace_train_step(
         objective=objective,
         train_bn=stage.train_bn,
         sam=optim.uses_sam(config),
+        sam_batch_norm=config.sam.batch_norm_statistics,
         head_only=head_only,
         # Any (mean, std) traces the same; the values are the data set's at run time.
         input_stats=((0.5,) * image_shape[-1], (0.25,) * image_shape[-1]),

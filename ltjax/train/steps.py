@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from ltjax import optim
 from ltjax.data import device_augment
 from ltjax.data.batch_keys import FEATURES
 from ltjax.data.batch_keys import IMAGE
@@ -71,6 +72,7 @@ def train_step(
     objective: Callable,
     train_bn: bool = True,
     sam: bool = False,
+    sam_batch_norm: str = 'clean_pass',
     head_only: bool = False,
     input_stats: tuple | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -90,8 +92,11 @@ def train_step(
 
   ``sam=True``: ``state.tx`` is ``ltjax.optim.sam(...)``; it receives the
   gradient of the same objective on the same batch as ``grad_fn`` and calls it
-  at the perturbed parameters. BatchNorm running statistics come from the clean
-  pass only; the perturbed pass's are discarded.
+  at the perturbed parameters. ``sam_batch_norm`` ('clean_pass', as Google's
+  Flax SAM): BatchNorm running statistics come from the clean pass only; the
+  perturbed pass's are discarded. 'both_passes' (the PyTorch ports, davda54's
+  SAM in DDC and Saddle, where both forward passes run in train mode): the
+  perturbed pass updates the clean pass's statistics once more.
 
   ``head_only=True`` (only head parameters train): no gradient flows into the
   backbone, which saves its backward pass; the updates are those of the full
@@ -104,10 +109,10 @@ def train_step(
       raise ValueError('A device-augmented batch needs input_stats=(mean, std).')
     batch = device_augment.apply(batch, *input_stats)
 
-  def compute_loss(params):
-    variables = {'params': params, 'batch_stats': state.batch_stats}
+  def compute_loss(params, batch_stats=state.batch_stats):
+    variables = {'params': params, 'batch_stats': batch_stats}
     head_fn = lambda f: state.apply_fn({'params': params}, f, method=head_method)
-    new_vars = {'batch_stats': state.batch_stats}
+    new_vars = {'batch_stats': batch_stats}
     if FEATURES in batch:  # Cached features of the frozen backbone.
       features = batch[FEATURES]
     elif head_only:
@@ -144,8 +149,22 @@ def train_step(
       compute_loss, has_aux=True
   )(state.params)
   if sam:
-    grad_fn = lambda p: jax.grad(compute_loss, has_aux=True)(p)[0]
+    if sam_batch_norm not in optim.SAM_BATCH_NORM_STATISTICS:
+      raise ValueError(
+          f'Unknown sam_batch_norm {sam_batch_norm!r}; valid: {optim.SAM_BATCH_NORM_STATISTICS}.'
+      )
+    perturbed_stats = []  # The perturbed pass's statistics, read back below (same trace).
+
+    def grad_fn(perturbed):
+      if sam_batch_norm == 'clean_pass':
+        return jax.grad(compute_loss, has_aux=True)(perturbed)[0]
+      adv_grads, (stats, _, _) = jax.grad(compute_loss, has_aux=True)(perturbed, batch_stats)
+      perturbed_stats.append(stats)
+      return adv_grads
+
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+    if perturbed_stats:
+      batch_stats = perturbed_stats[-1]
   else:
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -232,6 +251,7 @@ def make_train_step(
     objective: Callable,
     train_bn: bool = True,
     sam: bool = False,
+    sam_batch_norm: str = 'clean_pass',
     head_only: bool = False,
     input_stats: tuple | None = None,
 ):
@@ -249,6 +269,7 @@ def make_train_step(
           objective=objective,
           train_bn=train_bn,
           sam=sam,
+          sam_batch_norm=sam_batch_norm,
           head_only=head_only,
           input_stats=input_stats,
       ),
