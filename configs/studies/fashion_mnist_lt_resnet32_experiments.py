@@ -37,6 +37,10 @@ Rows (question; base row; change):
                           differs from the CE row's in more than SAM: the SAM row
                           with SAM switched off (no radius at all: the plain step).
   vs_tla_adrw_sam_without_sam  The same for VS + TLA + ADRW (DDC Table 1's +SAM line).
+  sam_batch_norm_both_passes  SAM lowers CE within its protocol (84.07 without, 79.85
+                          with). The one known difference from DDC's SAM: its
+                          PyTorch passes both update BatchNorm's running
+                          statistics; the SAM row with 'both_passes'.
   ldam_drw_without_margin LDAM-DRW 82.59 trails CE-DRW 83.08 at seed 0 (DDC: +1.9
                           the other way) on one class, Shirt (12.5 vs 40.6): its
                           margins or its normalised head (s = 30)? LDAM-DRW with
@@ -87,6 +91,12 @@ EXPERIMENTS = {
         study.SCALE,
     ),
     'sam_without_sam': ('sam', _NO_SAM, 'SAM row without SAM', study.SCALE),
+    'sam_batch_norm_both_passes': (
+        'sam',
+        {'sam.batch_norm_statistics': 'both_passes'},
+        'SAM, BatchNorm statistics of both passes',
+        study.SCALE,
+    ),
     'ldam_drw_without_margin': (
         'ldam_drw',
         {'loss.ldam_max_margin': 0.0},
