@@ -91,12 +91,6 @@ EXPERIMENTS = {
         study.SCALE,
     ),
     'sam_without_sam': ('sam', _NO_SAM, 'SAM row without SAM', study.SCALE),
-    'sam_batch_norm_both_passes': (
-        'sam',
-        {'sam.batch_norm_statistics': 'both_passes'},
-        'SAM, BatchNorm statistics of both passes',
-        study.SCALE,
-    ),
     'ldam_drw_without_margin': (
         'ldam_drw',
         {'loss.ldam_max_margin': 0.0},
@@ -113,6 +107,12 @@ EXPERIMENTS = {
         'vs_tla_adrw_sam',
         _NO_SAM,
         'VS+TLA+ADRW+SAM row without SAM',
+        study.SCALE,
+    ),
+    'sam_batch_norm_both_passes': (
+        'sam',
+        {'sam.batch_norm_statistics': 'both_passes'},
+        'SAM, BatchNorm statistics of both passes',
         study.SCALE,
     ),
     'ce_full_budget': ('ce', {}, 'CE, full budget', 1.0),
