@@ -21,7 +21,8 @@ OPTIONAL_IMPORTS = {'tensorflow_datasets': 'tfds', 'nvidia': 'dali'}
 def module_files(root):
   """{module name: path} of every .py file of the package under ``root``."""
   modules = {}
-  for directory, _, files in os.walk(os.path.join(root, PACKAGE)):
+  # followlinks: ltjax/configs links to the checkout's configs/, ltjax.configs in a wheel.
+  for directory, _, files in os.walk(os.path.join(root, PACKAGE), followlinks=True):
     for name in files:
       if name.endswith('.py'):
         path = os.path.join(directory, name)
