@@ -242,6 +242,28 @@ def test_a_cell_run_with_other_settings_stops_the_study_before_anything_runs(tmp
   runner.check_recorded_settings(cells.cells(study, workdir))
 
 
+def test_an_override_that_restates_what_the_cell_ran_is_no_change(tmp_path):
+  # A study pins a value its recipe has since changed, to keep the cells that ran with it:
+  # the overrides differ from cell.json, the config does not.
+  study, workdir = tiny_study(), str(tmp_path)
+  cell = cells.cells(study, workdir)[0]  # ce seed 0.
+  os.makedirs(cell.workdir)
+  files.write_json(
+      os.path.join(cell.workdir, 'cell.json'),
+      json.loads(json.dumps({'recipe': cell.recipe, 'overrides': cell.overrides})),
+  )
+  files.write_json(os.path.join(cell.workdir, run_results.FILENAME), {})  # Finished.
+  pinned = cell.config().optim.weight_decay
+  study.methods.ce.overrides = {'optim': {'weight_decay': pinned}}
+  with pytest.raises(ValueError, match=r'ce/seed0: optim.weight_decay$'):
+    runner.check_recorded_settings(cells.cells(study, workdir))  # No config.json to read.
+  checkpoint.save_config(cells.cells(study, workdir)[0].config(), cell.workdir)
+  runner.check_recorded_settings(cells.cells(study, workdir))
+  study.methods.ce.overrides = {'optim': {'weight_decay': 2 * pinned}}
+  with pytest.raises(ValueError, match=r'ce/seed0: optim.weight_decay$'):
+    runner.check_recorded_settings(cells.cells(study, workdir))
+
+
 def test_a_finished_cell_whose_recipe_file_changed_since_stops_the_study(tmp_path):
   # The study's recipe and overrides are unchanged (cell.json agrees), but the recipe file now
   # gives another value than the finished cell trained with: skipping the cell would put two

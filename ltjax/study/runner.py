@@ -113,6 +113,20 @@ def _config_changes(cell: study_cells.Cell) -> list[str]:
   return [f'{key}: {old!r} -> {new!r}' for key, (old, new) in changes.items()]
 
 
+def _restates_record(cell: study_cells.Cell, key: str) -> bool:
+  """Whether the override ``key``, added or removed since the cell ran, leaves what it trained.
+
+  A study may pin a value its recipe has since changed, to keep the cells that ran with it;
+  the pin changes the cell's overrides, not its run. Its config.json decides, read as a
+  resume reads it (``resume_check.differences``); without one, any change counts.
+  """
+  path = files.join(cell.workdir, checkpoint.CONFIG_FILE)
+  if not files.exists(path):
+    return False
+  recorded = checkpoint.read_config_json(path)
+  return key not in resume_check.differences(recorded, cell.config(), stage1=False)
+
+
 def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
   """Fails if a started cell was made with other settings than the study now gives it.
 
@@ -135,8 +149,11 @@ def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
       )
       if now['recipe'] != before['recipe']:
         keys.insert(0, 'recipe')
-      changed.append(f'  {cell.workdir}: {", ".join(keys)}')
-      continue
+      else:
+        keys = [k for k in keys if not _restates_record(cell, k)]
+      if keys:
+        changed.append(f'  {cell.workdir}: {", ".join(keys)}')
+        continue
     config_changes = _config_changes(cell)
     if config_changes:
       changed.append(
