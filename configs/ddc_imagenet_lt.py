@@ -87,6 +87,8 @@ def saddle_large_scale(s: p.Settings, args, *, run_sh: p.Source, train: p.Source
   s.set('sam.rho', 0.0, train)  # Replaced by the step schedule of sam.rho_values.
   s.set('sam.rho_boundaries', (5, 60, 75), train)  # The step rho schedule's epochs.
   s.set('sam.perturb', '.*', SADDLE('sam.py'))
+  # The perturbed pass also runs in train mode: BatchNorm's running statistics move twice.
+  s.set('sam.batch_norm_statistics', 'both_passes', train)
   s.set('cc_sam.flat_ratio', 0.0, train)
   s.set('stage2.num_epochs', 0, train)
   s.set('loss.switch_epoch', 60, train)  # DRW: epoch // 60; DDC switches ADRW / TLA with it.
