@@ -58,6 +58,9 @@ Rows (question; base row; change):
   sam_rho_0_05            SAM still costs CE 4 points with DDC's BatchNorm statistics
                           (79.95): is rho 0.1 (DDC's CIFAR-10 CE line) too large for
                           this data? The SAM row at SAM's own CIFAR default, 0.05.
+  ce_drw_full_budget      LDAM-DRW gains 1.9 at the full budget (84.51; CE 0.06):
+                          does it overtake CE-DRW (83.08 at 60 epochs), as in DDC's
+                          Table 1? CE-DRW at the full budget.
 
 Seed 0 only: a row is compared with its base row's seed-0 cell.
 
@@ -123,6 +126,7 @@ EXPERIMENTS = {
     'ldam_drw_full_budget': ('ldam_drw', {}, 'LDAM-DRW, full budget', 1.0),
     'vs_tla_adrw_full_budget': ('vs_tla_adrw', {}, 'VS+TLA+ADRW, full budget', 1.0),
     'sam_rho_0_05': ('sam', {'sam.rho_values': (0.05, 0.05)}, 'SAM, rho 0.05', study.SCALE),
+    'ce_drw_full_budget': ('ce_drw', {}, 'CE-DRW, full budget', 1.0),
 }
 
 
