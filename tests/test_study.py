@@ -242,17 +242,23 @@ def test_a_cell_run_with_other_settings_stops_the_study_before_anything_runs(tmp
   runner.check_recorded_settings(cells.cells(study, workdir))
 
 
-def test_an_override_that_restates_what_the_cell_ran_is_no_change(tmp_path):
-  # A study pins a value its recipe has since changed, to keep the cells that ran with it:
-  # the overrides differ from cell.json, the config does not.
-  study, workdir = tiny_study(), str(tmp_path)
-  cell = cells.cells(study, workdir)[0]  # ce seed 0.
+def _finished_ce_cell(study, workdir) -> cells.Cell:
+  """ce seed 0, recorded as the study gives it now (cell.json) and finished (no config.json)."""
+  cell = cells.cells(study, workdir)[0]
   os.makedirs(cell.workdir)
   files.write_json(
       os.path.join(cell.workdir, 'cell.json'),
       json.loads(json.dumps({'recipe': cell.recipe, 'overrides': cell.overrides})),
   )
-  files.write_json(os.path.join(cell.workdir, run_results.FILENAME), {})  # Finished.
+  files.write_json(os.path.join(cell.workdir, run_results.FILENAME), {})
+  return cell
+
+
+def test_an_override_that_restates_what_the_cell_ran_is_no_change(tmp_path):
+  # A study pins a value its recipe has since changed, to keep the cells that ran with it:
+  # the overrides differ from cell.json, the config does not.
+  study, workdir = tiny_study(), str(tmp_path)
+  cell = _finished_ce_cell(study, workdir)
   pinned = cell.config().optim.weight_decay
   study.methods.ce.overrides = {'optim': {'weight_decay': pinned}}
   with pytest.raises(ValueError, match=r'ce/seed0: optim.weight_decay$'):
@@ -269,13 +275,7 @@ def test_a_finished_cell_whose_recipe_file_changed_since_stops_the_study(tmp_pat
   # gives another value than the finished cell trained with: skipping the cell would put two
   # settings in one row.
   study, workdir = tiny_study(), str(tmp_path)
-  cell = cells.cells(study, workdir)[0]  # ce seed 0.
-  os.makedirs(cell.workdir)
-  files.write_json(
-      os.path.join(cell.workdir, 'cell.json'),
-      json.loads(json.dumps({'recipe': cell.recipe, 'overrides': cell.overrides})),
-  )
-  files.write_json(os.path.join(cell.workdir, run_results.FILENAME), {})  # Finished.
+  cell = _finished_ce_cell(study, workdir)
   config = cell.config()
   config.optim.weight_decay = 2 * config.optim.weight_decay  # What the recipe gave then.
   config.eval_every_epochs = 7  # Watching differently changes no number.
