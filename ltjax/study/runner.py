@@ -97,34 +97,28 @@ def _reusable_stage1(config, finished: dict[str, study_cells.Cell]) -> study_cel
   return source
 
 
+def _recorded_differences(cell: study_cells.Cell, *, stage1: bool) -> dict | None:
+  """``resume_check.differences`` of the cell's config.json and its config now; None without one.
+
+  Keys that only change how a run is watched (``resume_check.WATCH_KEYS``) may differ;
+  ``stage1`` leaves out the stage-2 and post-hoc keys.
+  """
+  path = files.join(cell.workdir, checkpoint.CONFIG_FILE)
+  if not files.exists(path):
+    return None
+  recorded = checkpoint.read_config_json(path)  # Names a damaged file and the fix.
+  return resume_check.differences(recorded, cell.config(), stage1=stage1)
+
+
 def _config_changes(cell: study_cells.Cell) -> list[str]:
   """'key: recorded -> now' for each key the cell's config.json has otherwise than its config now.
 
-  Keys that only change how a run is watched (``resume_check.WATCH_KEYS``) may differ. A
-  finished cell is compared whole; a partial one without its stage-2 and post-hoc keys,
+  A finished cell is compared whole; a partial one without its stage-2 and post-hoc keys,
   which its stage 2 records (and its resume checks) when it gets there.
   """
-  path = files.join(cell.workdir, checkpoint.CONFIG_FILE)
-  if not files.exists(path):
-    return []
-  recorded = checkpoint.read_config_json(path)  # Names a damaged file and the fix.
   stage1 = cell.state() != study_cells.DONE
-  changes = resume_check.differences(recorded, cell.config(), stage1=stage1)
+  changes = _recorded_differences(cell, stage1=stage1) or {}
   return [f'{key}: {old!r} -> {new!r}' for key, (old, new) in changes.items()]
-
-
-def _restates_record(cell: study_cells.Cell, key: str) -> bool:
-  """Whether the override ``key``, added or removed since the cell ran, leaves what it trained.
-
-  A study may pin a value its recipe has since changed, to keep the cells that ran with it;
-  the pin changes the cell's overrides, not its run. Its config.json decides, read as a
-  resume reads it (``resume_check.differences``); without one, any change counts.
-  """
-  path = files.join(cell.workdir, checkpoint.CONFIG_FILE)
-  if not files.exists(path):
-    return False
-  recorded = checkpoint.read_config_json(path)
-  return key not in resume_check.differences(recorded, cell.config(), stage1=False)
 
 
 def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
@@ -150,7 +144,10 @@ def check_recorded_settings(all_cells: list[study_cells.Cell]) -> None:
       if now['recipe'] != before['recipe']:
         keys.insert(0, 'recipe')
       else:
-        keys = [k for k in keys if not _restates_record(cell, k)]
+        # An override that restates what the cell ran (a study pinning a value its recipe has
+        # since changed, to keep its finished cells) changes no run: config.json decides.
+        whole = _recorded_differences(cell, stage1=False)
+        keys = keys if whole is None else [k for k in keys if k in whole]
       if keys:
         changed.append(f'  {cell.workdir}: {", ".join(keys)}')
         continue
