@@ -415,8 +415,12 @@ def test_every_resnet32_experiment_differs_from_its_base_row_in_its_named_keys_o
   from ltjax.configs.studies import fashion_mnist_lt_resnet32_experiments as experiments
 
   study = {c.method: c for c in cells.cells(study_file.get_config(), '/nonexistent') if c.seed == 0}
-  runs = {c.method: c for c in cells.cells(experiments.get_config(), '/nonexistent')}
+  every_seed = cells.cells(experiments.get_config(), '/nonexistent')
+  runs = {c.method: c for c in every_seed if c.seed == 0}
   assert set(runs) == set(experiments.EXPERIMENTS)
+  seeds = {name: {c.seed for c in every_seed if c.method == name} for name in runs}
+  assert {name for name, s in seeds.items() if s == {0, 1, 2}} == set(experiments.SEEDED)
+  assert all(s in ({0}, {0, 1, 2}) for s in seeds.values()), seeds
   for name, (base, changes, _, scale) in experiments.EXPERIMENTS.items():
     base_config = study[base].config()
     run = cells.flatten(runs[name].config().to_dict())
