@@ -61,6 +61,13 @@ Rows (question; base row; change):
   ce_drw_full_budget      LDAM-DRW gains 1.9 at the full budget (84.51; CE 0.06):
                           does it overtake CE-DRW (83.08 at 60 epochs), as in DDC's
                           Table 1? CE-DRW at the full budget.
+  sam_full_budget         SAM costs CE 3 to 4 points within its own protocol at 120
+                          epochs (seed 0), at rho 0.1 and 0.05, with either
+                          BatchNorm choice: is it the budget? DDC cites SAM for
+                          letting the minority classes escape saddle points, which
+                          may need the long schedule: the SAM row at its 400 epochs
+                          (radius switch at 320).
+  sam_without_sam_full_budget  Its control: the same 400 epochs without SAM.
 
 Seed 0, compared with its base row's seed-0 cell; the two controls of the SAM
 rows (``SEEDED``) also seeds 1 and 2, so that SAM's effect is read over the
@@ -68,7 +75,8 @@ same three seeds as the study's SAM rows.
 
 Cost: the CE-sized rows about 13 minutes each on the 2-core CPU, the SAM
 protocol's 120 epochs 24 to 39 (38.8 for sam_batch_norm_both_passes, over two
-sessions), the full-budget rows about 43.
+sessions), the full-budget rows about 43, the full-budget SAM pair about 130
+(two passes a step) and 80; the pair is planned after the main study's seeds.
 """
 
 import ml_collections
@@ -129,6 +137,8 @@ EXPERIMENTS = {
     'vs_tla_adrw_full_budget': ('vs_tla_adrw', {}, 'VS+TLA+ADRW, full budget', 1.0),
     'sam_rho_0_05': ('sam', {'sam.rho_values': (0.05, 0.05)}, 'SAM, rho 0.05', study.SCALE),
     'ce_drw_full_budget': ('ce_drw', {}, 'CE-DRW, full budget', 1.0),
+    'sam_full_budget': ('sam', {}, 'SAM, full budget', 1.0),
+    'sam_without_sam_full_budget': ('sam', _NO_SAM, 'SAM row without SAM, full budget', 1.0),
 }
 
 
